@@ -1,0 +1,1 @@
+"""Engine adapters: the one small protocol every engine is reached through, and one file per engine."""

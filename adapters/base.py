@@ -1,0 +1,65 @@
+"""The adapter contract (DESIGN.md §3): what an engine must offer the foundation, nothing more."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from aisf.services.common.errors import AisfError, EngineOutOfMemory, InternalError
+from aisf.services.common.model_config import ModelConfig
+from aisf.services.common.tensors import InferRequest, InferResponse, TensorSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """One model version to load: its config and the folder holding its artifacts."""
+
+    name: str
+    version: int
+    path: Path
+    config: ModelConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    """What the engine reports it serves; shapes include the batch dim (-1) when batching."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    platform: str
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ready: bool
+    reason: str = ""
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    """An engine. Raise aisf.services.common.errors types only; callers decide retries by type.
+
+    `infer` receives a validated request whose tensors match the metadata `load` returned,
+    possibly a dynamic batch of several client requests merged along dim 0.
+    """
+
+    async def load(self, spec: ModelSpec) -> ModelMetadata: ...
+
+    async def infer(self, request: InferRequest) -> InferResponse: ...
+
+    async def health(self) -> Health: ...
+
+    async def unload(self) -> None: ...
+
+
+_OUT_OF_MEMORY_MARKERS = ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation")
+
+
+def engine_failure(exc: BaseException, model: str) -> AisfError:
+    """Classify an engine's own exception: out-of-memory is its own type (REQ-ORC-02)."""
+    text = str(exc)
+    if isinstance(exc, MemoryError) or any(m in text.lower() for m in _OUT_OF_MEMORY_MARKERS):
+        return EngineOutOfMemory(f"model '{model}': engine ran out of memory: {text}")
+    return InternalError(f"model '{model}': engine failed: {type(exc).__name__}: {text}")

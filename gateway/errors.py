@@ -1,0 +1,49 @@
+"""The HTTP side of the error table: one FastAPI handler for every typed error (V2 `{"error": ...}`)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from aisf.services.common.errors import AisfError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: AisfError) -> JSONResponse:
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    return JSONResponse({"error": error.message}, status_code=error.http_status, headers=headers)
+
+
+async def _aisf_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AisfError)
+    log.info("request rejected", extra={"path": request.url.path, "reason": exc.reason, "detail": exc.message})
+    return error_response(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    return JSONResponse({"error": f"{where}: {first['msg']}"}, status_code=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("request failed", extra={"path": request.url.path}, exc_info=exc)
+    return JSONResponse({"error": "internal error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AisfError, _aisf_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

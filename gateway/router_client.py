@@ -1,0 +1,72 @@
+"""The gateway's gRPC client of the inference router: typed errors in, request id and deadline out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from grpc import aio
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from aisf.router.v1 import model_repository_pb2 as repo_pb
+from aisf.router.v1 import model_repository_pb2_grpc as repo_grpc
+from aisf.services.common.grpc_errors import REQUEST_ID_KEY, error_from_rpc
+from aisf.services.common.grpc_server import channel_options
+
+Reply = TypeVar("Reply")
+
+
+class RouterClient:
+    def __init__(self, target: str, max_message_bytes: int, timeout_s: float = 60.0) -> None:
+        self._channel = aio.insecure_channel(target, options=channel_options(max_message_bytes))
+        self._v2 = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._repository = repo_grpc.ModelRepositoryServiceStub(self._channel)
+        self._timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any, request_id: str) -> Reply:
+        metadata = ((REQUEST_ID_KEY, request_id),) if request_id else None
+        try:
+            return await method(request, timeout=self._timeout_s, metadata=metadata)
+        except aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    async def infer(self, request: pb.ModelInferRequest, request_id: str = "") -> pb.ModelInferResponse:
+        return await self._call(self._v2.ModelInfer, request, request_id)
+
+    async def server_live(self) -> bool:
+        return (await self._call(self._v2.ServerLive, pb.ServerLiveRequest(), "")).live
+
+    async def server_ready(self) -> bool:
+        return (await self._call(self._v2.ServerReady, pb.ServerReadyRequest(), "")).ready
+
+    async def server_metadata(self) -> pb.ServerMetadataResponse:
+        return await self._call(self._v2.ServerMetadata, pb.ServerMetadataRequest(), "")
+
+    async def model_ready(self, name: str, version: str) -> bool:
+        reply = await self._call(self._v2.ModelReady, pb.ModelReadyRequest(name=name, version=version), "")
+        return reply.ready
+
+    async def model_metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
+        return await self._call(self._v2.ModelMetadata, pb.ModelMetadataRequest(name=name, version=version), "")
+
+    async def model_config(self, name: str, version: str) -> pb.ModelConfigResponse:
+        return await self._call(self._v2.ModelConfig, pb.ModelConfigRequest(name=name, version=version), "")
+
+    async def model_statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
+        return await self._call(self._v2.ModelStatistics, pb.ModelStatisticsRequest(name=name, version=version), "")
+
+    async def repository_index(self, ready: bool) -> pb.RepositoryIndexResponse:
+        return await self._call(self._v2.RepositoryIndex, pb.RepositoryIndexRequest(ready=ready), "")
+
+    async def load_model(self, name: str) -> None:
+        await self._call(self._v2.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name=name), "")
+
+    async def unload_model(self, name: str) -> None:
+        await self._call(self._v2.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name=name), "")
+
+    async def model_events(self, request: repo_pb.ListModelEventsRequest) -> repo_pb.ListModelEventsResponse:
+        return await self._call(self._repository.ListModelEvents, request, "")

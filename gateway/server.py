@@ -1,0 +1,47 @@
+"""Runs the REST edge under uvicorn inside the caller's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import uvicorn
+
+from aisf.gateway.app import create_app
+from aisf.gateway.router_client import RouterClient
+from aisf.services.common.settings import Settings
+
+
+@dataclass(slots=True)
+class GatewayRuntime:
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    http_port: int
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def start_gateway(settings: Settings, router_target: str) -> GatewayRuntime:
+    app = create_app(settings, RouterClient(router_target, settings.max_request_bytes))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("REST edge stopped during start-up")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return GatewayRuntime(server, task, port)

@@ -1,0 +1,1 @@
+"""Metadata database: SQLAlchemy tables, Alembic migrations, and the stores built on them."""

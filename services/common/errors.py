@@ -1,0 +1,158 @@
+"""The one error hierarchy of aisf; transports map it (grpc_errors, gateway.errors), engines raise it."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+
+class Code(IntEnum):
+    """Status codes, numerically identical to google.rpc.Code (and so to grpc.StatusCode)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+# The one code -> HTTP table. A class may only deviate by declaring http_status itself.
+HTTP_STATUS_BY_CODE: dict[Code, int] = {
+    Code.OK: 200,
+    Code.CANCELLED: 499,
+    Code.UNKNOWN: 500,
+    Code.INVALID_ARGUMENT: 400,
+    Code.DEADLINE_EXCEEDED: 504,
+    Code.NOT_FOUND: 404,
+    Code.ALREADY_EXISTS: 409,
+    Code.PERMISSION_DENIED: 403,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.FAILED_PRECONDITION: 400,
+    Code.ABORTED: 409,
+    Code.OUT_OF_RANGE: 400,
+    Code.UNIMPLEMENTED: 501,
+    Code.INTERNAL: 500,
+    Code.UNAVAILABLE: 503,
+    Code.DATA_LOSS: 500,
+    Code.UNAUTHENTICATED: 401,
+}
+
+
+class AisfError(Exception):
+    """Base of every error a client may see; `reason` is stable and machine-readable."""
+
+    code: ClassVar[Code] = Code.INTERNAL
+    reason: ClassVar[str] = "internal"
+    http_status: ClassVar[int] = 500
+    # Seconds a client should wait before retrying, sent as Retry-After / retry metadata.
+    retry_after: ClassVar[int | None] = None
+
+    _by_reason: ClassVar[dict[str, type[AisfError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "http_status" not in cls.__dict__:
+            cls.http_status = HTTP_STATUS_BY_CODE[cls.code]
+        AisfError._by_reason[cls.reason] = cls
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @staticmethod
+    def class_for(reason: str, code: Code) -> type[AisfError]:
+        """The class a transport should rebuild from a (reason, code) pair seen on the wire."""
+        known = AisfError._by_reason.get(reason)
+        if known is not None and known.code == code:
+            return known
+        return _GENERIC_BY_CODE.get(code, InternalError)
+
+
+class InternalError(AisfError):
+    code = Code.INTERNAL
+    reason = "internal"
+
+
+class InvalidInput(AisfError):
+    code = Code.INVALID_ARGUMENT
+    reason = "invalid_input"
+
+
+class ModelNotFound(AisfError):
+    code = Code.NOT_FOUND
+    reason = "model_not_found"
+
+
+class ModelNotReady(AisfError):
+    code = Code.UNAVAILABLE
+    reason = "model_not_ready"
+    retry_after = 1
+
+
+class ModelLoadFailed(AisfError):
+    code = Code.FAILED_PRECONDITION
+    reason = "model_load_failed"
+
+
+class RequestTooLarge(AisfError):
+    code = Code.RESOURCE_EXHAUSTED
+    reason = "request_too_large"
+    http_status = 413
+
+
+class EngineOverloaded(AisfError):
+    code = Code.RESOURCE_EXHAUSTED
+    reason = "engine_overloaded"
+    retry_after = 1
+
+
+class EngineOutOfMemory(AisfError):
+    code = Code.RESOURCE_EXHAUSTED
+    reason = "engine_out_of_memory"
+    http_status = 507
+
+
+class EngineUnavailable(AisfError):
+    code = Code.UNAVAILABLE
+    reason = "engine_unavailable"
+    retry_after = 1
+
+
+class Unsupported(AisfError):
+    code = Code.UNIMPLEMENTED
+    reason = "unimplemented"
+
+
+class DeadlineExceeded(AisfError):
+    code = Code.DEADLINE_EXCEEDED
+    reason = "deadline_exceeded"
+
+
+class Cancelled(AisfError):
+    code = Code.CANCELLED
+    reason = "cancelled"
+
+
+_GENERIC_BY_CODE: dict[Code, type[AisfError]] = {
+    Code.INVALID_ARGUMENT: InvalidInput,
+    Code.OUT_OF_RANGE: InvalidInput,
+    Code.NOT_FOUND: ModelNotFound,
+    Code.UNAVAILABLE: EngineUnavailable,
+    Code.RESOURCE_EXHAUSTED: EngineOverloaded,
+    Code.FAILED_PRECONDITION: ModelLoadFailed,
+    Code.UNIMPLEMENTED: Unsupported,
+    Code.DEADLINE_EXCEEDED: DeadlineExceeded,
+    Code.CANCELLED: Cancelled,
+}

@@ -1,0 +1,115 @@
+"""The gRPC side of the error table: AisfError -> status + trailers, and back for clients."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from aisf.services.common.errors import AisfError, Code
+from aisf.services.common.logging import request_id
+
+log = logging.getLogger(__name__)
+
+REASON_KEY = "aisf-reason"
+RETRY_AFTER_KEY = "retry-after"
+REQUEST_ID_KEY = "x-request-id"
+
+_STATUS_BY_CODE = {Code(s.value[0]): s for s in grpc.StatusCode}
+
+
+def grpc_status(code: Code) -> grpc.StatusCode:
+    return _STATUS_BY_CODE[code]
+
+
+def error_from_rpc(error: aio.AioRpcError | grpc.RpcError) -> AisfError:
+    """Rebuild the typed error a server raised, from its status code and aisf-reason trailer."""
+    status = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    code = Code(status.value[0])
+    trailers = dict(error.trailing_metadata() or ()) if hasattr(error, "trailing_metadata") else {}
+    reason = str(trailers.get(REASON_KEY, ""))
+    details = error.details() if hasattr(error, "details") else str(error)
+    return AisfError.class_for(reason, code)(details or status.name.lower())
+
+
+async def abort_with(context: aio.ServicerContext[Any, Any], error: AisfError) -> None:
+    trailers: list[tuple[str, str]] = [(REASON_KEY, error.reason)]
+    if error.retry_after is not None:
+        trailers.append((RETRY_AFTER_KEY, str(error.retry_after)))
+    context.set_trailing_metadata(tuple(trailers))
+    await context.abort(grpc_status(error.code), error.message)
+
+
+def _rejected(method: str, error: AisfError) -> None:
+    log.info("request rejected", extra={"rpc": method, "reason": error.reason, "detail": error.message})
+
+
+async def _crashed(method: str, context: aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    log.error("request failed", extra={"rpc": method}, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id.get() or 'none'})")
+
+
+class ErrorInterceptor(aio.ServerInterceptor):
+    """Maps typed errors once for every service, and binds the caller's request id to the logs."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        rid = next((str(v) for k, v in details.invocation_metadata or () if k == REQUEST_ID_KEY), "")
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _unary(handler.unary_unary, method, rid),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _streaming(handler.unary_stream, method, rid), handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _streaming(handler.stream_stream, method, rid), handler.request_deserializer, handler.response_serializer
+            )
+        return handler
+
+
+def _unary(behavior: Callable[..., Any], method: str, rid: str) -> Callable[..., Awaitable[Any]]:
+    async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        request_id.set(rid)
+        try:
+            return await behavior(request, context)
+        except AisfError as error:
+            _rejected(method, error)
+            await abort_with(context, error)
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await _crashed(method, context, exc)
+
+    return call
+
+
+def _streaming(behavior: Callable[..., Any], method: str, rid: str) -> Callable[..., AsyncIterator[Any]]:
+    async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        request_id.set(rid)
+        try:
+            async for item in behavior(request, context):
+                yield item
+        except AisfError as error:
+            _rejected(method, error)
+            await abort_with(context, error)
+        except aio.AbortError:
+            raise
+        except Exception as exc:
+            await _crashed(method, context, exc)
+
+    return call

@@ -1,0 +1,57 @@
+"""Builds every aisf gRPC server the same way: interceptors, limits, health, reflection, ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from aisf.services.common.grpc_errors import ErrorInterceptor
+
+Registrar = Callable[[aio.Server], None]
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+@dataclass(slots=True)
+class GrpcServer:
+    server: aio.Server
+    health: health.aio.HealthServicer
+    ports: dict[str, int]
+    service_names: Sequence[str]
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in (*self.service_names, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+def build_server(
+    registrars: Sequence[Registrar],
+    service_names: Sequence[str],
+    addresses: Sequence[str],
+    max_message_bytes: int,
+) -> GrpcServer:
+    """Bind `addresses` (host:port with port 0 for a free one, or unix:path) and register services."""
+    server = aio.server(interceptors=[ErrorInterceptor()], options=channel_options(max_message_bytes))
+    for register in registrars:
+        register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    ports = {address: server.add_insecure_port(address) for address in addresses}
+    return GrpcServer(server, health_servicer, ports, service_names)

@@ -1,0 +1,134 @@
+"""inference.GRPCInferenceService (KServe V2 + Triton extensions), served from tritonclient's own stubs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from grpc import aio
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from aisf.services.common import v2_codec
+from aisf.services.common.errors import AisfError, Unsupported
+from aisf.services.router import v2_admin_codec as admin
+from aisf.services.router.dataplane import Dataplane
+
+Context = aio.ServicerContext[Any, Any]
+SERVICE_NAME = "inference.GRPCInferenceService"
+_STREAM_WINDOW = 64  # requests of one ModelStreamInfer stream in flight at once
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    def __init__(self, dataplane: Dataplane) -> None:
+        self._dataplane = dataplane
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._dataplane.live())
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Context) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._dataplane.ready())
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self._dataplane.model_ready(request.name, request.version))
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
+        return admin.server_metadata_to_proto(self._dataplane.server_metadata())
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
+        model = self._dataplane.model(request.name, request.version)
+        return admin.model_metadata_to_proto(model, self._dataplane.model_versions(request.name))
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
+        return admin.model_config_to_proto(self._dataplane.model(request.name, request.version))
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Context) -> pb.ModelStatisticsResponse:
+        return admin.statistics_to_proto(self._dataplane.statistics(request.name, request.version))
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
+        return admin.repository_index_to_proto(self._dataplane.repository_index(), request.ready)
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
+        if request.parameters:
+            raise Unsupported("load parameters (config override, file content) are not supported; edit config.yaml")
+        await self._dataplane.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self._dataplane.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
+        result = await self._dataplane.infer(v2_codec.request_from_proto(request))
+        return v2_codec.response_to_proto(result)
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: Context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests run concurrently; each answer (or error) comes back tagged with its request id,
+        and an error answers that request alone, as Triton does, leaving the stream open."""
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        window = asyncio.Semaphore(_STREAM_WINDOW)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(message: pb.ModelInferRequest) -> None:
+            try:
+                result = await self._dataplane.infer(v2_codec.request_from_proto(message))
+                await answers.put(pb.ModelStreamInferResponse(infer_response=v2_codec.response_to_proto(result)))
+            except AisfError as error:
+                failed = pb.ModelInferResponse(model_name=message.model_name, id=message.id)
+                await answers.put(pb.ModelStreamInferResponse(error_message=error.message, infer_response=failed))
+            finally:
+                window.release()
+
+        async def read_all() -> None:
+            async for message in requests:
+                await window.acquire()
+                task = asyncio.create_task(answer(message))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+            await answers.put(None)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+            await reader
+        finally:
+            reader.cancel()
+            for task in tasks:
+                task.cancel()
+
+
+def _unsupported(feature: str) -> Any:
+    async def handler(self: InferenceServicer, request: Any, context: Context) -> Any:
+        raise Unsupported(f"{feature} is not supported by aisf")
+
+    return handler
+
+
+for _rpc, _feature in {
+    "SystemSharedMemoryStatus": "system shared memory",
+    "SystemSharedMemoryRegister": "system shared memory",
+    "SystemSharedMemoryUnregister": "system shared memory",
+    "CudaSharedMemoryStatus": "CUDA shared memory",
+    "CudaSharedMemoryRegister": "CUDA shared memory",
+    "CudaSharedMemoryUnregister": "CUDA shared memory",
+    "TraceSetting": "trace settings",
+    "LogSettings": "log settings",
+}.items():
+    setattr(InferenceServicer, _rpc, _unsupported(_feature))
+
+
+def register(dataplane: Dataplane) -> Any:
+    def add(server: aio.Server) -> None:
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+
+    return add

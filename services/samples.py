@@ -1,0 +1,102 @@
+"""Writes the sample model repository, built on the spot (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import xgboost
+import yaml
+from onnx import TensorProto, helper, numpy_helper
+
+TABULAR_FEATURES = 4
+VISION_CLASSES = 10
+
+
+def _write_config(model_dir: Path, config: dict[str, object]) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+def tabular_training_data(rows: int = 512, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(rows, TABULAR_FEATURES)).astype(np.float32)
+    labels = (features[:, 0] + 0.5 * features[:, 1] - features[:, 2] > 0).astype(np.float32)
+    return features, labels
+
+
+def build_tabular_demo(repository: Path) -> Path:
+    """A tiny XGBoost binary classifier: FP32 [N, 4] -> probability [N, 1]."""
+    features, labels = tabular_training_data()
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3, "nthread": 1, "seed": 7},
+        xgboost.DMatrix(features, label=labels),
+        num_boost_round=10,
+    )
+    model_dir = repository / "tabular-demo"
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(model_dir / "1" / "model.json"))
+    _write_config(
+        model_dir,
+        {
+            "backend": "xgboost",
+            "max_batch_size": 64,
+            "inputs": [{"name": "input__0", "datatype": "FP32", "dims": [TABULAR_FEATURES]}],
+            "outputs": [{"name": "output__0", "datatype": "FP32", "dims": [1]}],
+            "dynamic_batching": {"max_queue_delay_microseconds": 0, "preferred_batch_size": [32, 64]},
+            "instance_count": 1,
+        },
+    )
+    return model_dir
+
+
+def vision_onnx_model(seed: int = 11) -> onnx.ModelProto:
+    """A tiny CNN: FP32 [N, 3, 64, 64] -> softmax probabilities [N, 10]."""
+    rng = np.random.default_rng(seed)
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(np.zeros(8, dtype=np.float32), "conv_b"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (8, VISION_CLASSES)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(np.zeros(VISION_CLASSES, dtype=np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w", "conv_b"], ["conv"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "vision_demo",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 64, 64])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", VISION_CLASSES])],
+        initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="aisf-samples")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def build_vision_demo(repository: Path) -> Path:
+    model_dir = repository / "vision-demo"
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    onnx.save(vision_onnx_model(), str(model_dir / "1" / "model.onnx"))
+    _write_config(
+        model_dir,
+        {
+            "backend": "onnxruntime",
+            "max_batch_size": 8,
+            "dynamic_batching": {"max_queue_delay_microseconds": 2000, "preferred_batch_size": [4, 8]},
+            "instance_count": 1,
+        },
+    )
+    return model_dir
+
+
+def build_samples(repository: Path) -> list[Path]:
+    repository.mkdir(parents=True, exist_ok=True)
+    return [build_tabular_demo(repository), build_vision_demo(repository)]
