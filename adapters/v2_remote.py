@@ -103,5 +103,3 @@ class V2RemoteAdapter:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-

@@ -21,7 +21,9 @@ def error_response(error: AisfError) -> JSONResponse:
 
 async def _aisf_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AisfError)
-    log.info("request rejected", extra={"path": request.url.path, "reason": exc.reason, "detail": exc.message})
+    log.info(
+        "request rejected", extra={"path": request.url.path, "reason": exc.reason, "detail": exc.message}
+    )
     return error_response(exc)
 
 

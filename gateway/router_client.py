@@ -25,7 +25,7 @@ class RouterClient:
         self._timeout_s = timeout_s
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(None)
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any, request_id: str) -> Reply:
         metadata = ((REQUEST_ID_KEY, request_id),) if request_id else None
@@ -38,26 +38,30 @@ class RouterClient:
         return await self._call(self._v2.ModelInfer, request, request_id)
 
     async def server_live(self) -> bool:
-        return (await self._call(self._v2.ServerLive, pb.ServerLiveRequest(), "")).live
+        return bool((await self._call(self._v2.ServerLive, pb.ServerLiveRequest(), "")).live)
 
     async def server_ready(self) -> bool:
-        return (await self._call(self._v2.ServerReady, pb.ServerReadyRequest(), "")).ready
+        return bool((await self._call(self._v2.ServerReady, pb.ServerReadyRequest(), "")).ready)
 
     async def server_metadata(self) -> pb.ServerMetadataResponse:
         return await self._call(self._v2.ServerMetadata, pb.ServerMetadataRequest(), "")
 
     async def model_ready(self, name: str, version: str) -> bool:
         reply = await self._call(self._v2.ModelReady, pb.ModelReadyRequest(name=name, version=version), "")
-        return reply.ready
+        return bool(reply.ready)
 
     async def model_metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
-        return await self._call(self._v2.ModelMetadata, pb.ModelMetadataRequest(name=name, version=version), "")
+        return await self._call(
+            self._v2.ModelMetadata, pb.ModelMetadataRequest(name=name, version=version), ""
+        )
 
     async def model_config(self, name: str, version: str) -> pb.ModelConfigResponse:
         return await self._call(self._v2.ModelConfig, pb.ModelConfigRequest(name=name, version=version), "")
 
     async def model_statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
-        return await self._call(self._v2.ModelStatistics, pb.ModelStatisticsRequest(name=name, version=version), "")
+        return await self._call(
+            self._v2.ModelStatistics, pb.ModelStatisticsRequest(name=name, version=version), ""
+        )
 
     async def repository_index(self, ready: bool) -> pb.RepositoryIndexResponse:
         return await self._call(self._v2.RepositoryIndex, pb.RepositoryIndexRequest(ready=ready), "")

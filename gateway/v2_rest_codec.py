@@ -101,13 +101,17 @@ def parse_request(
     inputs: list[Tensor] = []
     for item in parsed.inputs:
         if item.datatype not in DATATYPES:
-            raise InvalidInput(f"input '{item.name}': unknown datatype '{item.datatype}'; one of {sorted(DATATYPES)}")
+            raise InvalidInput(
+                f"input '{item.name}': unknown datatype '{item.datatype}'; one of {sorted(DATATYPES)}"
+            )
         shape = tuple(item.shape)
         size = item.parameters.get("binary_data_size")
         params = {k: v for k, v in item.parameters.items() if k != "binary_data_size"}
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
-                raise InvalidInput(f"input '{item.name}': binary_data_size {size!r} overruns the binary section")
+                raise InvalidInput(
+                    f"input '{item.name}': binary_data_size {size!r} overruns the binary section"
+                )
             data = array_from_raw(binary[offset : offset + size], item.datatype, shape, item.name)
             offset += size
         else:
@@ -143,9 +147,13 @@ def _from_json(item: InputBody, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
         else:
             array = np.asarray(item.data, dtype=NUMPY_DTYPES[item.datatype]).reshape(-1)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInput(f"input '{item.name}': data does not fit datatype {item.datatype}: {exc}") from None
+        raise InvalidInput(
+            f"input '{item.name}': data does not fit datatype {item.datatype}: {exc}"
+        ) from None
     if array.size != count:
-        raise InvalidInput(f"input '{item.name}': shape {list(shape)} holds {count} elements, data has {array.size}")
+        raise InvalidInput(
+            f"input '{item.name}': shape {list(shape)} holds {count} elements, data has {array.size}"
+        )
     return array.reshape(shape)
 
 
@@ -162,7 +170,11 @@ def encode_response(response: InferResponse, binary: dict[str, bool]) -> tuple[b
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for tensor in response.outputs:
-        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.shape),
+        }
         parameters: dict[str, Any] = dict(tensor.parameters)
         if binary.get(tensor.name, binary.get("", False)):
             raw = array_to_raw(tensor.data, tensor.datatype)

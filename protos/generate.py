@@ -22,13 +22,17 @@ V2_DESCRIPTOR_SET = ROOT / "inference" / "grpc_service.binpb"
 def generate_python_stubs() -> None:
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "aisf").rglob("*.proto"))
     include = str(Path(protoc.__file__).parent / "_proto")
+    plugins = Path(sys.executable).parent
     args = [
         "protoc",
         f"-I{ROOT}",
         f"-I{include}",
+        f"--plugin=protoc-gen-mypy={plugins / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={plugins / 'protoc-gen-mypy_grpc'}",
         f"--python_out={ROOT}",
-        f"--pyi_out={ROOT}",
+        f"--mypy_out={ROOT}",
         f"--grpc_python_out={ROOT}",
+        f"--mypy_grpc_out={ROOT}",
         *sources,
     ]
     if protoc.main(args) != 0:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,19 @@ from aisf.services.samples import build_samples
 def _serve_flags(parser: argparse.ArgumentParser, roles: bool) -> None:
     if roles:
         parser.add_argument("--role", choices=["all", "router", "gateway"], default="all")
-    parser.add_argument("--model-repository", type=Path, help="models/<name>/config.yaml folder (AISF_MODEL_REPOSITORY)")
+    parser.add_argument(
+        "--model-repository", type=Path, help="models/<name>/config.yaml folder (AISF_MODEL_REPOSITORY)"
+    )
     parser.add_argument("--host", help="bind address (AISF_HOST, default 0.0.0.0)")
     parser.add_argument("--http-port", type=int, help="REST port (AISF_HTTP_PORT, default 8000)")
     parser.add_argument("--grpc-port", type=int, help="gRPC port (AISF_GRPC_PORT, default 8001)")
     parser.add_argument("--metrics-port", type=int, help="Prometheus port (AISF_METRICS_PORT, default 8002)")
-    parser.add_argument("--data-dir", type=Path, help="embedded database and sockets (AISF_DATA_DIR, default .aisf)")
-    parser.add_argument("--router-address", help="router gRPC target for --role gateway (AISF_ROUTER_ADDRESS)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="embedded database and sockets (AISF_DATA_DIR, default .aisf)"
+    )
+    parser.add_argument(
+        "--router-address", help="router gRPC target for --role gateway (AISF_ROUTER_ADDRESS)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,17 +43,31 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _serve_flags(commands.add_parser("serve", help="run one role, or every role in one process"), roles=True)
     _serve_flags(
-        commands.add_parser("up", help="the embedded default: sample models (built if missing) and every role"),
+        commands.add_parser(
+            "up", help="the embedded default: sample models (built if missing) and every role"
+        ),
         roles=False,
     )
-    models = commands.add_parser("models", help="model repository tools").add_subparsers(dest="action", required=True)
-    samples = models.add_parser("build-samples", help="write the sample models (trained/exported on the spot)")
+    models = commands.add_parser("models", help="model repository tools").add_subparsers(
+        dest="action", required=True
+    )
+    samples = models.add_parser(
+        "build-samples", help="write the sample models (trained/exported on the spot)"
+    )
     samples.add_argument("directory", type=Path)
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    names = ("model_repository", "host", "http_port", "grpc_port", "metrics_port", "data_dir", "router_address")
+    names = (
+        "model_repository",
+        "host",
+        "http_port",
+        "grpc_port",
+        "metrics_port",
+        "data_dir",
+        "router_address",
+    )
     overrides: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     return Settings(**overrides)
 

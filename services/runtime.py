@@ -24,7 +24,11 @@ class Endpoints:
     metrics: str
 
     def describe(self) -> str:
-        parts = [f"{name} {url}" for name, url in (("REST", self.rest), ("gRPC", self.grpc), ("metrics", self.metrics)) if url]
+        parts = [
+            f"{name} {url}"
+            for name, url in (("REST", self.rest), ("gRPC", self.grpc), ("metrics", self.metrics))
+            if url
+        ]
         return "aisf ready: " + "  ".join(parts)
 
 
@@ -46,7 +50,11 @@ async def run(settings: Settings, role: Role, announce: Callable[[Endpoints], No
         if role in ("all", "router"):
             router = await start_router(settings, registry, unix_socket=role == "all")
         if role in ("all", "gateway"):
-            target = router.socket_address if router else (settings.router_address or f"127.0.0.1:{settings.grpc_port}")
+            target = (
+                router.socket_address
+                if router
+                else (settings.router_address or f"127.0.0.1:{settings.grpc_port}")
+            )
             gateway = await start_gateway(settings, target)
         announce(
             Endpoints(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 import xgboost
 import yaml
@@ -19,7 +20,7 @@ def _write_config(model_dir: Path, config: dict[str, object]) -> None:
     (model_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
-def tabular_training_data(rows: int = 512, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+def tabular_training_data(rows: int = 512, seed: int = 7) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     rng = np.random.default_rng(seed)
     features = rng.normal(size=(rows, TABULAR_FEATURES)).astype(np.float32)
     labels = (features[:, 0] + 0.5 * features[:, 1] - features[:, 2] > 0).astype(np.float32)
@@ -75,7 +76,9 @@ def vision_onnx_model(seed: int = 11) -> onnx.ModelProto:
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", VISION_CLASSES])],
         initializer=weights,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="aisf-samples")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="aisf-samples"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model

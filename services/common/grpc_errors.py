@@ -29,8 +29,8 @@ def error_from_rpc(error: aio.AioRpcError | grpc.RpcError) -> AisfError:
     """Rebuild the typed error a server raised, from its status code and aisf-reason trailer."""
     status = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
     code = Code(status.value[0])
-    trailers = dict(error.trailing_metadata() or ()) if hasattr(error, "trailing_metadata") else {}
-    reason = str(trailers.get(REASON_KEY, ""))
+    trailers: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    reason = next((str(value) for key, value in trailers or () if key == REASON_KEY), "")
     details = error.details() if hasattr(error, "details") else str(error)
     return AisfError.class_for(reason, code)(details or status.name.lower())
 
@@ -52,14 +52,14 @@ async def _crashed(method: str, context: aio.ServicerContext[Any, Any], exc: Exc
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id.get() or 'none'})")
 
 
-class ErrorInterceptor(aio.ServerInterceptor):
+class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     """Maps typed errors once for every service, and binds the caller's request id to the logs."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(details)
         if handler is None:
             return handler
@@ -73,11 +73,15 @@ class ErrorInterceptor(aio.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, method, rid), handler.request_deserializer, handler.response_serializer
+                _streaming(handler.unary_stream, method, rid),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                _streaming(handler.stream_stream, method, rid), handler.request_deserializer, handler.response_serializer
+                _streaming(handler.stream_stream, method, rid),
+                handler.request_deserializer,
+                handler.response_serializer,
             )
         return handler
 

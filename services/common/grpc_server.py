@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,7 +25,7 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
 @dataclass(slots=True)
 class GrpcServer:
     server: aio.Server
-    health: health.aio.HealthServicer
+    health: Any  # grpc_health.v1.health.aio.HealthServicer (untyped in grpc-stubs)
     ports: dict[str, int]
     service_names: Sequence[str]
 
@@ -48,10 +49,11 @@ def build_server(
     server = aio.server(interceptors=[ErrorInterceptor()], options=channel_options(max_message_bytes))
     for register in registrars:
         register(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
     )
     ports = {address: server.add_insecure_port(address) for address in addresses}
     return GrpcServer(server, health_servicer, ports, service_names)

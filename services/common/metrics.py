@@ -13,7 +13,10 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 class InferenceMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
-            "aisf_inference_requests", "Inference requests by outcome", ["model", "version", "outcome"], registry=registry
+            "aisf_inference_requests",
+            "Inference requests by outcome",
+            ["model", "version", "outcome"],
+            registry=registry,
         )
         self.duration = Histogram(
             "aisf_inference_duration_seconds",
@@ -38,7 +41,9 @@ class InferenceMetrics:
         )
         self._children = lru_cache(maxsize=4096)(self._labelled)
 
-    def _labelled(self, model: str, version: str, outcome: str) -> tuple[Counter, Histogram, Histogram, Histogram]:
+    def _labelled(
+        self, model: str, version: str, outcome: str
+    ) -> tuple[Counter, Histogram, Histogram, Histogram]:
         return (
             self.requests.labels(model, version, outcome),
             self.duration.labels(model, version),

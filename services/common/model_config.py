@@ -81,8 +81,6 @@ class ModelConfig(_Strict):
         return [TensorSpec(t.name, t.datatype, batch + tuple(t.dims)) for t in tensors]
 
 
-
-
 def load_model_config(model_dir: Path) -> ModelConfig:
     """Read and validate a model directory's config.yaml; the directory name is the model name."""
     path = model_dir / "config.yaml"

@@ -69,7 +69,8 @@ def _from_contents(contents: Any, datatype: str, shape: tuple[int, ...], name: s
     values = list(getattr(contents, field))
     if len(values) != element_count(shape):
         raise InvalidInput(
-            f"input '{name}': shape {list(shape)} holds {element_count(shape)} elements, contents.{field} has {len(values)}"
+            f"input '{name}': shape {list(shape)} holds {element_count(shape)} elements, "
+            f"contents.{field} has {len(values)}"
         )
     if datatype == "BYTES":
         array = np.empty(len(values), dtype=np.object_)
@@ -91,13 +92,17 @@ def request_from_proto(message: pb.ModelInferRequest) -> InferRequest:
         if not name:
             raise InvalidInput(f"inputs[{index}].name is empty")
         if item.datatype not in DATATYPES:
-            raise InvalidInput(f"input '{name}': unknown datatype '{item.datatype}'; one of {sorted(DATATYPES)}")
+            raise InvalidInput(
+                f"input '{name}': unknown datatype '{item.datatype}'; one of {sorted(DATATYPES)}"
+            )
         shape = tuple(item.shape)
         if any(d < 0 for d in shape):
             raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dim")
         parameters = parameters_from_proto(item.parameters)
         if any(k in parameters for k in _UNSUPPORTED_PARAMETERS):
-            raise InvalidInput(f"input '{name}': shared-memory tensors are not supported; send the data inline")
+            raise InvalidInput(
+                f"input '{name}': shared-memory tensors are not supported; send the data inline"
+            )
         if raw:
             data = array_from_raw(raw[index], item.datatype, shape, name)
         elif item.HasField("contents"):
@@ -107,8 +112,13 @@ def request_from_proto(message: pb.ModelInferRequest) -> InferRequest:
         inputs.append(Tensor(name, item.datatype, shape, data, parameters))
     outputs = [RequestedOutput(o.name, parameters_from_proto(o.parameters)) for o in message.outputs]
     for output in outputs:
-        if any(k in output.parameters for k in _UNSUPPORTED_PARAMETERS) or "classification" in output.parameters:
-            raise InvalidInput(f"output '{output.name}': shared-memory and classification outputs are not supported")
+        if (
+            any(k in output.parameters for k in _UNSUPPORTED_PARAMETERS)
+            or "classification" in output.parameters
+        ):
+            raise InvalidInput(
+                f"output '{output.name}': shared-memory and classification outputs are not supported"
+            )
     return InferRequest(
         model_name=message.model_name,
         model_version=message.model_version,
@@ -120,7 +130,9 @@ def request_from_proto(message: pb.ModelInferRequest) -> InferRequest:
 
 
 def response_to_proto(response: InferResponse) -> pb.ModelInferResponse:
-    message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version, id=response.id)
+    message = pb.ModelInferResponse(
+        model_name=response.model_name, model_version=response.model_version, id=response.id
+    )
     for tensor in response.outputs:
         output = message.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         parameters_to_proto(tensor.parameters, output.parameters)
@@ -131,7 +143,9 @@ def response_to_proto(response: InferResponse) -> pb.ModelInferResponse:
 
 def request_to_proto(request: InferRequest) -> pb.ModelInferRequest:
     """The inverse of request_from_proto, for clients of the router (gateway, workers, tests)."""
-    message = pb.ModelInferRequest(model_name=request.model_name, model_version=request.model_version, id=request.id)
+    message = pb.ModelInferRequest(
+        model_name=request.model_name, model_version=request.model_version, id=request.id
+    )
     for tensor in request.inputs:
         item = message.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         parameters_to_proto(tensor.parameters, item.parameters)
@@ -153,5 +167,9 @@ def response_from_proto(message: pb.ModelInferResponse) -> InferResponse:
             data = _from_contents(item.contents, item.datatype, shape, item.name)
         outputs.append(Tensor(item.name, item.datatype, shape, data, parameters_from_proto(item.parameters)))
     return InferResponse(
-        message.model_name, message.model_version, outputs, message.id, parameters_from_proto(message.parameters)
+        message.model_name,
+        message.model_version,
+        outputs,
+        message.id,
+        parameters_from_proto(message.parameters),
     )

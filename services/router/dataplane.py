@@ -15,7 +15,13 @@ from aisf.services.router.validation import select_outputs, validate_request
 
 SERVER_NAME = "aisf"
 # Triton extensions whose RPCs/endpoints aisf serves (tritonclient checks some of these).
-EXTENSIONS = ("model_repository", "model_repository(unload_dependents)", "statistics", "binary_tensor_data", "model_configuration")
+EXTENSIONS = (
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "statistics",
+    "binary_tensor_data",
+    "model_configuration",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +42,9 @@ class Dataplane:
         started = perf_counter_ns()
         model = self._repository.get(request.model_name, request.model_version)
         try:
-            batch_size = validate_request(model.name, model.inputs, model.outputs, model.config.max_batch_size, request)
+            batch_size = validate_request(
+                model.name, model.inputs, model.outputs, model.config.max_batch_size, request
+            )
             response, timing = await model.executor.execute(request, batch_size)
         except AisfError as exc:
             elapsed = perf_counter_ns() - started

@@ -169,7 +169,9 @@ class DynamicBatcher:
         finally:
             self._slots.release()
         size = sum(p.size for p in batch)
-        execution = ExecutionTiming(0, merged_ns - dispatched, inferred_ns - merged_ns, done_ns - inferred_ns, size)
+        execution = ExecutionTiming(
+            0, merged_ns - dispatched, inferred_ns - merged_ns, done_ns - inferred_ns, size
+        )
         self._stats.record_execution(execution)
         for pending, part in zip(batch, parts, strict=True):
             if not pending.future.done():
@@ -197,7 +199,9 @@ def _split(response: InferResponse, batch: list[_Pending]) -> list[InferResponse
     total = sum(p.size for p in batch)
     for tensor in response.outputs:
         if not tensor.shape or tensor.shape[0] != total:
-            raise InternalError(f"engine returned output '{tensor.name}' of shape {list(tensor.shape)} for a batch of {total}")
+            raise InternalError(
+                f"engine returned output '{tensor.name}' of shape {list(tensor.shape)} for a batch of {total}"
+            )
     parts, offset = [], 0
     for pending in batch:
         outputs = [

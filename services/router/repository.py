@@ -81,7 +81,9 @@ class ModelRepository:
                     raise ModelLoadFailed(f"model '{name}': no version folder matches its version_policy")
                 loaded = {v: await self._load_version(model_dir, config, v) for v in versions}
             except AisfError as exc:
-                self._status[name] = (ModelState.READY, "") if previous else (ModelState.UNAVAILABLE, exc.message)
+                self._status[name] = (
+                    (ModelState.READY, "") if previous else (ModelState.UNAVAILABLE, exc.message)
+                )
                 await self._store.record(name, "", "", EventKind.LOAD_FAILED, exc.message)
                 raise
             self._models[name] = loaded
@@ -109,7 +111,9 @@ class ModelRepository:
             if name not in self._status and not (self._root / name / "config.yaml").is_file():
                 raise ModelNotFound(f"unknown model '{name}'")
             state, reason = self._status.get(name, (ModelState.UNAVAILABLE, "not loaded"))
-            raise ModelNotReady(f"model '{name}' is not ready ({state.value.lower()}{': ' + reason if reason else ''})")
+            raise ModelNotReady(
+                f"model '{name}' is not ready ({state.value.lower()}{': ' + reason if reason else ''})"
+            )
         if not version:
             return versions[max(versions)]
         try:
@@ -165,11 +169,23 @@ class ModelRepository:
             )
         else:
             executor = DirectExecutor(adapter, stats, config.instance_count)
-        return LoadedModel(config.name, version, config, inputs, outputs, _platform(config, metadata), adapter, executor, stats)
+        return LoadedModel(
+            config.name,
+            version,
+            config,
+            inputs,
+            outputs,
+            _platform(config, metadata),
+            adapter,
+            executor,
+            stats,
+        )
 
 
 def _version_dirs(model_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    return sorted(
+        int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+    )
 
 
 def _platform(config: ModelConfig, metadata: ModelMetadata) -> str:
@@ -200,7 +216,8 @@ def _effective(
         )
         if found.datatype != tensor.datatype or not agree:
             raise ModelLoadFailed(
-                f"model '{config.name}': {kind} '{tensor.name}' is declared {tensor.datatype} {list(tensor.shape)} "
+                f"model '{config.name}': {kind} '{tensor.name}' is declared "
+                f"{tensor.datatype} {list(tensor.shape)} "
                 f"but the engine has {found.datatype} {list(found.shape)}"
             )
     return declared

@@ -39,7 +39,9 @@ async def start_router(
 ) -> RouterRuntime:
     """Load the repository, then serve on host:grpc_port (and on a Unix socket for co-located roles)."""
     store = ModelStore(open_database(settings.resolved_database_url()))
-    repository = ModelRepository(settings.model_repository, adapters or AdapterRegistry.from_entry_points(), store)
+    repository = ModelRepository(
+        settings.model_repository, adapters or AdapterRegistry.from_entry_points(), store
+    )
     dataplane = Dataplane(repository, InferenceMetrics(metrics))
     tcp = f"{settings.host}:{settings.grpc_port}"
     addresses = [tcp]

@@ -27,12 +27,17 @@ _CONFIG_TYPES = {
 
 
 def server_metadata_to_proto(metadata: ServerMetadata) -> pb.ServerMetadataResponse:
-    return pb.ServerMetadataResponse(name=metadata.name, version=metadata.version, extensions=metadata.extensions)
+    return pb.ServerMetadataResponse(
+        name=metadata.name, version=metadata.version, extensions=metadata.extensions
+    )
 
 
 def model_metadata_to_proto(model: LoadedModel, versions: list[str]) -> pb.ModelMetadataResponse:
     def tensors(specs: list) -> list[pb.ModelMetadataResponse.TensorMetadata]:  # type: ignore[type-arg]
-        return [pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape) for t in specs]
+        return [
+            pb.ModelMetadataResponse.TensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape)
+            for t in specs
+        ]
 
     return pb.ModelMetadataResponse(
         name=model.name,
@@ -51,11 +56,19 @@ def model_config_to_proto(model: LoadedModel) -> pb.ModelConfigResponse:
         platform=model.platform,
         backend=config.backend,
         max_batch_size=config.max_batch_size,
-        input=[mc.ModelInput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.shape[skip:]) for t in model.inputs],
-        output=[
-            mc.ModelOutput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.shape[skip:]) for t in model.outputs
+        input=[
+            mc.ModelInput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.shape[skip:])
+            for t in model.inputs
         ],
-        instance_group=[mc.ModelInstanceGroup(name=f"{model.name}_0", count=config.instance_count, kind=mc.ModelInstanceGroup.KIND_CPU)],
+        output=[
+            mc.ModelOutput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.shape[skip:])
+            for t in model.outputs
+        ],
+        instance_group=[
+            mc.ModelInstanceGroup(
+                name=f"{model.name}_0", count=config.instance_count, kind=mc.ModelInstanceGroup.KIND_CPU
+            )
+        ],
     )
     policy = config.version_policy
     if policy.all:
@@ -66,7 +79,9 @@ def model_config_to_proto(model: LoadedModel) -> pb.ModelConfigResponse:
         message.version_policy.latest.num_versions = policy.latest or 1
     if config.dynamic_batching is not None:
         message.dynamic_batching.preferred_batch_size.extend(config.dynamic_batching.preferred_batch_size)
-        message.dynamic_batching.max_queue_delay_microseconds = config.dynamic_batching.max_queue_delay_microseconds
+        message.dynamic_batching.max_queue_delay_microseconds = (
+            config.dynamic_batching.max_queue_delay_microseconds
+        )
     for key, value in config.parameters.items():
         message.parameters[key].string_value = str(value)
     return pb.ModelConfigResponse(config=message)
@@ -111,7 +126,9 @@ def statistics_to_proto(stats: list[ModelStatistics]) -> pb.ModelStatisticsRespo
 def repository_index_to_proto(entries: list[IndexEntry], ready_only: bool) -> pb.RepositoryIndexResponse:
     return pb.RepositoryIndexResponse(
         models=[
-            pb.RepositoryIndexResponse.ModelIndex(name=e.name, version=e.version, state=e.state.value, reason=e.reason)
+            pb.RepositoryIndexResponse.ModelIndex(
+                name=e.name, version=e.version, state=e.state.value, reason=e.reason
+            )
             for e in entries
             if not ready_only or e.state.value == "READY"
         ]

@@ -33,27 +33,37 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self._dataplane.model_ready(request.name, request.version))
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Context) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
         return admin.server_metadata_to_proto(self._dataplane.server_metadata())
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
         model = self._dataplane.model(request.name, request.version)
         return admin.model_metadata_to_proto(model, self._dataplane.model_versions(request.name))
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
         return admin.model_config_to_proto(self._dataplane.model(request.name, request.version))
 
-    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Context) -> pb.ModelStatisticsResponse:
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Context
+    ) -> pb.ModelStatisticsResponse:
         return admin.statistics_to_proto(self._dataplane.statistics(request.name, request.version))
 
-    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Context) -> pb.RepositoryIndexResponse:
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Context
+    ) -> pb.RepositoryIndexResponse:
         return admin.repository_index_to_proto(self._dataplane.repository_index(), request.ready)
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> pb.RepositoryModelLoadResponse:
         if request.parameters:
-            raise Unsupported("load parameters (config override, file content) are not supported; edit config.yaml")
+            raise Unsupported(
+                "load parameters (config override, file content) are not supported; edit config.yaml"
+            )
         await self._dataplane.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
@@ -79,10 +89,14 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         async def answer(message: pb.ModelInferRequest) -> None:
             try:
                 result = await self._dataplane.infer(v2_codec.request_from_proto(message))
-                await answers.put(pb.ModelStreamInferResponse(infer_response=v2_codec.response_to_proto(result)))
+                await answers.put(
+                    pb.ModelStreamInferResponse(infer_response=v2_codec.response_to_proto(result))
+                )
             except AisfError as error:
                 failed = pb.ModelInferResponse(model_name=message.model_name, id=message.id)
-                await answers.put(pb.ModelStreamInferResponse(error_message=error.message, infer_response=failed))
+                await answers.put(
+                    pb.ModelStreamInferResponse(error_message=error.message, infer_response=failed)
+                )
             finally:
                 window.release()
 

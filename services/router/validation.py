@@ -13,7 +13,11 @@ def _names(specs: Sequence[TensorSpec]) -> str:
 
 
 def validate_request(
-    model: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], max_batch_size: int, request: InferRequest
+    model: str,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    max_batch_size: int,
+    request: InferRequest,
 ) -> int:
     """Raise InvalidInput naming the offending tensor; return the request's batch size."""
     if not request.inputs:
@@ -24,24 +28,29 @@ def validate_request(
     for tensor in request.inputs:
         spec = specs.get(tensor.name)
         if spec is None:
-            raise InvalidInput(f"model '{model}': unexpected input '{tensor.name}'; expected {_names(inputs)}")
+            raise InvalidInput(
+                f"model '{model}': unexpected input '{tensor.name}'; expected {_names(inputs)}"
+            )
         if tensor.name in seen:
             raise InvalidInput(f"model '{model}': input '{tensor.name}' is given twice")
         seen.add(tensor.name)
         if tensor.datatype != spec.datatype:
             raise InvalidInput(
-                f"model '{model}': input '{tensor.name}' has datatype {tensor.datatype}, expected {spec.datatype}"
+                f"model '{model}': input '{tensor.name}' has datatype {tensor.datatype}, "
+                f"expected {spec.datatype}"
             )
         _check_shape(model, tensor.name, tensor.shape, spec.shape)
         if max_batch_size > 0:
             size = tensor.shape[0]
             if size < 1 or size > max_batch_size:
                 raise InvalidInput(
-                    f"model '{model}': input '{tensor.name}' batch size {size} is outside 1..{max_batch_size} "
-                    f"(max_batch_size)"
+                    f"model '{model}': input '{tensor.name}' batch size {size} "
+                    f"is outside 1..{max_batch_size} (max_batch_size)"
                 )
             if batch is not None and size != batch:
-                raise InvalidInput(f"model '{model}': input '{tensor.name}' batch size {size} differs from {batch}")
+                raise InvalidInput(
+                    f"model '{model}': input '{tensor.name}' batch size {size} differs from {batch}"
+                )
             batch = size
     missing = [s for s in inputs if s.name not in seen]
     if missing:
@@ -51,7 +60,8 @@ def validate_request(
     for output in request.outputs:
         if output.name not in known_outputs:
             raise InvalidInput(
-                f"model '{model}': unknown requested output '{output.name}'; model outputs are {_names(outputs)}"
+                f"model '{model}': unknown requested output '{output.name}'; "
+                f"model outputs are {_names(outputs)}"
             )
         if output.name in requested:
             raise InvalidInput(f"model '{model}': output '{output.name}' is requested twice")
@@ -61,7 +71,9 @@ def validate_request(
 
 def _check_shape(model: str, name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
     if len(shape) != len(expected) or any(e != -1 and s != e for s, e in zip(shape, expected, strict=True)):
-        raise InvalidInput(f"model '{model}': input '{name}' has shape {list(shape)}, expected {list(expected)}")
+        raise InvalidInput(
+            f"model '{model}': input '{name}' has shape {list(shape)}, expected {list(expected)}"
+        )
 
 
 def select_outputs(response: InferResponse, requested: Sequence[str]) -> InferResponse:

@@ -39,7 +39,9 @@ def open_database(url: str) -> Engine:
     except OperationalError as exc:
         engine.dispose()
         first_line = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise EngineUnavailable(f"metadata database {engine.url.render_as_string()} unreachable: {first_line}") from exc
+        raise EngineUnavailable(
+            f"metadata database {engine.url.render_as_string()} unreachable: {first_line}"
+        ) from exc
     return engine
 
 

@@ -19,7 +19,11 @@ class EventKind(StrEnum):
     LOAD_FAILED = "load_failed"
 
 
-_STATE_AFTER = {EventKind.LOADED: "READY", EventKind.UNLOADED: "UNAVAILABLE", EventKind.LOAD_FAILED: "UNAVAILABLE"}
+_STATE_AFTER = {
+    EventKind.LOADED: "READY",
+    EventKind.UNLOADED: "UNAVAILABLE",
+    EventKind.LOAD_FAILED: "UNAVAILABLE",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +53,14 @@ class ModelStore:
                 session.add(row)
             row.backend, row.state, row.reason, row.updated_at = backend, _STATE_AFTER[kind], reason, now
             session.add(
-                ModelEventRow(name=name, version=version, backend=backend, kind=kind.value, reason=reason, created_at=now)
+                ModelEventRow(
+                    name=name,
+                    version=version,
+                    backend=backend,
+                    kind=kind.value,
+                    reason=reason,
+                    created_at=now,
+                )
             )
 
     async def events(self, name: str = "", limit: int = 100, before_id: int = 0) -> list[ModelEvent]:
@@ -64,7 +75,9 @@ class ModelStore:
             query = query.where(ModelEventRow.id < before_id)
         with Session(self._engine) as session:
             return [
-                ModelEvent(r.name, r.version, r.backend, EventKind(r.kind), r.reason, _aware(r.created_at), r.id)
+                ModelEvent(
+                    r.name, r.version, r.backend, EventKind(r.kind), r.reason, _aware(r.created_at), r.id
+                )
                 for r in session.scalars(query)
             ]
 

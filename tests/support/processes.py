@@ -1,0 +1,125 @@
+"""Starts real servers (aisf, MLServer, ...) as child processes on free ports, and stops them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+AISF = str(Path(sys.executable).with_name("aisf"))
+_READY = re.compile(
+    r"aisf ready: REST http://[^:]+:(\d+)\s+gRPC [^:]+:(\d+)\s+metrics http://[^:]+:(\d+)/metrics"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class AisfProcess:
+    process: subprocess.Popen[str]
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def log_text(self) -> str:
+        return "".join(self.output)
+
+
+def _pump(stream: object, sink: list[str]) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        sink.append(line)
+
+
+@contextmanager
+def running_aisf(
+    repository: Path,
+    data_dir: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout_s: float = 90,
+) -> Iterator[AisfProcess]:
+    """`aisf serve --role all` on free ports; yields once it printed its ready line."""
+    command = [
+        AISF,
+        "serve",
+        "--role",
+        "all",
+        "--host",
+        "127.0.0.1",
+        "--model-repository",
+        str(repository),
+        "--data-dir",
+        str(data_dir),
+        "--http-port",
+        str(free_port()),
+        "--grpc-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        *args,
+    ]
+    child_env = {**os.environ, "AISF_LOG_FORMAT": "json", **(env or {})}
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env,
+        start_new_session=True,
+    )
+    output: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=_pump, args=(process.stdout, output), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout_s
+    ports: tuple[int, int, int] | None = None
+    while ports is None:
+        for line in list(output):
+            if match := _READY.search(line):
+                ports = (int(match[1]), int(match[2]), int(match[3]))
+        if ports is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_process(process)
+                reader.join(timeout=5)
+                process.stdout.close()
+                raise RuntimeError("aisf did not start:\n" + "".join(output))
+            time.sleep(0.05)
+    try:
+        yield AisfProcess(process, *ports, output=output)
+    finally:
+        stop_process(process)
+        reader.join(timeout=5)
+        process.stdout.close()
+
+
+def stop_process(process: subprocess.Popen[str], grace_s: float = 15) -> int:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
