@@ -8,13 +8,16 @@ from pathlib import Path
 import pytest
 
 from aisf.services.samples import build_samples
+from tests.support.models import build_test_models
 from tests.support.processes import AisfProcess, running_aisf
 
 
 @pytest.fixture(scope="session")
 def sample_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample models plus small test models (BYTES, FP16); read-only for every test."""
     repository = tmp_path_factory.mktemp("models")
     build_samples(repository)
+    build_test_models(repository)
     return repository
 
 

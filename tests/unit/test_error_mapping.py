@@ -1,0 +1,76 @@
+"""Every typed error maps the same way on both transports, and survives the gRPC hop intact."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+from fastapi import FastAPI
+from grpc import aio
+
+from aisf.gateway.errors import install_error_handlers
+from aisf.services.common.errors import HTTP_STATUS_BY_CODE, AisfError, Code
+from aisf.services.common.grpc_errors import ErrorInterceptor, error_from_rpc, grpc_status
+
+ERRORS = sorted(AisfError._by_reason.values(), key=lambda c: c.reason)
+
+
+@pytest.fixture(scope="module")
+async def raising_channel() -> AsyncIterator[aio.Channel]:
+    async def raise_named(request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+        raise AisfError._by_reason[request.decode()](f"{request.decode()} happened")
+
+    server = aio.server(interceptors=[ErrorInterceptor()])
+    handler = grpc.unary_unary_rpc_method_handler(raise_named)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Raiser", {"Raise": handler})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = aio.insecure_channel(f"127.0.0.1:{port}")
+    yield channel
+    await channel.close()
+    await server.stop(None)
+
+
+@pytest.fixture(scope="module")
+def raising_app() -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/raise/{reason}")
+    async def raise_named(reason: str) -> None:
+        raise AisfError._by_reason[reason](f"{reason} happened")
+
+    return app
+
+
+def test_every_code_has_an_http_status_and_a_grpc_status() -> None:
+    for code in Code:
+        assert code in HTTP_STATUS_BY_CODE
+        assert grpc_status(code).value[0] == code.value
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda c: c.reason)
+async def test_grpc_answers_the_declared_status_and_client_rebuilds_the_same_type(
+    raising_channel: aio.Channel, error: type[AisfError]
+) -> None:
+    call = raising_channel.unary_unary("/test.Raiser/Raise")
+    with pytest.raises(aio.AioRpcError) as raised:
+        await call(error.reason.encode(), timeout=5)
+    assert raised.value.code() == grpc_status(error.code)
+    assert raised.value.details() == f"{error.reason} happened"
+    rebuilt = error_from_rpc(raised.value)
+    assert type(rebuilt) is error
+    assert rebuilt.http_status == error.http_status
+
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda c: c.reason)
+async def test_http_answers_the_declared_status_with_a_v2_error_body(raising_app: FastAPI, error: type[AisfError]) -> None:
+    transport = httpx.ASGITransport(app=raising_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.get(f"/raise/{error.reason}")
+    assert response.status_code == error.http_status
+    assert response.json() == {"error": f"{error.reason} happened"}
+    if error.retry_after is not None:
+        assert response.headers["retry-after"] == str(error.retry_after)
