@@ -20,7 +20,10 @@ def _write_config(model_dir: Path, config: dict[str, object]) -> None:
     (model_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
 
 
-def tabular_training_data(rows: int = 512, seed: int = 7) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+Matrix = npt.NDArray[np.float32]
+
+
+def tabular_training_data(rows: int = 512, seed: int = 7) -> tuple[Matrix, Matrix]:
     rng = np.random.default_rng(seed)
     features = rng.normal(size=(rows, TABULAR_FEATURES)).astype(np.float32)
     labels = (features[:, 0] + 0.5 * features[:, 1] - features[:, 2] > 0).astype(np.float32)

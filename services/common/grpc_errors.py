@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from aisf.services.common.errors import AisfError, Code
+from aisf.services.common.errors import AisfError, Code, InvalidInput
 from aisf.services.common.logging import request_id
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,39 @@ async def _crashed(method: str, context: aio.ServicerContext[Any, Any], exc: Exc
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id.get() or 'none'})")
 
 
+class _Malformed:
+    """Stands in for a request whose bytes did not parse, so the handler can answer INVALID_ARGUMENT
+    (grpcio itself would answer INTERNAL)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:
+            return _Malformed(str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, _Malformed):
+        raise InvalidInput(f"request is not a valid protobuf message: {request.problem}")
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _checked(request)
+
+
 class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     """Maps typed errors once for every service, and binds the caller's request id to the logs."""
 
@@ -65,22 +98,21 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         method = details.method
         rid = next((str(v) for k, v in details.invocation_metadata or () if k == REQUEST_ID_KEY), "")
+        parse = _lenient(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, method, rid),
-                handler.request_deserializer,
-                handler.response_serializer,
+                _unary(handler.unary_unary, method, rid), parse, handler.response_serializer
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, method, rid),
-                handler.request_deserializer,
+                _streaming(handler.unary_stream, method, rid, stream_in=False),
+                parse,
                 handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                _streaming(handler.stream_stream, method, rid),
-                handler.request_deserializer,
+                _streaming(handler.stream_stream, method, rid, stream_in=True),
+                parse,
                 handler.response_serializer,
             )
         return handler
@@ -90,7 +122,7 @@ def _unary(behavior: Callable[..., Any], method: str, rid: str) -> Callable[...,
     async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         request_id.set(rid)
         try:
-            return await behavior(request, context)
+            return await behavior(_checked(request), context)
         except AisfError as error:
             _rejected(method, error)
             await abort_with(context, error)
@@ -102,11 +134,14 @@ def _unary(behavior: Callable[..., Any], method: str, rid: str) -> Callable[...,
     return call
 
 
-def _streaming(behavior: Callable[..., Any], method: str, rid: str) -> Callable[..., AsyncIterator[Any]]:
+def _streaming(
+    behavior: Callable[..., Any], method: str, rid: str, stream_in: bool
+) -> Callable[..., AsyncIterator[Any]]:
     async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         request_id.set(rid)
         try:
-            async for item in behavior(request, context):
+            incoming = _checked_stream(request) if stream_in else _checked(request)
+            async for item in behavior(incoming, context):
                 yield item
         except AisfError as error:
             _rejected(method, error)

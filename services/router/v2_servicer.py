@@ -101,14 +101,16 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 window.release()
 
         async def read_all() -> None:
-            async for message in requests:
-                await window.acquire()
-                task = asyncio.create_task(answer(message))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.gather(*tasks)
-            await answers.put(None)
+            try:
+                async for message in requests:
+                    await window.acquire()
+                    task = asyncio.create_task(answer(message))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks)
+            finally:
+                await answers.put(None)
 
         reader = asyncio.create_task(read_all())
         try:
