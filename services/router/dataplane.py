@@ -82,12 +82,13 @@ class Dataplane:
     def model_versions(self, name: str) -> list[str]:
         return [str(m.version) for m in self._repository.ready() if m.name == name]
 
-    def model_ready(self, name: str, version: str = "") -> bool:
+    async def model_ready(self, name: str, version: str = "") -> bool:
+        """Loaded, and its engine says it can serve (a remote engine may have gone away)."""
         try:
-            self._repository.get(name, version)
+            model = self._repository.get(name, version)
         except AisfError:
             return False
-        return True
+        return (await model.adapter.health()).ready
 
     def statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
         if name:

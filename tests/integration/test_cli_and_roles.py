@@ -1,4 +1,4 @@
-"""The `aisf` command: `up` starts the embedded default, roles split across processes, failures are one line."""
+"""The `aisf` command: `up` starts the embedded default, roles split into processes, failures are one line."""
 
 from __future__ import annotations
 

@@ -31,7 +31,9 @@ def build_string_identity(repository: Path) -> Path:
         [helper.make_tensor_value_info("text", TensorProto.STRING, ["N", "L"])],
         [helper.make_tensor_value_info("echo", TensorProto.STRING, ["N", "L"])],
     )
-    return _save(repository, "string-identity", _model(graph), {"backend": "onnxruntime", "max_batch_size": 16})
+    return _save(
+        repository, "string-identity", _model(graph), {"backend": "onnxruntime", "max_batch_size": 16}
+    )
 
 
 def build_fp16_double(repository: Path) -> Path:

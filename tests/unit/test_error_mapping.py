@@ -66,7 +66,9 @@ async def test_grpc_answers_the_declared_status_and_client_rebuilds_the_same_typ
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda c: c.reason)
-async def test_http_answers_the_declared_status_with_a_v2_error_body(raising_app: FastAPI, error: type[AisfError]) -> None:
+async def test_http_answers_the_declared_status_with_a_v2_error_body(
+    raising_app: FastAPI, error: type[AisfError]
+) -> None:
     transport = httpx.ASGITransport(app=raising_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get(f"/raise/{error.reason}")

@@ -20,7 +20,10 @@ def _write(tmp_path: Path, text: str, name: str = "m") -> Path:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("backend: xgboost\ninputs: [{name: a, datatype: FP99, dims: [4]}]\n", "inputs.0: Value error, datatype 'FP99'"),
+        (
+            "backend: xgboost\ninputs: [{name: a, datatype: FP99, dims: [4]}]\n",
+            "inputs.0: Value error, datatype 'FP99'",
+        ),
         ("backend: xgboost\ndynamic_batching: {}\n", "dynamic_batching needs max_batch_size > 0"),
         ("backend: xgboost\nmax_batch_size: -1\n", "max_batch_size"),
         ("backend: xgboost\nversion_policy: {latest: 1, all: true}\n", "version_policy"),

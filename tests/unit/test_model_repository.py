@@ -14,7 +14,13 @@ from sqlalchemy import Engine
 from aisf.adapters.registry import AdapterRegistry
 from aisf.services.common.db.engine import open_database
 from aisf.services.common.db.model_store import EventKind, ModelStore
-from aisf.services.common.errors import EngineUnavailable, InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
+from aisf.services.common.errors import (
+    EngineUnavailable,
+    InvalidInput,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotReady,
+)
 from aisf.services.common.tensors import InferRequest, Tensor
 from aisf.services.router.repository import ModelRepository, ModelState
 from aisf.services.samples import build_tabular_demo
@@ -48,7 +54,9 @@ def _infer(repository: ModelRepository, version: str = "") -> str:
     return str(model.version)
 
 
-async def test_a_model_that_fails_to_load_leaves_the_others_serving(repository_dir: Path, database: Engine) -> None:
+async def test_a_model_that_fails_to_load_leaves_the_others_serving(
+    repository_dir: Path, database: Engine
+) -> None:
     repository = _repository(repository_dir, database)
     await repository.load_all()
     states = {(e.name, e.state) for e in repository.index()}
@@ -58,7 +66,10 @@ async def test_a_model_that_fails_to_load_leaves_the_others_serving(repository_d
     with pytest.raises(ModelNotReady, match="broken"):
         repository.get("broken")
     events = await ModelStore(database).events()
-    assert {(e.name, e.kind) for e in events} == {("tabular-demo", EventKind.LOADED), ("broken", EventKind.LOAD_FAILED)}
+    assert {(e.name, e.kind) for e in events} == {
+        ("tabular-demo", EventKind.LOADED),
+        ("broken", EventKind.LOAD_FAILED),
+    }
     await repository.close()
 
 
@@ -78,7 +89,9 @@ async def test_unload_then_load_is_recorded_newest_first(repository_dir: Path, d
     await repository.close()
 
 
-async def test_version_policy_latest_serves_the_newest_versions(repository_dir: Path, database: Engine) -> None:
+async def test_version_policy_latest_serves_the_newest_versions(
+    repository_dir: Path, database: Engine
+) -> None:
     model_dir = repository_dir / "tabular-demo"
     for version in ("2", "3"):
         shutil.copytree(model_dir / "1", model_dir / version)
@@ -104,7 +117,9 @@ async def test_unknown_model_is_not_found(repository_dir: Path, database: Engine
         await repository.load("../etc")
 
 
-async def test_a_failed_reload_keeps_the_loaded_version_serving(repository_dir: Path, database: Engine) -> None:
+async def test_a_failed_reload_keeps_the_loaded_version_serving(
+    repository_dir: Path, database: Engine
+) -> None:
     repository = _repository(repository_dir, database)
     await repository.load("tabular-demo")
     config_path = repository_dir / "tabular-demo" / "config.yaml"

@@ -146,7 +146,7 @@ _BINARY_HEADER = (
             "inputs.0.shape.0",
         ),
         (
-            b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}',
+            _BINARY_HEADER,
             "999",
             "outside the body",
         ),

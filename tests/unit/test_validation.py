@@ -52,6 +52,9 @@ def test_invalid_requests_are_rejected_naming_the_tensor(request_: InferRequest,
 
 def test_unbatched_model_checks_every_dim() -> None:
     specs = [TensorSpec("a", "FP32", (4,))]
-    assert validate_request("m", specs, OUTPUTS, 0, _request(Tensor.from_numpy("a", np.zeros(4, np.float32)))) == 1
+    assert (
+        validate_request("m", specs, OUTPUTS, 0, _request(Tensor.from_numpy("a", np.zeros(4, np.float32))))
+        == 1
+    )
     with pytest.raises(InvalidInput, match="shape \\[1, 4\\]"):
         validate_request("m", specs, OUTPUTS, 0, _request(_a(1)))
