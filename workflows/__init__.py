@@ -1,0 +1,1 @@
+"""Durable jobs on Temporal: deterministic workflows and the activities that do their I/O."""
