@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from aisf.services.common.errors import AisfError, EngineOutOfMemory, InternalError
+from aisf.services.common.llm_types import EmbedRequest, EmbedResponse, GenerateRequest, TokenChunk
 from aisf.services.common.model_config import ModelConfig
 from aisf.services.common.tensors import InferRequest, InferResponse, TensorSpec
 
@@ -63,3 +65,18 @@ def engine_failure(exc: BaseException, model: str) -> AisfError:
     if isinstance(exc, MemoryError) or any(m in text.lower() for m in _OUT_OF_MEMORY_MARKERS):
         return EngineOutOfMemory(f"model '{model}': engine ran out of memory: {text}")
     return InternalError(f"model '{model}': engine failed: {type(exc).__name__}: {text}")
+
+
+@runtime_checkable
+class GenerativeAdapter(ModelAdapter, Protocol):
+    """An engine that generates text. `stream` yields chunks as the engine produces them and must stop
+    the engine's work when the consumer stops iterating (client disconnect cancels generation)."""
+
+    def stream(self, request: GenerateRequest) -> AsyncIterator[TokenChunk]: ...
+
+    def context_length(self) -> int: ...
+
+
+@runtime_checkable
+class EmbeddingAdapter(ModelAdapter, Protocol):
+    async def embed(self, request: EmbedRequest) -> EmbedResponse: ...

@@ -1,0 +1,76 @@
+"""Domain types of the LLM lane: chat/completion requests, sampling, streamed token chunks, embeddings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+
+    @property
+    def deterministic(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateRequest:
+    """Exactly one of `messages` (chat) or `prompt` (completion) is set."""
+
+    model_name: str
+    model_version: str = ""
+    messages: tuple[ChatMessage, ...] = ()
+    prompt: str | None = None
+    params: SamplingParams = SamplingParams()
+    request_id: str = ""
+    tenant: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TokenChunk:
+    """A piece of generated text for choice `index`; the last chunk of a choice has a finish_reason
+    and the usage so far."""
+
+    text: str
+    index: int = 0
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    model_name: str
+    inputs: tuple[str, ...]
+    model_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResponse:
+    vectors: list[list[float]] = field(default_factory=list)
+    usage: Usage = Usage()
