@@ -1,4 +1,4 @@
-"""Builds the REST edge application around a router client."""
+"""Builds the REST edge application around its gRPC clients (router, job service)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,25 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from aisf import __version__
-from aisf.gateway import v2_routes
+from aisf.gateway import jobs_routes, v2_routes
 from aisf.gateway.errors import install_error_handlers
+from aisf.gateway.job_client import JobClient
 from aisf.gateway.router_client import RouterClient
 from aisf.services.common.settings import Settings
 
 
-def create_app(settings: Settings, client: RouterClient) -> FastAPI:
+def create_app(settings: Settings, client: RouterClient, jobs: JobClient) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await client.close()
+        await jobs.close()
 
     app = FastAPI(title="AI Serving Foundation", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.router = client
+    app.state.jobs = jobs
     install_error_handlers(app)
     app.include_router(v2_routes.router)
+    app.include_router(jobs_routes.router)
     return app

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from aisf.gateway.app import create_app
+from aisf.gateway.job_client import JobClient
 from aisf.gateway.router_client import RouterClient
 from aisf.services.common.settings import Settings
 
@@ -25,8 +26,9 @@ class GatewayRuntime:
             await self.task
 
 
-async def start_gateway(settings: Settings, router_target: str) -> GatewayRuntime:
-    app = create_app(settings, RouterClient(router_target, settings.max_request_bytes))
+async def start_gateway(settings: Settings, router_target: str, job_target: str) -> GatewayRuntime:
+    limit = settings.max_request_bytes
+    app = create_app(settings, RouterClient(router_target, limit), JobClient(job_target, limit))
     config = uvicorn.Config(
         app,
         host=settings.host,

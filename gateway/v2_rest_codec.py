@@ -92,9 +92,18 @@ def parse_request(
     """The domain request, and which outputs the client wants back as binary."""
     header, binary = split_body(body, header_length)
     try:
-        parsed = InferRequestBody.model_validate(orjson.loads(header))
+        document = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    return request_from_document(model, version, document, binary)
+
+
+def request_from_document(
+    model: str, version: str, document: object, binary: bytes = b""
+) -> tuple[InferRequest, dict[str, bool]]:
+    """A parsed V2 JSON request (and its binary section, if any) as a domain request."""
+    try:
+        parsed = InferRequestBody.model_validate(document)
     except ValidationError as exc:
         raise InvalidInput(f"invalid inference request: {_validation_message(exc)}") from None
     offset = 0
@@ -167,6 +176,15 @@ def _binary_wishes(parsed: InferRequestBody) -> dict[str, bool]:
 
 def encode_response(response: InferResponse, binary: dict[str, bool]) -> tuple[bytes, int | None]:
     """The response body, and the JSON header's length when a binary section follows."""
+    document, chunks = response_document(response, binary)
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)
+
+
+def response_document(response: InferResponse, binary: dict[str, bool]) -> tuple[dict[str, Any], list[bytes]]:
+    """The V2 JSON document of a response (numpy arrays inside), and the binary chunks it refers to."""
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for tensor in response.outputs:
@@ -191,10 +209,7 @@ def encode_response(response: InferResponse, binary: dict[str, bool]) -> tuple[b
     if response.parameters:
         document["parameters"] = dict(response.parameters)
     document["outputs"] = outputs
-    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not chunks:
-        return header, None
-    return header + b"".join(chunks), len(header)
+    return document, chunks
 
 
 def _to_json(tensor: Tensor) -> Any:

@@ -7,21 +7,21 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from aisf import __version__
 from aisf.services.common.errors import AisfError
 from aisf.services.common.logging import configure_logging
-from aisf.services.common.settings import Settings
+from aisf.services.common.settings import Role, Settings
 from aisf.services.runtime import Endpoints, run
 from aisf.services.samples import build_samples
 
 
 def _serve_flags(parser: argparse.ArgumentParser, roles: bool) -> None:
     if roles:
-        parser.add_argument("--role", choices=["all", "router", "gateway"], default="all")
+        parser.add_argument("--role", choices=get_args(Role), default="all")
     parser.add_argument(
         "--model-repository", type=Path, help="models/<name>/config.yaml folder (AISF_MODEL_REPOSITORY)"
     )

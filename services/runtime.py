@@ -6,30 +6,43 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, start_http_server
+from sqlalchemy import Engine
 
-from aisf.gateway.server import GatewayRuntime, start_gateway
+from aisf.gateway.router_client import RouterClient
+from aisf.gateway.server import start_gateway
+from aisf.services.common.db.engine import open_database
+from aisf.services.common.grpc_server import Registrar, build_server
 from aisf.services.common.settings import Role, Settings
-from aisf.services.router.server import RouterRuntime, start_router
+from aisf.services.job import servicer as job_servicer
+from aisf.services.job.service import JobService
+from aisf.services.job.store import JobStore
+from aisf.services.job.temporal import connect, start_dev_server
+from aisf.services.router.server import build_router
+from aisf.workflows.activities import JobActivities
+from aisf.workflows.worker import start_workers
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class Endpoints:
-    rest: str
-    grpc: str
-    metrics: str
+    rest: str = ""
+    grpc: str = ""
+    metrics: str = ""
+    temporal_ui: str = ""
 
     def describe(self) -> str:
-        parts = [
-            f"{name} {url}"
-            for name, url in (("REST", self.rest), ("gRPC", self.grpc), ("metrics", self.metrics))
-            if url
-        ]
-        return "aisf ready: " + "  ".join(parts)
+        named = (
+            ("REST", self.rest),
+            ("gRPC", self.grpc),
+            ("metrics", self.metrics),
+            ("Temporal UI", self.temporal_ui),
+        )
+        return "aisf ready: " + "  ".join(f"{name} {url}" for name, url in named if url)
 
 
 def _display_host(host: str) -> str:
@@ -41,34 +54,86 @@ async def run(settings: Settings, role: Role, announce: Callable[[Endpoints], No
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    registry = CollectorRegistry()
-    metrics_server, metrics_thread = start_http_server(settings.metrics_port, settings.host, registry)
-    host = _display_host(settings.host)
-    router: RouterRuntime | None = None
-    gateway: GatewayRuntime | None = None
-    try:
-        if role in ("all", "router"):
-            router = await start_router(settings, registry, unix_socket=role == "all")
-        if role in ("all", "gateway"):
-            target = (
-                router.socket_address
-                if router
-                else (settings.router_address or f"127.0.0.1:{settings.grpc_port}")
-            )
-            gateway = await start_gateway(settings, target)
-        announce(
-            Endpoints(
-                rest=f"http://{host}:{gateway.http_port}" if gateway else "",
-                grpc=f"{host}:{router.grpc_port}" if router else "",
-                metrics=f"http://{host}:{metrics_server.server_port}/metrics",
-            )
-        )
+    async with AsyncExitStack() as stack:
+        endpoints = await _start(settings, role, stack)
+        announce(endpoints)
         await stop.wait()
         log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})
-    finally:
-        if gateway is not None:
-            await gateway.stop()
+
+
+async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpoints:
+    """Start the role's parts; `stack` stops them in reverse order (edge first, database last)."""
+    host = _display_host(settings.host)
+    registry = CollectorRegistry()
+    metrics_server, metrics_thread = start_http_server(settings.metrics_port, settings.host, registry)
+    stack.callback(metrics_thread.join, 2)
+    stack.callback(metrics_server.shutdown)
+    endpoints = Endpoints(metrics=f"http://{host}:{metrics_server.server_port}/metrics")
+    co_located = role == "all"
+    own_target = f"unix://{settings.router_socket()}" if co_located else ""
+    router_target = own_target or settings.router_address or f"127.0.0.1:{settings.grpc_port}"
+    database = open_database(settings.resolved_database_url()) if role != "gateway" else None
+    if database is not None:
+        stack.callback(database.dispose)
+
+    temporal_address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
+    if co_located and not settings.temporal_address:
+        dev = await start_dev_server(settings)
+        stack.callback(dev.stop)
+        temporal_address, endpoints.temporal_ui = dev.address, dev.ui_url
+
+    registrars: list[Registrar] = []
+    names: list[str] = []
+    router = None
+    if role in ("all", "router"):
+        assert database is not None
+        router = await build_router(settings, registry, database)
+        stack.push_async_callback(router.close)
+        registrars += router.registrars
+        names += router.service_names
+    if role in ("all", "job"):
+        assert database is not None
+        router_client = RouterClient(router_target, settings.max_request_bytes)
+        stack.push_async_callback(router_client.close)
+        temporal = await connect(settings, temporal_address, lazy=True)
+        jobs = JobService(settings, JobStore(database), temporal, router_client)
+        registrars.append(job_servicer.register(jobs))
+        names.append(job_servicer.SERVICE_NAME)
+    if registrars:
+        tcp = f"{settings.host}:{settings.grpc_port}"
+        if co_located:
+            settings.router_socket().parent.mkdir(parents=True, exist_ok=True)
+            settings.router_socket().unlink(missing_ok=True)
+        server = build_server(
+            registrars, names, [tcp, own_target] if co_located else [tcp], settings.max_request_bytes
+        )
+        await server.start()
+        stack.push_async_callback(server.stop, settings.shutdown_grace_s)
+        endpoints.grpc = f"{host}:{server.ports[tcp]}"
         if router is not None:
-            await router.stop(settings.shutdown_grace_s)
-        metrics_server.shutdown()
-        metrics_thread.join(timeout=2)
+            router.dataplane.mark_started()
+    if role in ("all", "worker"):
+        assert database is not None
+        await _start_workers(settings, database, router_target, temporal_address, stack)
+    if role in ("all", "gateway"):
+        job_target = own_target or settings.job_address or router_target
+        gateway = await start_gateway(settings, router_target, job_target)
+        stack.push_async_callback(gateway.stop)
+        endpoints.rest = f"http://{host}:{gateway.http_port}"
+    return endpoints
+
+
+async def _start_workers(
+    settings: Settings, database: Engine, router_target: str, temporal_address: str, stack: AsyncExitStack
+) -> None:
+    router_client = RouterClient(router_target, settings.max_request_bytes)
+    stack.push_async_callback(router_client.close)
+    temporal = await connect(settings, temporal_address, lazy=False)
+    workers = await start_workers(
+        temporal,
+        settings.worker_task_queues or [settings.job_task_queue],
+        JobActivities(JobStore(database), router_client),
+        settings.worker_max_concurrent_activities,
+        settings.shutdown_grace_s,
+    )
+    stack.push_async_callback(workers.stop)

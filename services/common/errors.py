@@ -106,6 +106,17 @@ class ModelLoadFailed(AisfError):
     reason = "model_load_failed"
 
 
+class JobNotFound(AisfError):
+    code = Code.NOT_FOUND
+    reason = "job_not_found"
+
+
+class JobAlreadyFinished(AisfError):
+    code = Code.FAILED_PRECONDITION
+    reason = "job_already_finished"
+    http_status = 409
+
+
 class RequestTooLarge(AisfError):
     code = Code.RESOURCE_EXHAUSTED
     reason = "request_too_large"

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Role = Literal["all", "router", "gateway"]
+Role = Literal["all", "router", "gateway", "job", "worker"]
 
 
 class Settings(BaseSettings):
@@ -33,6 +33,39 @@ class Settings(BaseSettings):
     """gRPC target of the inference router for the gateway role; empty means the co-located one."""
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest accepted request body / gRPC message; larger ones get 413 / RESOURCE_EXHAUSTED."""
+    job_address: str = ""
+    """gRPC target of the job service for the gateway role; empty means the router's address."""
+    temporal_address: str = ""
+    """Temporal frontend host:port; empty starts an embedded dev server (SQLite in data_dir)."""
+    temporal_namespace: str = "default"
+    temporal_tls: bool = False
+    """Connect to Temporal over TLS (with the client certificate below, if given)."""
+    temporal_tls_client_cert: Path | None = None
+    temporal_tls_client_key: Path | None = None
+    temporal_tls_ca_cert: Path | None = None
+    temporal_port: int = Field(7233, ge=0, le=65535)
+    """Frontend port of the embedded Temporal dev server."""
+    temporal_ui_port: int = Field(8233, ge=0, le=65535)
+    """Web UI port of the embedded Temporal dev server; 0 runs it headless."""
+    job_task_queue: str = "aisf-jobs"
+    """Temporal task queue of job workflows and their inference activities."""
+    job_large_task_queue: str = "aisf-jobs-large"
+    """Queue of the large-GPU worker pool, where work goes that runs out of memory at batch size 1."""
+    worker_task_queues: list[str] = []
+    """Queues this process's workers poll; empty means job_task_queue."""
+    worker_max_concurrent_activities: int = Field(4, ge=1)
+    job_max_attempts: int = Field(4, ge=1, le=10)
+    """Attempts of the inference activity on system errors (exponential backoff from 1 s, x2)."""
+    job_heartbeat_timeout_s: float = Field(30.0, gt=0)
+    job_max_items: int = Field(100_000, ge=1)
+    """Most requests one job may hold; more is a 400."""
+    job_inline_result_bytes: int = Field(1024 * 1024, ge=0)
+    """Results up to this size come back inline with the job; larger ones page via /result."""
+    tenant_tiers: dict[str, str] = {}
+    """Tenant -> tier, e.g. {"acme": "gold"}; unknown tenants get default_tier."""
+    default_tier: str = "standard"
+    tier_priorities: dict[str, int] = {"gold": 1, "standard": 3, "free": 5}
+    """Tier -> Temporal priority key (1 runs first, 5 last)."""
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     shutdown_grace_s: float = Field(5.0, ge=0)

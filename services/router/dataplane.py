@@ -9,9 +9,9 @@ from aisf import __version__
 from aisf.services.common.errors import AisfError
 from aisf.services.common.metrics import InferenceMetrics
 from aisf.services.common.tensors import InferRequest, InferResponse
+from aisf.services.common.validation import select_outputs, validate_request
 from aisf.services.router.repository import IndexEntry, LoadedModel, ModelRepository
 from aisf.services.router.statistics import ModelStatistics
-from aisf.services.router.validation import select_outputs, validate_request
 
 SERVER_NAME = "aisf"
 # Triton extensions whose RPCs/endpoints aisf serves (tritonclient checks some of these).

@@ -7,7 +7,7 @@ import pytest
 
 from aisf.services.common.errors import InvalidInput
 from aisf.services.common.tensors import InferRequest, RequestedOutput, Tensor, TensorSpec
-from aisf.services.router.validation import validate_request
+from aisf.services.common.validation import validate_request
 
 INPUTS = [TensorSpec("a", "FP32", (-1, 4)), TensorSpec("b", "INT64", (-1, 2))]
 OUTPUTS = [TensorSpec("y", "FP32", (-1, 1))]

@@ -1,0 +1,1 @@
+"""The job service: durable inference jobs accepted at once and run by Temporal workflows."""

@@ -1,0 +1,226 @@
+"""The job dataplane behind JobService (gRPC) and /v1/jobs (REST): submit, read, watch, cancel, list."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.message import DecodeError
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import Priority, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError
+from tritonclient.grpc import service_pb2 as pb
+
+from aisf.gateway.router_client import RouterClient
+from aisf.services.common import v2_codec
+from aisf.services.common.errors import InvalidInput, JobAlreadyFinished, JobNotFound
+from aisf.services.common.settings import Settings
+from aisf.services.common.tensors import TensorSpec
+from aisf.services.common.validation import validate_request
+from aisf.services.job.model import Job, JobFilter, JobState
+from aisf.services.job.store import JobStore
+from aisf.services.job.temporal import unavailable
+from aisf.workflows.batch_inference import BatchInferenceWorkflow
+from aisf.workflows.types import JobInput
+
+_TENANT = SearchAttributeKey.for_keyword("AisfTenant")
+_MODEL = SearchAttributeKey.for_keyword("AisfModel")
+_TIER = SearchAttributeKey.for_keyword("AisfTier")
+_RPC_TIMEOUT = timedelta(seconds=5)
+_WATCH_INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    model_name: str
+    model_version: str
+    requests: Sequence[bytes]
+    tenant: str
+    idempotency_key: str | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """A job, plus its responses when they are small enough to come inline."""
+
+    job: Job
+    responses: list[bytes] | None = None
+
+
+class JobService:
+    def __init__(self, settings: Settings, store: JobStore, temporal: Client, router: RouterClient) -> None:
+        self._settings = settings
+        self._store = store
+        self._temporal = temporal
+        self._router = router
+
+    async def submit(self, submission: Submission) -> tuple[Job, bool]:
+        """Validate against the model, record the job, start its workflow; only then answer."""
+        if submission.idempotency_key:
+            existing = await self._store.by_idempotency_key(submission.tenant, submission.idempotency_key)
+            if existing is not None:
+                return existing, False
+        await self._validate(submission)
+        tier, priority = self._priority(submission.tenant, submission.priority)
+        job = Job(
+            job_id=f"job-{uuid.uuid4().hex}",
+            state=JobState.QUEUED,
+            model_name=submission.model_name,
+            model_version=submission.model_version,
+            tenant=submission.tenant,
+            tier=tier,
+            priority=priority,
+            items_total=len(submission.requests),
+            items_done=0,
+            attempts=0,
+            resumed_from=0,
+            error_type="",
+            error_message="",
+            create_time=datetime.now(UTC),
+            start_time=None,
+            end_time=None,
+            idempotency_key=submission.idempotency_key or None,
+        )
+        job, created = await self._store.create(job, submission.requests)
+        if not created:
+            return job, False
+        try:
+            await self._start_workflow(job)
+        except (RPCError, RuntimeError) as error:
+            await self._store.delete(job.job_id)
+            raise unavailable(error) from None
+        return job, True
+
+    async def _start_workflow(self, job: Job) -> None:
+        settings = self._settings
+        await self._temporal.start_workflow(
+            BatchInferenceWorkflow.run,
+            JobInput(
+                job.job_id,
+                job.model_name,
+                job.model_version,
+                job.items_total,
+                max_attempts=settings.job_max_attempts,
+                heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
+                large_task_queue=settings.job_large_task_queue,
+            ),
+            id=job.job_id,
+            task_queue=settings.job_task_queue,
+            priority=Priority(priority_key=job.priority),
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(_TENANT, job.tenant),
+                    SearchAttributePair(_MODEL, job.model_name),
+                    SearchAttributePair(_TIER, job.tier),
+                ]
+            ),
+            static_summary=f"{job.model_name}: {job.items_total} requests for {job.tenant} ({job.tier})",
+            rpc_timeout=_RPC_TIMEOUT,
+        )
+
+    def _priority(self, tenant: str, asked: int) -> tuple[str, int]:
+        settings = self._settings
+        tier = settings.tenant_tiers.get(tenant, settings.default_tier)
+        granted = settings.tier_priorities.get(tier, 3)
+        if asked == 0:
+            return tier, granted
+        if not granted <= asked <= 5:
+            raise InvalidInput(f"priority: {asked} is not allowed for tier '{tier}' (allowed {granted}..5)")
+        return tier, asked
+
+    async def _validate(self, submission: Submission) -> None:
+        if not submission.requests:
+            raise InvalidInput("requests: a job needs at least one request")
+        limit = self._settings.job_max_items
+        if len(submission.requests) > limit:
+            raise InvalidInput(f"requests: {len(submission.requests)} exceed the limit of {limit} per job")
+        metadata = await self._router.model_metadata(submission.model_name, submission.model_version)
+        config = (await self._router.model_config(submission.model_name, submission.model_version)).config
+        inputs = [TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.inputs]
+        outputs = [TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.outputs]
+        for index, raw in enumerate(submission.requests):
+            try:
+                request = v2_codec.request_from_proto(pb.ModelInferRequest.FromString(raw))
+                validate_request(metadata.name, inputs, outputs, config.max_batch_size, request)
+            except DecodeError:
+                raise InvalidInput(f"requests[{index}]: not a valid inference request") from None
+            except InvalidInput as error:
+                raise InvalidInput(f"requests[{index}]: {error.message}") from None
+
+    async def get(self, job_id: str) -> JobView:
+        job = await self._reconciled(await self._job(job_id))
+        if job.state is not JobState.SUCCEEDED:
+            return JobView(job)
+        if await self._store.result_size(job_id) > self._settings.job_inline_result_bytes:
+            return JobView(job)
+        return JobView(job, await self._store.responses(job_id, 0, job.items_total))
+
+    async def _job(self, job_id: str) -> Job:
+        job = await self._store.get(job_id)
+        if job is None:
+            raise JobNotFound(f"unknown job '{job_id}'")
+        return job
+
+    async def _reconciled(self, job: Job) -> Job:
+        """The workflow is the source of truth: a workflow ended outside our activities (terminated,
+        timed out) is written back so the table never shows a dead job as running."""
+        if job.state.final:
+            return job
+        try:
+            status = (
+                await self._temporal.get_workflow_handle(job.job_id).describe(rpc_timeout=_RPC_TIMEOUT)
+            ).status
+        except (RPCError, RuntimeError):
+            return job
+        ended = {
+            WorkflowExecutionStatus.TERMINATED: JobState.FAILED,
+            WorkflowExecutionStatus.TIMED_OUT: JobState.FAILED,
+            WorkflowExecutionStatus.CANCELED: JobState.CANCELLED,
+        }
+        if status in ended:
+            await self._store.finish(
+                job.job_id, ended[status], "workflow_ended", f"workflow {status.name.lower()}"
+            )
+            return await self._job(job.job_id)
+        return job
+
+    async def watch(self, job_id: str) -> AsyncIterator[Job]:
+        last: Job | None = None
+        while True:
+            job = await self._job(job_id)
+            if job != last:
+                yield job
+                last = job
+            if job.state.final:
+                return
+            await asyncio.sleep(_WATCH_INTERVAL_S)
+
+    async def cancel(self, job_id: str) -> Job:
+        job = await self._job(job_id)
+        if job.state.final:
+            raise JobAlreadyFinished(f"job '{job_id}' already {job.state.value}; nothing to cancel")
+        try:
+            await self._temporal.get_workflow_handle(job_id).cancel(rpc_timeout=_RPC_TIMEOUT)
+        except (RPCError, RuntimeError) as error:
+            raise unavailable(error) from None
+        return job
+
+    async def list_jobs(self, where: JobFilter, page_size: int, page_token: str) -> tuple[list[Job], str]:
+        if not 0 <= page_size <= 500:
+            raise InvalidInput(f"page_size: must be within 0..500, got {page_size}")
+        return await self._store.list(where, page_size or 50, page_token)
+
+    async def result(self, job_id: str, page_size: int, page_token: str) -> tuple[list[bytes], str]:
+        job = await self._job(job_id)
+        if job.state is not JobState.SUCCEEDED:
+            raise JobAlreadyFinished(f"job '{job_id}' is {job.state.value}; results exist once it succeeded")
+        if not 0 <= page_size <= 1000 or (page_token and not page_token.isdigit()):
+            raise InvalidInput("page_size must be within 0..1000 and page_token one this service issued")
+        offset, size = int(page_token or 0), page_size or 100
+        responses = await self._store.responses(job_id, offset, size)
+        following = offset + len(responses)
+        return responses, str(following) if following < job.items_total else ""

@@ -1,0 +1,231 @@
+"""Job history and items in SQL, written by the job service (submit) and the workflow's activities."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from aisf.services.common.db.tables import JobItemRow, JobRow
+from aisf.services.common.errors import InvalidInput
+from aisf.services.job.model import Job, JobFilter, JobState
+
+T = TypeVar("T")
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes even for timezone=True columns.
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def _job(row: JobRow) -> Job:
+    create_time = _aware(row.create_time)
+    assert create_time is not None
+    return Job(
+        job_id=row.job_id,
+        state=JobState(row.state),
+        model_name=row.model_name,
+        model_version=row.model_version,
+        tenant=row.tenant,
+        tier=row.tier,
+        priority=row.priority,
+        items_total=row.items_total,
+        items_done=row.items_done,
+        attempts=row.attempts,
+        resumed_from=row.resumed_from,
+        error_type=row.error_type,
+        error_message=row.error_message,
+        create_time=create_time,
+        start_time=_aware(row.start_time),
+        end_time=_aware(row.end_time),
+        idempotency_key=row.idempotency_key,
+    )
+
+
+def _cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.create_time.isoformat()}|{job.job_id}".encode()).decode()
+
+
+def _parse_cursor(token: str) -> tuple[datetime, str]:
+    try:
+        moment, job_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(moment), job_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("page_token is not one this service issued") from None
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def _run(self, work: Callable[[Session], T]) -> T:
+        def in_session() -> T:
+            with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                return work(session)
+
+        return await asyncio.to_thread(in_session)
+
+    async def create(self, job: Job, requests: Sequence[bytes]) -> tuple[Job, bool]:
+        """Insert the job and its items atomically; an idempotency key seen before returns that job."""
+
+        def insert(session: Session) -> Job:
+            session.add(
+                JobRow(
+                    job_id=job.job_id,
+                    tenant=job.tenant,
+                    tier=job.tier,
+                    priority=job.priority,
+                    idempotency_key=job.idempotency_key,
+                    model_name=job.model_name,
+                    model_version=job.model_version,
+                    state=job.state.value,
+                    items_total=job.items_total,
+                    items_done=0,
+                    attempts=0,
+                    resumed_from=0,
+                    error_type="",
+                    error_message="",
+                    create_time=job.create_time,
+                )
+            )
+            session.flush()
+            session.add_all(JobItemRow(job_id=job.job_id, idx=i, request=r) for i, r in enumerate(requests))
+            return job
+
+        try:
+            return await self._run(insert), True
+        except IntegrityError:
+            if job.idempotency_key is None:
+                raise
+            existing = await self.by_idempotency_key(job.tenant, job.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+
+    async def by_idempotency_key(self, tenant: str, key: str) -> Job | None:
+        def find(session: Session) -> Job | None:
+            row = session.scalar(select(JobRow).where(JobRow.tenant == tenant, JobRow.idempotency_key == key))
+            return _job(row) if row else None
+
+        return await self._run(find)
+
+    async def delete(self, job_id: str) -> None:
+        def remove(session: Session) -> None:
+            session.execute(delete(JobItemRow).where(JobItemRow.job_id == job_id))
+            session.execute(delete(JobRow).where(JobRow.job_id == job_id))
+
+        await self._run(remove)
+
+    async def get(self, job_id: str) -> Job | None:
+        def find(session: Session) -> Job | None:
+            row = session.get(JobRow, job_id)
+            return _job(row) if row else None
+
+        return await self._run(find)
+
+    async def mark_running(self, job_id: str, attempt: int, resumed_from: int) -> None:
+        def write(session: Session) -> None:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or JobState(row.state).final:
+                return
+            row.state = JobState.RUNNING.value
+            row.start_time = row.start_time or datetime.now(UTC)
+            row.attempts = max(row.attempts, attempt)
+            row.resumed_from = max(row.resumed_from, resumed_from)
+
+        await self._run(write)
+
+    async def save_responses(self, job_id: str, responses: Sequence[tuple[int, bytes]], done: int) -> None:
+        """Store responses by item index (a re-run overwrites, so each item appears once) and progress."""
+
+        def write(session: Session) -> None:
+            for idx, response in responses:
+                session.execute(
+                    update(JobItemRow)
+                    .where(JobItemRow.job_id == job_id, JobItemRow.idx == idx)
+                    .values(response=response)
+                )
+            session.execute(
+                update(JobRow)
+                .where(JobRow.job_id == job_id, JobRow.items_done < done)
+                .values(items_done=done)
+            )
+
+        await self._run(write)
+
+    async def finish(
+        self, job_id: str, state: JobState, error_type: str = "", error_message: str = ""
+    ) -> None:
+        def write(session: Session) -> None:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or JobState(row.state).final:
+                return
+            row.state, row.error_type, row.error_message = state.value, error_type, error_message
+            row.end_time = datetime.now(UTC)
+
+        await self._run(write)
+
+    async def items(self, job_id: str, offset: int, limit: int) -> list[tuple[int, bytes]]:
+        def read(session: Session) -> list[tuple[int, bytes]]:
+            query = (
+                select(JobItemRow.idx, JobItemRow.request)
+                .where(JobItemRow.job_id == job_id, JobItemRow.idx >= offset)
+                .order_by(JobItemRow.idx)
+                .limit(limit)
+            )
+            return [(idx, request) for idx, request in session.execute(query)]
+
+        return await self._run(read)
+
+    async def responses(self, job_id: str, offset: int, limit: int) -> list[bytes]:
+        def read(session: Session) -> list[bytes]:
+            query = (
+                select(JobItemRow.response)
+                .where(JobItemRow.job_id == job_id, JobItemRow.idx >= offset)
+                .order_by(JobItemRow.idx)
+                .limit(limit)
+            )
+            return [r or b"" for r in session.scalars(query)]
+
+        return await self._run(read)
+
+    async def result_size(self, job_id: str) -> int:
+        def measure(session: Session) -> int:
+            total = session.scalar(
+                select(func.coalesce(func.sum(func.length(JobItemRow.response)), 0)).where(
+                    JobItemRow.job_id == job_id
+                )
+            )
+            return int(total or 0)
+
+        return await self._run(measure)
+
+    async def list(self, where: JobFilter, page_size: int, page_token: str) -> tuple[list[Job], str]:
+        """Newest first, `page_size` at a time; the token resumes after the last job of a page."""
+
+        def read(session: Session) -> list[Job]:
+            query = select(JobRow).order_by(JobRow.create_time.desc(), JobRow.job_id.desc()).limit(page_size)
+            if where.state is not None:
+                query = query.where(JobRow.state == where.state.value)
+            if where.model_name:
+                query = query.where(JobRow.model_name == where.model_name)
+            if where.tenant:
+                query = query.where(JobRow.tenant == where.tenant)
+            if page_token:
+                moment, job_id = _parse_cursor(page_token)
+                query = query.where(
+                    or_(
+                        JobRow.create_time < moment,
+                        and_(JobRow.create_time == moment, JobRow.job_id < job_id),
+                    )
+                )
+            return [_job(r) for r in session.scalars(query)]
+
+        jobs = await self._run(read)
+        return jobs, _cursor(jobs[-1]) if len(jobs) == page_size else ""

