@@ -56,7 +56,13 @@ class ModelAdapter(Protocol):
     async def unload(self) -> None: ...
 
 
-_OUT_OF_MEMORY_MARKERS = ("out of memory", "failed to allocate", "bad_alloc", "cudaerrormemoryallocation")
+_OUT_OF_MEMORY_MARKERS = (
+    "out of memory",
+    "failed to allocate",
+    "bad_alloc",
+    "cudaerrormemoryallocation",
+    "smaller than requested bytes",  # ONNX Runtime's capped arena
+)
 
 
 def engine_failure(exc: BaseException, model: str) -> AisfError:

@@ -49,6 +49,28 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, datatype, shape)
 
 
+_cpu_arena_limit: int | None = None
+
+
+def _memory_capped(provider: str, limit: int, options: ort.SessionOptions) -> dict[str, str]:
+    """Cap the engine's memory so an oversized batch fails with a real out-of-memory error
+    (REQ-ORC-02 reroutes it): the CUDA arena per session; on CPU one process-wide arena,
+    whose size the first capped model sets."""
+    global _cpu_arena_limit
+    if not limit:
+        return {}
+    if provider == "CUDAExecutionProvider":
+        return {"gpu_mem_limit": str(limit)}
+    if provider == "CPUExecutionProvider":
+        if _cpu_arena_limit is None:
+            arena = ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR
+            memory = ort.OrtMemoryInfo("Cpu", arena, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(memory, ort.OrtArenaCfg(limit, -1, -1, -1))
+            _cpu_arena_limit = limit
+        options.add_session_config_entry("session.use_env_allocators", "1")
+    return {}
+
+
 class OnnxRuntimeAdapter:
     def __init__(self) -> None:
         self._session: ort.InferenceSession | None = None
@@ -63,9 +85,17 @@ class OnnxRuntimeAdapter:
         providers = choose_providers(str(params.get("providers", "")), ort.get_available_providers())
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_threads", 1))
+        # Failures reach the caller as typed errors; ORT's own error log would repeat each one.
+        options.log_severity_level = 4
+        limit = int(params.get("memory_limit_bytes", 0))
+        provider_options = [_memory_capped(p, limit, options) for p in providers]
         try:
             session = await asyncio.to_thread(
-                ort.InferenceSession, str(path), sess_options=options, providers=providers
+                ort.InferenceSession,
+                str(path),
+                sess_options=options,
+                providers=providers,
+                provider_options=provider_options,
             )
         except Exception as exc:
             raise ModelLoadFailed(f"model '{spec.name}': onnxruntime cannot load {path.name}: {exc}") from exc

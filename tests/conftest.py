@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,17 @@ import pytest
 from aisf.services.samples import build_samples
 from tests.support.models import build_test_models
 from tests.support.processes import AisfProcess, running_aisf
+from tests.support.temporal import TemporalServer, running_temporal
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalServer]:
+    """One real Temporal for the session; every aisf the tests start uses it (through the environment)
+    with task queues of its own, so no two servers' workers take each other's jobs."""
+    with running_temporal(tmp_path_factory.mktemp("temporal")) as server:
+        os.environ["AISF_TEMPORAL_ADDRESS"] = server.address
+        yield server
+        os.environ.pop("AISF_TEMPORAL_ADDRESS", None)
 
 
 @pytest.fixture(scope="session")

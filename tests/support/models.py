@@ -55,3 +55,24 @@ def build_fp16_double(repository: Path) -> Path:
 def build_test_models(repository: Path) -> None:
     build_string_identity(repository)
     build_fp16_double(repository)
+
+
+def build_memory_hungry(repository: Path, name: str, memory_limit_bytes: int) -> Path:
+    """FP32 [N, 1024] -> [N, 1], needing 4 MiB of engine memory per row: with a memory cap it runs
+    out of memory (for real, in ONNX Runtime's arena) above a batch size."""
+    reps = helper.make_tensor("reps", TensorProto.INT64, [2], [1, 1024])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Tile", ["x", "reps"], ["wide"]),
+            helper.make_node("ReduceSum", ["wide", "axes"], ["y"]),
+        ],
+        "memory_hungry",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        initializer=[reps, axes],
+    )
+    config: dict[str, object] = {"backend": "onnxruntime", "max_batch_size": 64}
+    if memory_limit_bytes:
+        config["parameters"] = {"memory_limit_bytes": memory_limit_bytes}
+    return _save(repository, name, _model(graph), config)

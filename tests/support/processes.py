@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,7 +81,14 @@ def running_aisf(
         str(free_port()),
         *args,
     ]
-    child_env = {**os.environ, "AISF_LOG_FORMAT": "json", **(env or {})}
+    queue = f"aisf-jobs-{uuid.uuid4().hex[:8]}"
+    child_env = {
+        **os.environ,
+        "AISF_LOG_FORMAT": "json",
+        "AISF_JOB_TASK_QUEUE": queue,
+        "AISF_JOB_LARGE_TASK_QUEUE": f"{queue}-large",
+        **(env or {}),
+    }
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

