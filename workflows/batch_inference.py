@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from aisf.workflows.types import (
@@ -47,6 +47,10 @@ class BatchInferenceWorkflow:
             raise
         except ActivityError as error:
             cause = error.cause
+            if isinstance(cause, CancelledError):
+                # The job was cancelled while its activity ran: the activity stopped, so is the job.
+                await self._finish(FinishJobInput(job.job_id, "cancelled"))
+                raise asyncio.CancelledError from None
             if isinstance(cause, ApplicationError):
                 kind, message = cause.type or "internal", cause.message
             else:
@@ -70,6 +74,8 @@ class BatchInferenceWorkflow:
                     heartbeat_timeout=timedelta(seconds=job.heartbeat_timeout_s),
                     retry_policy=_system_retry(job.max_attempts, NON_RETRYABLE),
                     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    # The tier's priority orders the activity backlog too (REQ-ORC-03).
+                    priority=workflow.info().priority,
                 )
                 return
             except ActivityError as error:

@@ -40,6 +40,9 @@ async def start_workers(
             activities=[activities.infer_items, activities.finish_job],
             max_concurrent_activities=max_concurrent_activities,
             graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown_s),
+            # Heartbeats carry checkpoints out and cancellation in: send them at least every second.
+            default_heartbeat_throttle_interval=timedelta(seconds=1),
+            max_heartbeat_throttle_interval=timedelta(seconds=1),
         )
         for queue in task_queues
     ]

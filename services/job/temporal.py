@@ -17,6 +17,22 @@ from aisf.services.common.settings import Settings
 
 # Registered by the embedded server; a production cluster's operator registers them once.
 SEARCH_ATTRIBUTES = {"AisfTenant": "Keyword", "AisfModel": "Keyword", "AisfTier": "Keyword"}
+# Priority keys are honoured by the new matcher; one partition makes the order global rather than
+# per partition (a cluster with heavy queues trades that for throughput).
+DYNAMIC_CONFIG = {
+    "matching.useNewMatcher": "true",
+    "matching.numTaskqueueReadPartitions": "1",
+    "matching.numTaskqueueWritePartitions": "1",
+}
+
+
+def dev_server_flags() -> list[str]:
+    flags: list[str] = []
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        flags += ["--search-attribute", f"{name}={kind}"]
+    for key, value in DYNAMIC_CONFIG.items():
+        flags += ["--dynamic-config-value", f"{key}={value}"]
+    return flags
 
 
 def _temporal_cli() -> str:
@@ -53,9 +69,8 @@ async def start_dev_server(settings: Settings) -> DevServer:
         _temporal_cli(), "server", "start-dev", "--ip", host, "--port", str(settings.temporal_port),
         "--db-filename", str((settings.data_dir / "temporal.db").resolve()), "--log-level", "error",
         "--namespace", settings.temporal_namespace,
+        *dev_server_flags(),
     ]  # fmt: skip
-    for name, kind in SEARCH_ATTRIBUTES.items():
-        command += ["--search-attribute", f"{name}={kind}"]
     command += ["--ui-port", str(settings.temporal_ui_port)] if settings.temporal_ui_port else ["--headless"]
     log = open(settings.data_dir / "temporal.log", "ab")  # noqa: SIM115 - the child owns it from here
     process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)

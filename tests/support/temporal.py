@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aisf.services.job.temporal import SEARCH_ATTRIBUTES
+from aisf.services.job.temporal import dev_server_flags
 from tests.support.processes import free_port
 
 TEMPORAL = (
@@ -32,9 +32,8 @@ class TemporalServer:
         command = [
             TEMPORAL, "server", "start-dev", "--headless", "--ip", host, "--port", port,
             "--db-filename", str(self.db_file), "--log-level", "error",
+            *dev_server_flags(),
         ]  # fmt: skip
-        for name, kind in SEARCH_ATTRIBUTES.items():
-            command += ["--search-attribute", f"{name}={kind}"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
