@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from tritonclient.grpc import service_pb2 as pb
 
 from aisf.gateway.router_client import RouterClient
@@ -50,8 +50,12 @@ class JobActivities:
                     await asyncio.shield(self._store.save_responses(params.job_id, answers, done))
                 activity.heartbeat(done)
             if activity.is_worker_shutdown():
+                # Benign: a planned hand-over (spot reclaim), not a failure worth a traceback in the logs.
                 raise ApplicationError(
-                    f"worker shutting down; the job resumes at item {done}", done, type=WORKER_SHUTDOWN
+                    f"worker shutting down; the job resumes at item {done}",
+                    done,
+                    type=WORKER_SHUTDOWN,
+                    category=ApplicationErrorCategory.BENIGN,
                 )
         return done
 

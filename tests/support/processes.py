@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 AISF = str(Path(sys.executable).with_name("aisf"))
-_READY = re.compile(
-    r"aisf ready: REST http://[^:]+:(\d+)\s+gRPC [^:]+:(\d+)\s+metrics http://[^:]+:(\d+)/metrics"
-)
+_PORTS = {
+    "http": re.compile(r"REST http://[^:\s]+:(\d+)"),
+    "grpc": re.compile(r"gRPC [^:\s]+:(\d+)"),
+    "metrics": re.compile(r"metrics http://[^:\s]+:(\d+)/metrics"),
+}
 
 
 def free_port() -> int:
@@ -60,13 +62,15 @@ def running_aisf(
     args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timeout_s: float = 90,
+    role: str = "all",
 ) -> Iterator[AisfProcess]:
-    """`aisf serve --role all` on free ports; yields once it printed its ready line."""
+    """`aisf serve --role ROLE` on free ports; yields once it printed its ready line (ports of
+    listeners the role lacks are 0)."""
     command = [
         AISF,
         "serve",
         "--role",
-        "all",
+        role,
         "--host",
         "127.0.0.1",
         "--model-repository",
@@ -102,11 +106,11 @@ def running_aisf(
     reader = threading.Thread(target=_pump, args=(process.stdout, output), daemon=True)
     reader.start()
     deadline = time.monotonic() + timeout_s
-    ports: tuple[int, int, int] | None = None
+    ports: list[int] | None = None
     while ports is None:
         for line in list(output):
-            if match := _READY.search(line):
-                ports = (int(match[1]), int(match[2]), int(match[3]))
+            if line.startswith("aisf ready:"):
+                ports = [int(m[1]) if (m := pattern.search(line)) else 0 for pattern in _PORTS.values()]
         if ports is None:
             if process.poll() is not None or time.monotonic() > deadline:
                 stop_process(process)
