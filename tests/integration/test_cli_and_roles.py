@@ -16,6 +16,7 @@ import tritonclient.http as httpclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tests.support.jobs import submit, tabular_request, wait_final
 from tests.support.processes import AISF, AisfProcess, free_port, stop_process
 
 pytestmark = pytest.mark.integration
@@ -47,11 +48,15 @@ def _ports() -> list[str]:
 
 
 def test_up_builds_samples_serves_them_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    """The embedded default: samples, SQLite, and its own Temporal dev server (no AISF_TEMPORAL_ADDRESS)."""
     http_port = free_port()
     command = [AISF, "up", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "data"), *_ports()]
     command[command.index("--http-port") + 1] = str(http_port)
+    env = {k: v for k, v in os.environ.items() if k != "AISF_TEMPORAL_ADDRESS"}
+    env |= {"AISF_TEMPORAL_PORT": str(free_port()), "AISF_TEMPORAL_UI_PORT": str(free_port())}
     process = subprocess.Popen(
         command,
+        env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -68,6 +73,10 @@ def test_up_builds_samples_serves_them_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         assert client.infer("tabular-demo", [tensor]).as_numpy("output__0").shape == (1, 1)
         assert client.is_model_ready("vision-demo")
         client.close()
+        assert "Temporal UI http://localhost:" in lines[-1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30) as rest:
+            job = submit(rest, {"model": "tabular-demo", "requests": [tabular_request([1, 2, 3, 4])]}).json()
+            assert wait_final(rest, job["job_id"])["state"] == "succeeded"
         os.killpg(process.pid, signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     finally:
@@ -77,6 +86,7 @@ def test_up_builds_samples_serves_them_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
     assert process.returncode == 0
     assert "Traceback" not in output
     assert (tmp_path / "data" / "models" / "tabular-demo" / "config.yaml").is_file()
+    assert (tmp_path / "data" / "temporal.db").is_file()
 
 
 def _run_failing(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
