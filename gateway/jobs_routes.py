@@ -68,9 +68,8 @@ def _responses(raw: list[bytes]) -> list[dict[str, Any]]:
     """Finished responses in the same V2 JSON as /v2/models/{m}/infer answers."""
     documents = []
     for item in raw:
-        document, _ = response_document(
-            v2_codec.response_from_proto(v2_pb.ModelInferResponse.FromString(item)), {}
-        )
+        response = v2_codec.response_from_proto(v2_pb.ModelInferResponse.FromString(item))
+        document, _ = response_document(response, {}, json_only=True)
         documents.append(orjson.loads(orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)))
     return documents
 

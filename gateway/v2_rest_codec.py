@@ -183,8 +183,13 @@ def encode_response(response: InferResponse, binary: dict[str, bool]) -> tuple[b
     return header + b"".join(chunks), len(header)
 
 
-def response_document(response: InferResponse, binary: dict[str, bool]) -> tuple[dict[str, Any], list[bytes]]:
-    """The V2 JSON document of a response (numpy arrays inside), and the binary chunks it refers to."""
+def response_document(
+    response: InferResponse, binary: dict[str, bool], json_only: bool = False
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The V2 JSON document of a response (numpy arrays inside), and the binary chunks it refers to.
+
+    JSON has no NaN or infinity: such an output goes to the binary section, which every V2 client
+    reads whatever it asked for; with `json_only` (no binary section to carry it) they become null."""
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for tensor in response.outputs:
@@ -194,7 +199,8 @@ def response_document(response: InferResponse, binary: dict[str, bool]) -> tuple
             "shape": list(tensor.shape),
         }
         parameters: dict[str, Any] = dict(tensor.parameters)
-        if binary.get(tensor.name, binary.get("", False)):
+        wants_binary = binary.get(tensor.name, binary.get("", False))
+        if wants_binary or (not json_only and not _json_safe(tensor)):
             raw = array_to_raw(tensor.data, tensor.datatype)
             parameters["binary_data_size"] = len(raw)
             chunks.append(raw)
@@ -210,6 +216,10 @@ def response_document(response: InferResponse, binary: dict[str, bool]) -> tuple
         document["parameters"] = dict(response.parameters)
     document["outputs"] = outputs
     return document, chunks
+
+
+def _json_safe(tensor: Tensor) -> bool:
+    return tensor.data.dtype.kind != "f" or bool(np.isfinite(tensor.data).all())
 
 
 def _to_json(tensor: Tensor) -> Any:

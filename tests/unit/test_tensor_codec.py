@@ -90,7 +90,8 @@ def test_rest_response_round_trips_as_json_or_binary(tensor: Tensor, binary: boo
             tensor.data
         )
     body, header_length = encode_response(InferResponse("m", "1", [tensor]), {"": binary})
-    assert (header_length is not None) == binary
+    finite = tensor.data.dtype.kind != "f" or bool(np.isfinite(tensor.data).all())
+    assert (header_length is not None) == (binary or not finite)
     request_body = _as_request(body, header_length, tensor)
     parsed, _ = parse_request("m", "", request_body[0], request_body[1])
     got = parsed.inputs[0].data
