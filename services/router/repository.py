@@ -79,7 +79,7 @@ class ModelRepository:
                 versions = config.version_policy.select(_version_dirs(model_dir))
                 if not versions:
                     raise ModelLoadFailed(f"model '{name}': no version folder matches its version_policy")
-                loaded = {v: await self._load_version(model_dir, config, v) for v in versions}
+                loaded = await self._load_versions(model_dir, config, versions)
             except AisfError as exc:
                 self._status[name] = (
                     (ModelState.READY, "") if previous else (ModelState.UNAVAILABLE, exc.message)
@@ -151,10 +151,32 @@ class ModelRepository:
             raise ModelNotFound(f"unknown model '{name}': no {name}/config.yaml in the model repository")
         return model_dir
 
+    async def _load_versions(
+        self, model_dir: Path, config: ModelConfig, versions: list[int]
+    ) -> dict[int, LoadedModel]:
+        """All or nothing: a version that fails to load releases the ones loaded before it."""
+        loaded: dict[int, LoadedModel] = {}
+        try:
+            for version in versions:
+                loaded[version] = await self._load_version(model_dir, config, version)
+        except AisfError:
+            for model in loaded.values():
+                await _close(model)
+            raise
+        return loaded
+
     async def _load_version(self, model_dir: Path, config: ModelConfig, version: int) -> LoadedModel:
         adapter = self._registry.create(config.backend)
         spec = ModelSpec(config.name, version, model_dir / str(version), config)
-        metadata = await adapter.load(spec)
+        try:
+            metadata = await adapter.load(spec)
+        except AisfError:
+            raise
+        except Exception as exc:
+            # A plugin's own exception must not take the other models down with it.
+            raise ModelLoadFailed(
+                f"model '{config.name}' version {version}: {type(exc).__name__}: {exc}"
+            ) from exc
         try:
             inputs = _effective(config, config.tensor_specs(config.inputs), metadata.inputs, "input")
             outputs = _effective(config, config.tensor_specs(config.outputs), metadata.outputs, "output")
