@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from aisf import __version__
-from aisf.gateway import jobs_routes, v2_routes
+from aisf.gateway import jobs_routes, openai_routes, v2_routes
 from aisf.gateway.errors import install_error_handlers
 from aisf.gateway.job_client import JobClient
 from aisf.gateway.router_client import RouterClient
@@ -29,4 +29,5 @@ def create_app(settings: Settings, client: RouterClient, jobs: JobClient) -> Fas
     install_error_handlers(app)
     app.include_router(v2_routes.router)
     app.include_router(jobs_routes.router)
+    app.include_router(openai_routes.router)  # LLM lane: OpenAI errors are route-scoped (openai_errors)
     return app

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from grpc import aio
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from aisf.llm.v1 import llm_pb2 as llm_pb
+from aisf.llm.v1 import llm_pb2_grpc as llm_grpc
 from aisf.router.v1 import model_repository_pb2 as repo_pb
 from aisf.router.v1 import model_repository_pb2_grpc as repo_grpc
 from aisf.services.common.grpc_errors import REQUEST_ID_KEY, error_from_rpc
 from aisf.services.common.grpc_server import channel_options
+from aisf.services.common.llm_codec import TENANT_KEY
 
 Reply = TypeVar("Reply")
+# A generation streams for as long as the engine needs: its deadline is far longer than a unary call's.
+_STREAM_TIMEOUT_S = 600.0
 
 
 class RouterClient:
@@ -22,6 +27,7 @@ class RouterClient:
         self._channel = aio.insecure_channel(target, options=channel_options(max_message_bytes))
         self._v2 = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._repository = repo_grpc.ModelRepositoryServiceStub(self._channel)
+        self._llm = llm_grpc.LlmServiceStub(self._channel)
         self._timeout_s = timeout_s
 
     async def close(self) -> None:
@@ -74,3 +80,39 @@ class RouterClient:
 
     async def model_events(self, request: repo_pb.ListModelEventsRequest) -> repo_pb.ListModelEventsResponse:
         return await self._call(self._repository.ListModelEvents, request, "")
+
+    # --- LLM lane (aisf.llm.v1.LlmService) ---
+    @staticmethod
+    def _llm_metadata(request_id: str, tenant: str) -> tuple[tuple[str, str], ...]:
+        return tuple((k, v) for k, v in ((REQUEST_ID_KEY, request_id), (TENANT_KEY, tenant)) if v)
+
+    async def _stream(
+        self, method: Callable[..., Any], request: Any, request_id: str, tenant: str
+    ) -> AsyncGenerator[Any, None]:
+        """Yield the router's messages; closing this generator cancels the call, which stops the engine."""
+        call = method(request, timeout=_STREAM_TIMEOUT_S, metadata=self._llm_metadata(request_id, tenant))
+        try:
+            async for message in call:
+                yield message
+        except aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+
+    def chat_completion(
+        self, request: llm_pb.ChatCompletionRequest, request_id: str = "", tenant: str = ""
+    ) -> AsyncGenerator[llm_pb.ChatCompletionResponse, None]:
+        return self._stream(self._llm.ChatCompletion, request, request_id, tenant)
+
+    def completion(
+        self, request: llm_pb.CompletionRequest, request_id: str = "", tenant: str = ""
+    ) -> AsyncGenerator[llm_pb.CompletionResponse, None]:
+        return self._stream(self._llm.Completion, request, request_id, tenant)
+
+    async def embed(self, request: llm_pb.EmbedRequest, request_id: str = "") -> llm_pb.EmbedResponse:
+        return await self._call(self._llm.Embed, request, request_id)
+
+    async def list_models(self) -> llm_pb.ListModelsResponse:
+        return await self._call(self._llm.ListModels, llm_pb.ListModelsRequest(), "")
+
+    # --- end LLM lane ---

@@ -11,6 +11,8 @@ import xgboost
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
+from aisf.services.llm_samples import build_llm_demo
+
 TABULAR_FEATURES = 4
 VISION_CLASSES = 10
 
@@ -105,4 +107,4 @@ def build_vision_demo(repository: Path) -> Path:
 
 def build_samples(repository: Path) -> list[Path]:
     repository.mkdir(parents=True, exist_ok=True)
-    return [build_tabular_demo(repository), build_vision_demo(repository)]
+    return [build_tabular_demo(repository), build_vision_demo(repository), *build_llm_demo(repository)]

@@ -66,6 +66,20 @@ class Settings(BaseSettings):
     default_tier: str = "standard"
     tier_priorities: dict[str, int] = {"gold": 1, "standard": 3, "free": 5}
     """Tier -> Temporal priority key (1 runs first, 5 last)."""
+    # --- LLM lane: semantic cache and admission (REQ-OPT-04) ---
+    semantic_cache_embedding_model: str = ""
+    """Served embedding model (e.g. minilm-embed) that keys the semantic cache; empty turns the cache off."""
+    semantic_cache_redis_url: str = ""
+    """Redis URL of the semantic cache index (e.g. redis://127.0.0.1:6379/0); empty keeps it in-process."""
+    semantic_cache_threshold: float = Field(0.9, gt=0, le=1)
+    """Cosine similarity of prompt embeddings at or above which a cached answer is reused."""
+    semantic_cache_ttl_s: float = Field(3600.0, gt=0)
+    """How long a cached answer may be reused."""
+    semantic_cache_max_entries: int = Field(1000, ge=1)
+    """Answers kept per scope (tenant, model, version, parameters); a lookup compares all of them."""
+    llm_max_waiting: int = Field(32, ge=0)
+    """Requests that may queue for a busy generative engine; more get 429 with Retry-After."""
+    # --- end LLM lane ---
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     shutdown_grace_s: float = Field(5.0, ge=0)

@@ -12,8 +12,9 @@ from aisf.services.common.db.model_store import ModelStore
 from aisf.services.common.grpc_server import Registrar
 from aisf.services.common.metrics import InferenceMetrics
 from aisf.services.common.settings import Settings
-from aisf.services.router import repository_servicer, v2_servicer
+from aisf.services.router import llm_servicer, repository_servicer, v2_servicer
 from aisf.services.router.dataplane import Dataplane
+from aisf.services.router.llm_dataplane import LlmDataplane, build_llm_dataplane
 from aisf.services.router.repository import ModelRepository
 
 
@@ -23,9 +24,12 @@ class RouterService:
     repository: ModelRepository
     registrars: list[Registrar] = field(default_factory=list)
     service_names: list[str] = field(default_factory=list)
+    llm: LlmDataplane | None = None  # LLM lane (aisf.llm.v1)
 
     async def close(self) -> None:
         self.dataplane.mark_stopping()
+        if self.llm is not None:  # LLM lane: the semantic cache's index connection
+            await self.llm.close()
         await self.repository.close()
 
 
@@ -38,10 +42,12 @@ async def build_router(
         settings.model_repository, adapters or AdapterRegistry.from_entry_points(), store
     )
     dataplane = Dataplane(repository, InferenceMetrics(metrics))
+    llm = build_llm_dataplane(settings, metrics, repository)  # LLM lane (aisf.llm.v1)
     await repository.load_all()
     return RouterService(
         dataplane,
         repository,
-        [v2_servicer.register(dataplane), repository_servicer.register(store)],
-        [v2_servicer.SERVICE_NAME, repository_servicer.SERVICE_NAME],
+        [v2_servicer.register(dataplane), repository_servicer.register(store), llm_servicer.register(llm)],
+        [v2_servicer.SERVICE_NAME, repository_servicer.SERVICE_NAME, llm_servicer.SERVICE_NAME],
+        llm,
     )

@@ -1,0 +1,315 @@
+"""llama.cpp in process (llama-cpp-python): streamed chat/completions, embeddings, speculative decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import functools
+import random
+import threading
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar
+
+import llama_cpp
+from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from aisf.adapters.base import Health, ModelMetadata, ModelSpec, engine_failure
+from aisf.adapters.llama_draft import LlamaInstance
+from aisf.services.common.errors import AisfError, InvalidInput, ModelLoadFailed, ModelNotReady, Unsupported
+from aisf.services.common.llm_types import (
+    EmbedRequest,
+    EmbedResponse,
+    FinishReason,
+    GenerateRequest,
+    SamplingParams,
+    TokenChunk,
+    Usage,
+)
+from aisf.services.common.tensors import InferRequest, InferResponse
+
+_T = TypeVar("_T")
+# How many chunks the engine may run ahead of a slow consumer; small, so a disconnect stops it at once.
+_WINDOW = 2
+
+
+class _Handoff:
+    """Engine thread -> event loop, the engine at most `_WINDOW` chunks ahead of the consumer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[TokenChunk | None] = asyncio.Queue()
+        self._credits = threading.Semaphore(_WINDOW)
+        self.consumer_gone = threading.Event()
+
+    def put(self, item: TokenChunk | None) -> None:
+        if self.consumer_gone.is_set():
+            return
+        self._credits.acquire()
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    async def get(self) -> TokenChunk | None:
+        item = await self._queue.get()
+        self._credits.release()
+        return item
+
+    def stop(self) -> None:
+        self.consumer_gone.set()
+        self._credits.release()  # wakes an engine blocked in put()
+
+
+class _StopMatcher:
+    """Holds back text that may begin a stop sequence, so no part of a stop string is ever streamed."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._stops = [s for s in stops if s]
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text safe to emit, whether a stop sequence ended the generation)."""
+        buffer = self._held + text
+        hits = [buffer.find(s) for s in self._stops if s in buffer]
+        if hits:
+            self._held = ""
+            return buffer[: min(hits)], True
+        keep = max((k for s in self._stops for k in range(1, len(s)) if buffer.endswith(s[:k])), default=0)
+        safe = len(buffer) - keep
+        self._held = buffer[safe:]
+        return buffer[:safe], False
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+
+class LlamaCppAdapter:
+    """Parameters: `model_file` (model.gguf), `n_ctx` (0: the model's own), `n_threads`, `n_gpu_layers`,
+    `chat_template` (overrides the GGUF's tokenizer.chat_template), `embedding` (false; true makes every
+    prompt token an output, costly for big vocabularies), `draft_model` (a GGUF of the same vocabulary,
+    relative to the version folder: speculative decoding) and `speculative_tokens` (4)."""
+
+    def __init__(self) -> None:
+        self._pool: asyncio.Queue[LlamaInstance] | None = None
+        self._instances: list[LlamaInstance] = []
+        self._name = ""
+        self._n_ctx = 0
+        self._chat: Jinja2ChatFormatter | None = None
+        self._embedding = False
+        self._accepting = False
+        self._unloading = threading.Event()
+
+    async def load(self, spec: ModelSpec) -> ModelMetadata:
+        params = spec.config.parameters
+        path = spec.path / str(params.get("model_file", "model.gguf"))
+        draft = spec.path / str(params["draft_model"]) if "draft_model" in params else None
+        for needed in (path, draft):
+            if needed is not None and not needed.is_file():
+                raise ModelLoadFailed(f"model '{spec.name}' version {spec.version}: {needed.name} not found")
+        self._name, self._embedding = spec.name, bool(params.get("embedding", False))
+        settings: dict[str, Any] = {
+            "n_ctx": int(params.get("n_ctx", 0)),
+            "n_threads": int(params["n_threads"]) if "n_threads" in params else None,
+            "n_gpu_layers": int(params.get("n_gpu_layers", 0)),
+        }
+        speculative = int(params.get("speculative_tokens", 4))
+        try:
+            for _ in range(spec.config.instance_count):
+                build = LlamaInstance.build
+                self._instances.append(
+                    await asyncio.to_thread(build, path, draft, speculative, self._embedding, settings)
+                )
+            first = self._instances[0].llm
+            template = str(params.get("chat_template", "")) or first.metadata.get("tokenizer.chat_template")
+            if template:
+                eos, bos = (
+                    first.detokenize([t], special=True).decode()
+                    for t in (first.token_eos(), first.token_bos())
+                )
+                self._chat = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+        except Exception as exc:
+            await self.unload()
+            raise ModelLoadFailed(f"model '{spec.name}': llama.cpp cannot load {path.name}: {exc}") from exc
+        self._n_ctx = first.n_ctx()
+        self._pool = asyncio.Queue()
+        for instance in self._instances:
+            self._pool.put_nowait(instance)
+        self._accepting = True
+        return ModelMetadata(inputs=[], outputs=[], platform="llama_cpp")
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        raise Unsupported(f"model '{self._name}' generates text: use the OpenAI-compatible API, not V2")
+
+    def context_length(self) -> int:
+        return self._n_ctx
+
+    def speculative_stats(self) -> dict[str, int]:
+        """Draft tokens proposed and accepted by the target since load (both 0 without a draft model)."""
+        drafts = [i.draft for i in self._instances if i.draft is not None]
+        return {"proposed": sum(d.proposed for d in drafts), "accepted": sum(d.accepted for d in drafts)}
+
+    @property
+    def tokens_generated(self) -> int:
+        """Tokens the engine sampled since load, counted in the engine thread (cancelled streams too)."""
+        return sum(i.generated for i in self._instances)
+
+    async def stream(self, request: GenerateRequest) -> AsyncGenerator[TokenChunk]:
+        instance = await self._acquire()
+        handoff = _Handoff(asyncio.get_running_loop())
+        producer = self._in_thread(instance, functools.partial(self._produce, instance, request, handoff))
+        try:
+            while (chunk := await handoff.get()) is not None:
+                yield chunk
+            await asyncio.shield(producer)
+        except AisfError:
+            raise
+        except Exception as exc:
+            raise engine_failure(exc, self._name) from exc
+        finally:
+            handoff.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(producer)  # so the engine has stopped once aclose() returns
+
+    async def embed(self, request: EmbedRequest) -> EmbedResponse:
+        if not self._embedding:
+            raise Unsupported(f"model '{self._name}' is not loaded for embeddings (parameters.embedding)")
+        instance = await self._acquire()
+        work = self._in_thread(instance, functools.partial(self._embed, instance.llm, request.inputs))
+        vectors, tokens = await asyncio.shield(work)
+        return EmbedResponse(vectors=vectors, usage=Usage(prompt_tokens=tokens))
+
+    async def health(self) -> Health:
+        return Health(ready=self._accepting)
+
+    async def unload(self) -> None:
+        """Cancels running generations, waits for their engine threads, then frees the models."""
+        self._accepting = False
+        self._unloading.set()
+        if self._pool is not None:
+            for _ in self._instances:
+                await self._pool.get()
+        self._pool = None
+        instances, self._instances = self._instances, []
+        for instance in instances:
+            await asyncio.to_thread(instance.close)
+        self._unloading.clear()
+
+    async def _acquire(self) -> LlamaInstance:
+        if self._pool is None or not self._accepting:
+            raise ModelNotReady(f"model '{self._name}' is not loaded")
+        return await self._pool.get()
+
+    def _in_thread(self, instance: LlamaInstance, work: Callable[[], _T]) -> asyncio.Future[_T]:
+        """Runs blocking engine work; the instance returns to the pool when the thread ends, not when a
+        caller stops waiting (callers shield it), so no two threads ever share a llama.cpp context."""
+        future = asyncio.ensure_future(asyncio.to_thread(work))
+        future.add_done_callback(lambda done: self._release(instance, done))
+        return future
+
+    def _release(self, instance: LlamaInstance, done: asyncio.Future[Any]) -> None:
+        if not done.cancelled():
+            done.exception()  # retrieved here: a caller that left early never awaits it
+        if self._pool is not None:
+            self._pool.put_nowait(instance)
+
+    def _embed(self, llm: Llama, inputs: tuple[str, ...]) -> tuple[list[list[float]], int]:
+        try:
+            vectors, tokens = llm.embed(list(inputs), normalize=True, truncate=False, return_count=True)
+        except ValueError as exc:  # an input longer than one batch: llama.cpp would otherwise truncate it
+            raise InvalidInput(f"input: model '{self._name}': {exc}") from exc
+        return vectors, tokens
+
+    def _produce(self, instance: LlamaInstance, request: GenerateRequest, handoff: _Handoff) -> None:
+        """Engine thread: n sequential generations; always ends the handoff, even on error."""
+        try:
+            prompt = self._prompt_tokens(instance.llm, request)
+            params = request.params
+            completion = 0
+            for index in range(params.n):
+                generated, finish, tail = self._generate(instance, prompt, params, index, handoff)
+                completion += generated
+                if handoff.consumer_gone.is_set():
+                    return
+                usage = Usage(prompt_tokens=len(prompt), completion_tokens=completion)
+                handoff.put(TokenChunk(tail, index=index, finish_reason=finish, usage=usage))
+        finally:
+            handoff.put(None)
+
+    def _prompt_tokens(self, llm: Llama, request: GenerateRequest) -> list[int]:
+        params = request.params
+        if params.n < 1 or (params.max_tokens is not None and params.max_tokens < 1):
+            raise InvalidInput(f"n ({params.n}) and max_tokens ({params.max_tokens}) must be at least 1")
+        if request.prompt is None and not request.messages:
+            raise InvalidInput("messages: at least one message is required")
+        if request.prompt is not None:
+            field, tokens = (
+                "prompt",
+                llm.tokenize(request.prompt.encode("utf-8"), add_bos=True, special=False),
+            )
+        else:
+            if self._chat is None:
+                raise Unsupported(f"model '{self._name}' has no chat template; use completions")
+            messages: Any = [{"role": m.role, "content": m.content} for m in request.messages]
+            try:
+                text = self._chat(messages=messages).prompt
+            except ValueError as exc:  # the template's raise_exception, e.g. roles must alternate
+                raise InvalidInput(f"messages: {exc}") from exc
+            bos = self._chat.bos_token
+            # Templates that write the BOS token themselves must not get a second one.
+            add_bos = not (bos and text.startswith(bos))
+            field, tokens = "messages", llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+        if len(tokens) >= self._n_ctx:
+            raise InvalidInput(
+                f"{field} is {len(tokens)} tokens; model '{self._name}' has a context window of "
+                f"{self._n_ctx} tokens (at least one must remain for the completion)"
+            )
+        return tokens
+
+    def _generate(
+        self,
+        instance: LlamaInstance,
+        prompt: list[int],
+        params: SamplingParams,
+        index: int,
+        handoff: _Handoff,
+    ) -> tuple[int, FinishReason, str]:
+        """One choice; returns (tokens sampled, finish reason, text still held back)."""
+        llm = instance.llm
+        budget = self._n_ctx - len(prompt)
+        if params.max_tokens is not None:
+            budget = min(budget, params.max_tokens)
+        llm.set_seed(params.seed + index if params.seed is not None else random.getrandbits(32))
+        if instance.draft is not None:
+            instance.draft.start_sequence()
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        stops = _StopMatcher(params.stop)
+        generated = 0
+        finish: FinishReason = "length"
+        # OpenAI sampling: temperature and top_p only (llama.cpp's top_k/min_p defaults off).
+        tokens = llm.generate(
+            prompt, temp=params.temperature, top_p=params.top_p, top_k=0, min_p=0.0, repeat_penalty=1.0
+        )
+        try:
+            for token in tokens:
+                generated += 1
+                instance.generated += 1
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                text, stopped = stops.feed(decoder.decode(llm.detokenize([token])))
+                if text:
+                    handoff.put(TokenChunk(text, index=index))
+                if stopped:
+                    finish = "stop"
+                    break
+                if generated >= budget:
+                    break
+                # Checked between tokens: the next one is computed only if someone still wants it.
+                if handoff.consumer_gone.is_set() or self._unloading.is_set():
+                    finish = "cancelled"
+                    break
+        finally:
+            tokens.close()
+        tail = "" if finish == "cancelled" else stops.flush() + decoder.decode(b"", final=True)
+        return generated, finish, tail

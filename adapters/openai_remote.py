@@ -1,0 +1,272 @@
+"""Any OpenAI-speaking server (vLLM, SGLang, llama.cpp's server, TGI) over pooled async HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import httpx
+
+from aisf.adapters.base import Health, ModelMetadata, ModelSpec
+from aisf.services.common.errors import (
+    AisfError,
+    DeadlineExceeded,
+    EngineOverloaded,
+    EngineUnavailable,
+    InternalError,
+    InvalidInput,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotReady,
+    Unsupported,
+)
+from aisf.services.common.llm_types import (
+    EmbedRequest,
+    EmbedResponse,
+    FinishReason,
+    GenerateRequest,
+    TokenChunk,
+    Usage,
+)
+from aisf.services.common.tensors import InferRequest, InferResponse
+
+_ERRORS_BY_STATUS: dict[int, type[AisfError]] = {
+    400: InvalidInput,
+    404: ModelNotFound,
+    408: DeadlineExceeded,
+    413: InvalidInput,
+    422: InvalidInput,
+    429: EngineOverloaded,
+    502: EngineUnavailable,
+    503: EngineUnavailable,
+    504: DeadlineExceeded,
+}
+_STALE_CONNECTION = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+_HEALTH_TIMEOUT_S = 5.0  # readiness probes must not hang for a generation-sized timeout
+# vLLM says "abort" for a request it cancelled; tool calls and content filters end the text like a stop.
+_FINISH: dict[str, FinishReason] = {"length": "length", "abort": "cancelled", "cancelled": "cancelled"}
+
+
+def upstream_error(status: int, body: str, retry_after: str | None, where: str) -> AisfError:
+    """The typed error for an upstream HTTP status; 401/403 and other 5xx are our own misconfiguration
+    or the server's failure, so internal. Retry-After is per error class here; the upstream's is kept in
+    the message."""
+    error_cls = _ERRORS_BY_STATUS.get(status, InternalError)
+    wait = f" (upstream Retry-After: {retry_after})" if retry_after else ""
+    return error_cls(f"{where}: HTTP {status}: {_message(body)}{wait}")
+
+
+def _message(body: str) -> str:
+    """The error text of OpenAI ({"error": {"message"}}), TGI ({"error": "..."}) or FastAPI bodies."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:300]
+    if not isinstance(data, dict):
+        return body[:300]
+    error = data.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message", error))
+    return str(error or data.get("message") or data.get("detail") or body[:300])
+
+
+def _stream_error(event: dict[str, Any], where: str) -> AisfError:
+    """An error sent as a stream event (vLLM: {"object": "error", "code": 400, ...}) after the 200."""
+    error = event.get("error", event)
+    status = error.get("code") if isinstance(error, dict) else None
+    return upstream_error(status if isinstance(status, int) else 500, json.dumps(event), None, where)
+
+
+class OpenAIRemoteAdapter:
+    """Parameters: `base_url` (the API root, e.g. http://vllm:8000/v1; required), `remote_model` (default:
+    our model name), `api_key_env` (name of the environment variable holding the key: secrets stay out of
+    config.yaml), `timeout_s` (60; for streams, the longest wait between chunks), `context_length`
+    (default: the server's max_model_len when its model card has one, else 0 for unknown)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._transport = transport  # tests substitute the network
+        self._client: httpx.AsyncClient | None = None
+        self._remote_model = ""
+        self._where = ""
+        self._context_length = 0
+
+    async def load(self, spec: ModelSpec) -> ModelMetadata:
+        params = spec.config.parameters
+        base_url = str(params.get("base_url", "")).rstrip("/")
+        if not base_url:
+            raise ModelLoadFailed(f"model '{spec.name}': backend openai_remote needs parameters.base_url")
+        self._remote_model = str(params.get("remote_model", spec.name))
+        self._where = f"remote model '{self._remote_model}' at {base_url}"
+        headers = {}
+        if key_env := str(params.get("api_key_env", "")):
+            key = os.environ.get(key_env, "")
+            if not key:
+                raise ModelLoadFailed(f"model '{spec.name}': environment variable {key_env} is not set")
+            headers["Authorization"] = f"Bearer {key}"
+        client = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=float(params.get("timeout_s", 60)),
+            transport=self._transport,
+        )
+        try:
+            card = await self._model_card(client)
+        except AisfError as exc:
+            await client.aclose()
+            raise ModelLoadFailed(exc.message) from exc
+        self._context_length = int(params.get("context_length", card.get("max_model_len") or 0))
+        self._client = client
+        return ModelMetadata(inputs=[], outputs=[], platform="openai")
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        raise Unsupported(f"{self._where} generates text: use the OpenAI-compatible API, not V2 tensors")
+
+    def context_length(self) -> int:
+        return self._context_length
+
+    async def stream(self, request: GenerateRequest) -> AsyncGenerator[TokenChunk]:
+        client = self._require_client()
+        path, body = self._generate_body(request)
+        # Finish chunks wait for the usage chunk, which OpenAI servers send after every choice finished.
+        finished: list[tuple[int, FinishReason]] = []
+        usage: Usage | None = None
+        # Leaving this block (the consumer stopped) closes the response, so the server cancels the work.
+        async with (
+            self._call(client, "POST", path, body) as response,
+            contextlib.aclosing(_events(response, self._where)) as events,
+        ):
+            async for event in events:
+                if "error" in event or event.get("object") == "error":
+                    raise _stream_error(event, self._where)
+                if counts := event.get("usage"):
+                    usage = Usage(counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0))
+                for choice in event.get("choices") or []:
+                    index = int(choice.get("index", 0))
+                    text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+                    if text:
+                        yield TokenChunk(text, index=index)
+                    if reason := choice.get("finish_reason"):
+                        finished.append((index, _FINISH.get(reason, "stop")))
+        for index, reason in finished:
+            yield TokenChunk("", index=index, finish_reason=reason, usage=usage)
+
+    async def embed(self, request: EmbedRequest) -> EmbedResponse:
+        client = self._require_client()
+        body = {"model": self._remote_model, "input": list(request.inputs)}
+        async with self._call(client, "POST", "embeddings", body) as response:
+            data = await self._json(response)
+        try:
+            items = sorted(data["data"], key=lambda item: int(item["index"]))
+            vectors = [[float(x) for x in item["embedding"]] for item in items]
+            usage = Usage(prompt_tokens=int((data.get("usage") or {}).get("prompt_tokens", 0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InternalError(f"{self._where}: unexpected embeddings response: {exc!r}") from exc
+        return EmbedResponse(vectors=vectors, usage=usage)
+
+    async def health(self) -> Health:
+        if self._client is None:
+            return Health(ready=False, reason="not loaded")
+        try:
+            await self._model_card(self._client, _HEALTH_TIMEOUT_S)
+        except AisfError as exc:
+            return Health(ready=False, reason=exc.message)
+        return Health(ready=True)
+
+    async def unload(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _require_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise ModelNotReady(f"{self._where or 'remote model'} is not loaded")
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def _call(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """One upstream call: transport failures (also mid-stream) and HTTP errors become typed errors."""
+        timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
+        request = client.build_request(method, path, json=body, timeout=timeout)
+        try:
+            try:
+                response = await client.send(request, stream=True)
+            except _STALE_CONNECTION:
+                # A pooled keep-alive connection the server closed meanwhile: nothing reached it, so send
+                # once more on a fresh connection, as the OpenAI SDK does.
+                response = await client.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    text = (await response.aread()).decode("utf-8", "replace")
+                    retry_after = response.headers.get("retry-after")
+                    raise upstream_error(response.status_code, text, retry_after, self._where)
+                yield response
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceeded(f"{self._where}: no answer in time ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise EngineUnavailable(f"{self._where}: unreachable or broken off: {exc!r}") from exc
+
+    async def _json(self, response: httpx.Response) -> dict[str, Any]:
+        text = await response.aread()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise InternalError(f"{self._where}: expected a JSON object, got {text[:200]!r}")
+        return data
+
+    async def _model_card(self, client: httpx.AsyncClient, timeout_s: float | None = None) -> dict[str, Any]:
+        async with self._call(client, "GET", "models", timeout_s=timeout_s) as response:
+            data = await self._json(response)
+        cards = {str(card.get("id")): card for card in data.get("data", []) if isinstance(card, dict)}
+        if self._remote_model not in cards:
+            raise ModelNotFound(
+                f"{self._where}: the server serves {sorted(cards)}, not '{self._remote_model}'"
+            )
+        return cards[self._remote_model]
+
+    def _generate_body(self, request: GenerateRequest) -> tuple[str, dict[str, Any]]:
+        params = request.params
+        body: dict[str, Any] = {
+            "model": self._remote_model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "n": params.n,
+        }
+        optional = {"max_tokens": params.max_tokens, "seed": params.seed, "stop": list(params.stop) or None}
+        body.update({k: v for k, v in optional.items() if v is not None})
+        if request.prompt is not None:
+            return "completions", {**body, "prompt": request.prompt}
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        return "chat/completions", {**body, "messages": messages}
+
+
+async def _events(response: httpx.Response, where: str) -> AsyncGenerator[dict[str, Any]]:
+    """Server-sent `data:` payloads as JSON objects, up to the final `[DONE]`."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (keep-alive pings), event names
+        payload = line[len("data:") :].strip()
+        if payload == "[DONE]":
+            return
+        try:
+            event = json.loads(payload)
+        except ValueError as exc:
+            raise InternalError(f"{where}: malformed stream event {payload[:200]!r}") from exc
+        if isinstance(event, dict):
+            yield event
+    raise EngineUnavailable(f"{where}: the stream ended before [DONE]")

@@ -1,0 +1,278 @@
+"""LLM lane benchmark: time to first token and tokens/s for the sample llm-demo, and semantic-cache hits.
+
+    .venv/bin/python bench/llm_bench.py [--requests N] [--max-tokens T] [--out docs/benchmarks.md]
+
+One run, one model (llm-demo: the tiny GGUF built into a temp dir, speculative decoding with its draft,
+one llama.cpp context with n_threads 1), one chat prompt, `max_tokens` tokens per request (the sample
+never samples end-of-sequence, so every request generates exactly that many). Targets, each at
+concurrency 1 and 8 with the same request count:
+
+  direct       LlamaCppAdapter.stream() in this process (no server)
+  aisf gRPC    `aisf serve --role all`, aisf.llm.v1.LlmService/ChatCompletion (server stream)
+  aisf REST    the same process, POST /v1/chat/completions with stream=true (SSE), via httpx
+
+The served requests send cache bypass so they reach the engine. Then the semantic cache (MiniLM
+embeddings, in-process index) is primed with one greedy answer and hit by REST (non-streaming) requests:
+their end-to-end latency is the cache-hit latency. Everything binds 127.0.0.1; every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # reuse the test suite's process helpers (tests/support)
+    sys.path.insert(0, str(ROOT))
+
+MODEL = "llm-demo"
+PROMPT = "hello world, tell me about the model"
+HEADING = "## LLM lane: time to first token, tokens/s, semantic cache"
+
+# One request: yields once per streamed chunk that carries text; returns nothing.
+Generate = Callable[[], AsyncIterator[str]]
+
+
+@dataclass
+class Level:
+    target: str
+    concurrency: int
+    requests: int
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    tokens_per_s: float
+    gap_p99_ms: float
+
+
+async def _level(target: str, generate: Generate, concurrency: int, requests: int) -> Level:
+    ttfts: list[float] = []
+    gaps: list[float] = []
+    tokens = 0
+
+    async def one() -> None:
+        nonlocal tokens
+        started = time.perf_counter()
+        arrivals = [started]
+        async for _ in generate():
+            arrivals.append(time.perf_counter())
+        ttfts.append((arrivals[1] - started) * 1000)
+        gaps.extend((b - a) * 1000 for a, b in zip(arrivals[1:], arrivals[2:], strict=False))
+        tokens += len(arrivals) - 1
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await one()
+
+    quotas = [requests // concurrency + (1 if k < requests % concurrency else 0) for k in range(concurrency)]
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(q) for q in quotas))
+    wall = time.perf_counter() - started
+    p50, p99 = np.percentile(ttfts, [50, 99])
+    gap_p99 = float(np.percentile(gaps, 99)) if gaps else 0.0
+    return Level(target, concurrency, requests, float(p50), float(p99), tokens / wall, gap_p99)
+
+
+async def _direct(repository: Path, max_tokens: int, requests: int) -> list[Level]:
+    from aisf.adapters.base import GenerativeAdapter, ModelSpec
+    from aisf.adapters.registry import AdapterRegistry
+    from aisf.services.common.llm_types import ChatMessage, GenerateRequest, SamplingParams
+    from aisf.services.common.model_config import load_model_config
+
+    config = load_model_config(repository / MODEL)
+    adapter = AdapterRegistry.from_entry_points().create(config.backend)
+    assert isinstance(adapter, GenerativeAdapter)
+    await adapter.load(ModelSpec(MODEL, 1, repository / MODEL / "1", config))
+    request = GenerateRequest(
+        MODEL, messages=(ChatMessage("user", PROMPT),), params=SamplingParams(max_tokens, temperature=0.0)
+    )
+
+    async def generate() -> AsyncIterator[str]:
+        async for chunk in adapter.stream(request):
+            if chunk.text:
+                yield chunk.text
+
+    try:
+        await _level("direct", generate, 1, 2)  # warm-up
+        return [await _level("direct", generate, c, requests) for c in (1, 8)]
+    finally:
+        await adapter.unload()
+
+
+async def _served(grpc_url: str, http_url: str, max_tokens: int, requests: int) -> list[Level]:
+    import grpc
+    import httpx
+    import orjson
+
+    from aisf.llm.v1 import llm_pb2 as pb
+    from aisf.llm.v1 import llm_pb2_grpc as pb_grpc
+
+    params = pb.SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    message = pb.ChatMessage(role=pb.ROLE_USER, content=PROMPT)
+    request = pb.ChatCompletionRequest(
+        model=MODEL, messages=[message], params=params, cache_mode=pb.CACHE_MODE_BYPASS
+    )
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    async with grpc.aio.insecure_channel(grpc_url) as channel, httpx.AsyncClient(timeout=120) as http:
+        stub = pb_grpc.LlmServiceStub(channel)
+
+        async def over_grpc() -> AsyncIterator[str]:
+            async for reply in stub.ChatCompletion(request, timeout=120):
+                if reply.choice.text:
+                    yield reply.choice.text
+
+        async def over_rest() -> AsyncIterator[str]:
+            url = f"http://{http_url}/v1/chat/completions"
+            async with http.stream("POST", url, json=body, headers={"X-Aisf-Cache": "bypass"}) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: {"):
+                        choices = orjson.loads(line[6:])["choices"]
+                        if choices and choices[0]["delta"].get("content"):
+                            yield choices[0]["delta"]["content"]
+
+        levels = []
+        for target, generate in (("aisf gRPC", over_grpc), ("aisf REST", over_rest)):
+            await _level(target, generate, 1, 2)  # warm-up
+            levels += [await _level(target, generate, c, requests) for c in (1, 8)]
+        return levels
+
+
+async def _cache_hits(http_url: str, max_tokens: int, requests: int) -> tuple[float, float, float]:
+    """(miss ms, hit p50 ms, hit p99 ms) of non-streaming REST requests for one greedy prompt."""
+    import httpx
+
+    body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens}
+    body["temperature"] = 0
+    url = f"http://{http_url}/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=120) as http:
+
+        async def timed() -> tuple[float, bool]:
+            started = time.perf_counter()
+            response = await http.post(url, json=body, headers={"X-Aisf-Tenant": "bench"})
+            response.raise_for_status()
+            return (time.perf_counter() - started) * 1000, response.headers.get("x-aisf-cache") == "hit"
+
+        miss, hit = await timed()
+        assert not hit, "the cache was primed before the benchmark"
+        latencies = []
+        for _ in range(requests):
+            elapsed, hit = await timed()
+            assert hit, "a repeated greedy prompt missed the semantic cache"
+            latencies.append(elapsed)
+    p50, p99 = np.percentile(latencies, [50, 99])
+    return miss, float(p50), float(p99)
+
+
+def _table(levels: Sequence[Level]) -> str:
+    rows = [
+        "| target | concurrency | requests | TTFT p50 (ms) | TTFT p99 (ms) | tokens/s | chunk gap p99 (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows += [
+        f"| {x.target} | {x.concurrency} | {x.requests} | {x.ttft_p50_ms:.1f} | {x.ttft_p99_ms:.1f} "
+        f"| {x.tokens_per_s:,.0f} | {x.gap_p99_ms:.1f} |"
+        for x in levels
+    ]
+    return "\n".join(rows)
+
+
+def _document(
+    levels: Sequence[Level], cache: tuple[float, float, float], load: str, args: argparse.Namespace
+) -> str:
+    command = "bench/llm_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    software = ", ".join(
+        f"{name} {version(name)}" for name in ("llama-cpp-python", "grpcio", "sentence-transformers", "torch")
+    )
+    return f"""{HEADING}
+
+Chat streaming on the sample `llm-demo` (a tiny random-weight llama GGUF, 2 layers, speculative decoding
+with its 1-layer draft, one llama.cpp context, `n_threads: 1`), {args.max_tokens} tokens per request. Written
+by `bench/llm_bench.py`.
+
+- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC
+- Machine: {len(os.sched_getaffinity(0))} CPUs, {platform.processor() or platform.machine()}
+- Software: Python {platform.python_version()}, {software}
+- Command: `.venv/bin/python {command}`
+- Load: this script, asyncio; {args.requests} requests per level after a warm-up. Server and client share
+  the same cores.
+
+{_table(levels)}
+
+TTFT is from sending the request to the first chunk with text; tokens/s is every generated token of the
+level over its wall time; a chunk gap is the time between two chunks of one stream as the client sees them.
+The engine runs one generation at a time (`instance_count: 1`), so at concurrency 8 requests queue for it:
+TTFT grows with the queue while throughput stays the engine's. `aisf serve --role all` also runs the
+embedded Temporal dev server and the job worker on the same 2 cores; load average over the run:
+{load}.
+
+Semantic cache (REST, non-streaming, MiniLM embedding of the prompt + in-process index, one tenant):
+first request (miss, generated) {cache[0]:.1f} ms; hits over {args.cache_requests} requests: p50
+{cache[1]:.1f} ms, p99 {cache[2]:.1f} ms.
+"""
+
+
+def _write(path: Path, section: str) -> None:
+    """Replace this benchmark's section (from its heading to the next `## ` or the end), or append it."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    start = text.find(HEADING)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(HEADING))
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    path.write_text(text, encoding="utf-8")
+
+
+async def _main(args: argparse.Namespace) -> None:
+    from aisf.adapters.sentence_embedding import build_sample
+    from aisf.services.llm_samples import build_llm_demo
+    from tests.support.processes import running_aisf
+
+    loads = os.getloadavg()
+    with tempfile.TemporaryDirectory() as scratch:
+        repository = Path(scratch) / "models"
+        build_llm_demo(repository)
+        build_sample(repository)
+        levels = await _direct(repository, args.max_tokens, args.requests)
+        env = {"AISF_SEMANTIC_CACHE_EMBEDDING_MODEL": "minilm-embed", "AISF_LOG_LEVEL": "WARNING"}
+        with running_aisf(repository, Path(scratch) / "data", env=env) as server:
+            levels += await _served(server.grpc_url, server.http_url, args.max_tokens, args.requests)
+            cache = await _cache_hits(server.http_url, args.max_tokens, args.cache_requests)
+    load = f"{loads[0]:.1f} → {os.getloadavg()[0]:.1f} (1-minute, start → end)"
+    section = _document(levels, cache, load, args)
+    print(section)
+    if args.out:
+        _write(Path(args.out), section)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=40, help="timed requests per level (default 40)")
+    parser.add_argument("--max-tokens", type=int, default=64, help="tokens per request (default 64)")
+    parser.add_argument("--cache-requests", type=int, default=200, help="cache hits timed (default 200)")
+    parser.add_argument("--out", help="markdown file whose LLM section to write (e.g. docs/benchmarks.md)")
+    asyncio.run(_main(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""OpenAI's error shape for the /v1 OpenAI routes only (V2 keeps `{"error": "..."}`): a route class
+maps typed and validation errors, so the app-wide V2 handlers never see them."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+
+from aisf.services.common.errors import AisfError, InternalError
+
+log = logging.getLogger(__name__)
+
+# Errors of the LLM lane start with the offending field, `messages[0].role: ...` (any field) or
+# `prompt is 900 tokens; ...` (a known request field): that is the error's `param`.
+_FIELD = re.compile(r"^(([a-z_]+)(?:\[\d+\])*(?:\.[a-z_]+(?:\[\d+\])*)*)(:?) ")
+_REQUEST_FIELDS = {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "input"}
+# pydantic tags union members in error locations (`prompt.str`); those are not fields.
+_UNION_TAGS = {"str", "int", "float", "bool"}
+
+
+def _error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_body(error: AisfError) -> dict[str, Any]:
+    """`{"error": {...}}` as OpenAI sends it, in a response body or as an SSE error event."""
+    found = _FIELD.match(error.message)
+    param = found[1] if found and (found[3] or found[2] in _REQUEST_FIELDS) else None
+    return {
+        "error": {
+            "message": error.message,
+            "type": _error_type(error.http_status),
+            "param": param,
+            "code": error.reason,
+        }
+    }
+
+
+def error_response(error: AisfError) -> JSONResponse:
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    return JSONResponse(error_body(error), status_code=error.http_status, headers=headers)
+
+
+def _param(location: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in _UNION_TAGS or "[" in part or "-" in part:
+            continue
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+def validation_response(exc: ValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        message, param = f"request body is not valid JSON: {first['ctx']['error']}", None
+    else:
+        param = _param(tuple(first["loc"])) or None
+        message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+    return JSONResponse(body, status_code=400)
+
+
+class OpenAIRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except AisfError as exc:
+                log.info(
+                    "request rejected",
+                    extra={"path": request.url.path, "reason": exc.reason, "detail": exc.message},
+                )
+                return error_response(exc)
+            except ValidationError as exc:
+                return validation_response(exc)
+            except Exception as exc:
+                log.error("request failed", extra={"path": request.url.path}, exc_info=exc)
+                return error_response(InternalError("internal error"))
+
+        return handle

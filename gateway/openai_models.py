@@ -1,0 +1,176 @@
+"""OpenAI wire models of the REST edge: requests validated here and turned into domain requests.
+
+Unknown fields are accepted and logged (clients send new fields first); fields that would change the
+answer in a way aisf cannot honour (tools, logprobs, response formats, ...) are a 400, never ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aisf.services.common.errors import InvalidInput
+from aisf.services.common.llm_types import ChatMessage, EmbedRequest, GenerateRequest, Role, SamplingParams
+
+log = logging.getLogger(__name__)
+
+# Field -> values that mean "not used"; anything else asks for a feature aisf does not serve.
+_CHAT_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "parallel_tool_calls": (None,),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "logit_bias": (None, {}),
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "reasoning_effort": (None,),
+    "web_search_options": (None,),
+}
+_COMPLETION_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "echo": (None, False),
+    "logprobs": (None, 0),
+    "best_of": (None, 1),
+    "suffix": (None, ""),
+    "logit_bias": (None, {}),
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+}
+# OpenAI's newer "developer" role is what older models call "system".
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+
+
+class _OpenAI(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def _checked(self, unsupported: dict[str, tuple[Any, ...]]) -> None:
+        """400 for a feature aisf cannot honour; log the fields it merely ignores."""
+        extra = self.model_extra or {}
+        for name, unused in unsupported.items():
+            if name in extra and extra[name] not in unused:
+                raise InvalidInput(f"{name}: is not supported by aisf")
+        ignored = sorted(set(extra) - set(unsupported))
+        if ignored:
+            log.info("ignored request fields", extra={"model": getattr(self, "model", ""), "fields": ignored})
+
+
+class StreamOptions(_OpenAI):
+    include_usage: bool = False
+
+
+class _Sampling(_OpenAI):
+    model: Annotated[str, Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1)] = 1
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    def _params(self, max_tokens: int | None) -> SamplingParams:
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            stop=stop,
+            seed=self.seed,
+            n=self.n,
+        )
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class ContentPart(_OpenAI):
+    type: str
+    text: str | None = None
+
+
+class ChatMessageIn(_OpenAI):
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def to_domain(self, index: int) -> ChatMessage:
+        where = f"messages[{index}]"
+        if self.role in ("tool", "function"):
+            raise InvalidInput(f"{where}.role: '{self.role}' messages need tool calling (not supported)")
+        role = _ROLES.get(self.role)
+        if role is None:
+            raise InvalidInput(f"{where}.role: must be one of {sorted(_ROLES)}, got '{self.role}'")
+        if any((self.model_extra or {}).get(key) for key in ("tool_calls", "function_call")):
+            raise InvalidInput(f"{where}.tool_calls: tool calling is not supported")
+        if self.content is None:
+            raise InvalidInput(f"{where}.content: is required (tool calls are not supported)")
+        if isinstance(self.content, str):
+            return ChatMessage(role, self.content)
+        for j, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise InvalidInput(f"{where}.content[{j}].type: only text is supported, not '{part.type}'")
+        return ChatMessage(role, "".join(part.text or "" for part in self.content))
+
+
+class ResponseFormat(_OpenAI):
+    type: str
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    response_format: ResponseFormat | None = None
+
+    def to_domain(self, request_id: str) -> GenerateRequest:
+        self._checked(_CHAT_UNSUPPORTED)
+        if self.response_format is not None and self.response_format.type != "text":
+            raise InvalidInput(f"response_format: type '{self.response_format.type}' is not supported")
+        return GenerateRequest(
+            model_name=self.model,
+            messages=tuple(m.to_domain(i) for i, m in enumerate(self.messages)),
+            params=self._params(self.max_completion_tokens or self.max_tokens),
+            request_id=request_id,
+        )
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+
+    def to_domain(self, request_id: str) -> GenerateRequest:
+        self._checked(_COMPLETION_UNSUPPORTED)
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            raise InvalidInput("prompt: give one prompt per request (batches of prompts are not supported)")
+        prompt = self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+        return GenerateRequest(
+            model_name=self.model, prompt=prompt, params=self._params(self.max_tokens), request_id=request_id
+        )
+
+
+class EmbeddingRequest(_OpenAI):
+    model: Annotated[str, Field(min_length=1)]
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+    def to_domain(self) -> EmbedRequest:
+        self._checked({})
+        if self.dimensions is not None:
+            raise InvalidInput("dimensions: is not supported (the model's own size is returned)")
+        texts = (self.input,) if isinstance(self.input, str) else tuple(self.input)
+        return EmbedRequest(self.model, texts)

@@ -1,0 +1,225 @@
+"""aisf.llm.v1 messages <-> LLM domain types; the only place the LLM lane touches protobuf."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeVar, get_args
+
+from aisf.llm.v1 import llm_pb2 as pb
+from aisf.services.common.errors import InvalidInput
+from aisf.services.common.llm_outputs import CacheMode, EmbedResult, GenerationChunk, ModelCard, ModelKind
+from aisf.services.common.llm_types import (
+    ChatMessage,
+    EmbedRequest,
+    EmbedResponse,
+    FinishReason,
+    GenerateRequest,
+    Role,
+    SamplingParams,
+    TokenChunk,
+    Usage,
+)
+
+# Call metadata naming the tenant, until the edge authenticates tenants (the gateway forwards the
+# X-Aisf-Tenant header under this key).
+TENANT_KEY = "x-aisf-tenant"
+
+_ROLES: dict[Role, pb.Role.ValueType] = {
+    "system": pb.ROLE_SYSTEM,
+    "user": pb.ROLE_USER,
+    "assistant": pb.ROLE_ASSISTANT,
+    "tool": pb.ROLE_TOOL,
+}
+_ROLE_NAMES = {value: name for name, value in _ROLES.items()}
+_CACHE_MODES = {
+    CacheMode.DEFAULT: pb.CACHE_MODE_UNSPECIFIED,
+    CacheMode.BYPASS: pb.CACHE_MODE_BYPASS,
+    CacheMode.OPT_IN: pb.CACHE_MODE_OPT_IN,
+}
+_CACHE_MODE_NAMES = {value: name for name, value in _CACHE_MODES.items()}
+_FINISH: dict[str, pb.FinishReason.ValueType] = {
+    "stop": pb.FINISH_REASON_STOP,
+    "length": pb.FINISH_REASON_LENGTH,
+}
+_FINISH_NAMES: dict[int, FinishReason] = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+_KINDS = {ModelKind.GENERATIVE: pb.MODEL_KIND_GENERATIVE, ModelKind.EMBEDDING: pb.MODEL_KIND_EMBEDDING}
+_KIND_NAMES = {value: name for name, value in _KINDS.items()}
+assert set(_ROLES) == set(get_args(Role))
+
+Chunk = TypeVar("Chunk", pb.ChatCompletionResponse, pb.CompletionResponse)
+
+
+def tenant_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The caller's tenant: the one place that decides it (an authenticated identity will replace it)."""
+    for key, value in metadata or ():
+        if key == TENANT_KEY:
+            return value.decode() if isinstance(value, bytes) else value
+    return ""
+
+
+def _params_to_proto(params: SamplingParams) -> pb.SamplingParams:
+    return pb.SamplingParams(
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        stop=params.stop,
+        seed=params.seed,
+        n=params.n,
+    )
+
+
+def _params_from_proto(params: pb.SamplingParams) -> SamplingParams:
+    # float32 on the wire: round so 0.7 stays 0.7 (it keys the semantic cache).
+    return SamplingParams(
+        max_tokens=params.max_tokens if params.HasField("max_tokens") else None,
+        temperature=round(params.temperature, 6) if params.HasField("temperature") else 1.0,
+        top_p=round(params.top_p, 6) if params.HasField("top_p") else 1.0,
+        stop=tuple(params.stop),
+        seed=params.seed if params.HasField("seed") else None,
+        n=params.n or 1,
+    )
+
+
+def chat_request_to_proto(request: GenerateRequest, cache: CacheMode) -> pb.ChatCompletionRequest:
+    return pb.ChatCompletionRequest(
+        model=request.model_name,
+        model_version=request.model_version,
+        messages=[pb.ChatMessage(role=_ROLES[m.role], content=m.content) for m in request.messages],
+        params=_params_to_proto(request.params),
+        cache_mode=_CACHE_MODES[cache],
+    )
+
+
+def completion_request_to_proto(request: GenerateRequest, cache: CacheMode) -> pb.CompletionRequest:
+    return pb.CompletionRequest(
+        model=request.model_name,
+        model_version=request.model_version,
+        prompt=request.prompt or "",
+        params=_params_to_proto(request.params),
+        cache_mode=_CACHE_MODES[cache],
+    )
+
+
+def _message_from_proto(index: int, message: pb.ChatMessage) -> ChatMessage:
+    role = _ROLE_NAMES.get(message.role)
+    if role is None:
+        raise InvalidInput(f"messages[{index}].role: must be one of {sorted(_ROLES)}")
+    return ChatMessage(role, message.content)
+
+
+def chat_request_from_proto(
+    message: pb.ChatCompletionRequest, tenant: str, request_id: str
+) -> tuple[GenerateRequest, CacheMode]:
+    request = GenerateRequest(
+        model_name=message.model,
+        model_version=message.model_version,
+        messages=tuple(_message_from_proto(i, m) for i, m in enumerate(message.messages)),
+        params=_params_from_proto(message.params),
+        request_id=request_id,
+        tenant=tenant,
+    )
+    return request, _CACHE_MODE_NAMES.get(message.cache_mode, CacheMode.DEFAULT)
+
+
+def completion_request_from_proto(
+    message: pb.CompletionRequest, tenant: str, request_id: str
+) -> tuple[GenerateRequest, CacheMode]:
+    request = GenerateRequest(
+        model_name=message.model,
+        model_version=message.model_version,
+        prompt=message.prompt,
+        params=_params_from_proto(message.params),
+        request_id=request_id,
+        tenant=tenant,
+    )
+    return request, _CACHE_MODE_NAMES.get(message.cache_mode, CacheMode.DEFAULT)
+
+
+def _usage_to_proto(usage: Usage) -> pb.Usage:
+    return pb.Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+
+
+def _usage_from_proto(usage: pb.Usage) -> Usage:
+    return Usage(usage.prompt_tokens, usage.completion_tokens)
+
+
+def chunk_to_proto(chunk: GenerationChunk, kind: type[Chunk]) -> Chunk:
+    message = kind(
+        id=chunk.id,
+        model=chunk.model,
+        model_version=chunk.model_version,
+        created=chunk.created,
+        cached=chunk.cached,
+    )
+    if chunk.choice is not None:
+        message.choice.index = chunk.choice.index
+        message.choice.text = chunk.choice.text
+        finish = chunk.choice.finish_reason or ""
+        message.choice.finish_reason = _FINISH.get(finish, pb.FINISH_REASON_UNSPECIFIED)
+    if chunk.usage is not None:
+        message.usage.CopyFrom(_usage_to_proto(chunk.usage))
+    return message
+
+
+def chunk_from_proto(message: pb.ChatCompletionResponse | pb.CompletionResponse) -> GenerationChunk:
+    choice = None
+    if message.HasField("choice"):
+        finish = _FINISH_NAMES.get(message.choice.finish_reason)
+        choice = TokenChunk(message.choice.text, message.choice.index, finish)
+    return GenerationChunk(
+        id=message.id,
+        model=message.model,
+        model_version=message.model_version,
+        created=message.created,
+        choice=choice,
+        usage=_usage_from_proto(message.usage) if message.HasField("usage") else None,
+        cached=message.cached,
+    )
+
+
+def embed_request_to_proto(request: EmbedRequest) -> pb.EmbedRequest:
+    return pb.EmbedRequest(
+        model=request.model_name, model_version=request.model_version, inputs=request.inputs
+    )
+
+
+def embed_request_from_proto(message: pb.EmbedRequest) -> EmbedRequest:
+    return EmbedRequest(message.model, tuple(message.inputs), message.model_version)
+
+
+def embed_result_to_proto(result: EmbedResult) -> pb.EmbedResponse:
+    return pb.EmbedResponse(
+        model=result.model,
+        model_version=result.model_version,
+        embeddings=[pb.Embedding(values=v) for v in result.response.vectors],
+        usage=_usage_to_proto(result.response.usage),
+    )
+
+
+def embed_result_from_proto(message: pb.EmbedResponse) -> EmbedResult:
+    vectors = [list(e.values) for e in message.embeddings]
+    response = EmbedResponse(vectors, _usage_from_proto(message.usage))
+    return EmbedResult(message.model, message.model_version, response)
+
+
+def model_cards_to_proto(cards: Iterable[ModelCard]) -> pb.ListModelsResponse:
+    return pb.ListModelsResponse(
+        models=[
+            pb.ModelCard(
+                name=c.name,
+                version=c.version,
+                kind=_KINDS[c.kind],
+                created=c.created,
+                context_length=c.context_length,
+            )
+            for c in cards
+        ]
+    )
+
+
+def model_cards_from_proto(message: pb.ListModelsResponse) -> list[ModelCard]:
+    return [
+        ModelCard(m.name, m.version, _KIND_NAMES[m.kind], m.created, m.context_length)
+        for m in message.models
+        if m.kind in _KIND_NAMES
+    ]

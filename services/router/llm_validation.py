@@ -1,0 +1,42 @@
+"""Checks of LLM requests the engines rely on; messages start with the offending field's name."""
+
+from __future__ import annotations
+
+from aisf.services.common.errors import InvalidInput
+from aisf.services.common.llm_types import EmbedRequest, GenerateRequest
+
+MAX_CHOICES = 16
+MAX_STOP_STRINGS = 4
+
+
+def validate_generate(request: GenerateRequest, context_length: int) -> None:
+    if request.messages and request.prompt is not None:
+        raise InvalidInput("messages: a request has either messages (chat) or a prompt (completion)")
+    if request.prompt is None and not request.messages:
+        raise InvalidInput("messages: must hold at least one message")
+    if request.prompt is not None and not request.prompt:
+        raise InvalidInput("prompt: must not be empty")
+    p = request.params
+    if p.max_tokens is not None and p.max_tokens < 1:
+        raise InvalidInput(f"max_tokens: must be at least 1, got {p.max_tokens}")
+    if p.max_tokens is not None and context_length and p.max_tokens > context_length:
+        raise InvalidInput(
+            f"max_tokens: {p.max_tokens} exceeds the context window of '{request.model_name}' "
+            f"({context_length} tokens, prompt included)"
+        )
+    if not 0.0 <= p.temperature <= 2.0:
+        raise InvalidInput(f"temperature: must be between 0 and 2, got {p.temperature}")
+    if not 0.0 < p.top_p <= 1.0:
+        raise InvalidInput(f"top_p: must be greater than 0 and at most 1, got {p.top_p}")
+    if not 1 <= p.n <= MAX_CHOICES:
+        raise InvalidInput(f"n: must be between 1 and {MAX_CHOICES}, got {p.n}")
+    if len(p.stop) > MAX_STOP_STRINGS or any(not s for s in p.stop):
+        raise InvalidInput(f"stop: at most {MAX_STOP_STRINGS} non-empty strings")
+
+
+def validate_embed(request: EmbedRequest) -> None:
+    if not request.inputs:
+        raise InvalidInput("input: must hold at least one text")
+    empty = [i for i, text in enumerate(request.inputs) if not text]
+    if empty:
+        raise InvalidInput(f"input[{empty[0]}]: must not be empty")

@@ -1,0 +1,178 @@
+"""Similarity indexes of the semantic cache: in-process, or Redis (brute force over one scope's entries)."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from aisf.services.common.errors import EngineUnavailable
+from aisf.services.common.llm_types import FinishReason, Usage
+
+Vector = npt.NDArray[np.float32]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    """A finished generation: each choice's whole text and finish reason, and its usage."""
+
+    texts: tuple[str, ...]
+    finish_reasons: tuple[FinishReason, ...]
+    usage: Usage
+
+    def to_json(self) -> bytes:
+        usage = [self.usage.prompt_tokens, self.usage.completion_tokens]
+        return json.dumps({"texts": self.texts, "finish": self.finish_reasons, "usage": usage}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CachedAnswer:
+        data = json.loads(raw)
+        return cls(tuple(data["texts"]), tuple(data["finish"]), Usage(*data["usage"]))
+
+
+class VectorIndex(Protocol):
+    """Entries live in scopes (tenant, model, version, parameters); a search never leaves its scope."""
+
+    async def nearest(self, scope: str, vector: Vector) -> tuple[float, CachedAnswer] | None: ...
+
+    async def add(self, scope: str, vector: Vector, answer: CachedAnswer) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def unit(vector: Vector) -> Vector:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+def _best(vectors: list[Vector], query: Vector) -> tuple[int, float]:
+    scores = np.stack(vectors) @ unit(query)
+    best = int(np.argmax(scores))
+    return best, float(scores[best])
+
+
+@dataclass(slots=True)
+class _Entry:
+    expires: float
+    vector: Vector
+    answer: CachedAnswer
+
+
+class MemoryIndex:
+    """Per-process index: each scope holds at most `max_entries`, oldest evicted first."""
+
+    def __init__(self, ttl_s: float, max_entries: int, clock: Clock = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._scopes: dict[str, list[_Entry]] = {}
+
+    def _live(self, scope: str) -> list[_Entry]:
+        now = self._clock()
+        entries = [e for e in self._scopes.get(scope, []) if e.expires > now]
+        if entries:
+            self._scopes[scope] = entries
+        else:
+            self._scopes.pop(scope, None)
+        return entries
+
+    async def nearest(self, scope: str, vector: Vector) -> tuple[float, CachedAnswer] | None:
+        entries = self._live(scope)
+        if not entries:
+            return None
+        index, score = _best([e.vector for e in entries], vector)
+        return score, entries[index].answer
+
+    async def add(self, scope: str, vector: Vector, answer: CachedAnswer) -> None:
+        entries = self._live(scope)[-(self._max_entries - 1) :] if self._max_entries > 1 else []
+        entries.append(_Entry(self._clock() + self._ttl_s, unit(vector), answer))
+        self._scopes[scope] = entries
+
+    async def close(self) -> None:
+        self._scopes.clear()
+
+
+_HEADER = struct.Struct("<dI")  # expiry (unix seconds), vector length
+
+
+def _pack(expires: float, vector: Vector, answer: CachedAnswer) -> bytes:
+    return _HEADER.pack(expires, len(vector)) + vector.astype("<f4").tobytes() + answer.to_json()
+
+
+def _unpack(raw: bytes) -> _Entry:
+    expires, size = _HEADER.unpack_from(raw)
+    start, end = _HEADER.size, _HEADER.size + 4 * size
+    vector = np.frombuffer(raw[start:end], dtype="<f4").astype(np.float32)
+    return _Entry(expires, vector, CachedAnswer.from_json(raw[end:]))
+
+
+class RedisIndex:
+    """One Redis hash per scope (entry id -> expiry, vector, answer). Stock Redis 7 has no vector search,
+    so a lookup reads the scope's entries and compares them here; `max_entries` bounds that cost. Each
+    entry carries its own expiry (hash fields cannot expire in Redis 7.0) and the whole hash expires
+    after `ttl_s` without writes."""
+
+    def __init__(
+        self,
+        url: str,
+        ttl_s: float,
+        max_entries: int,
+        prefix: str = "aisf:semcache:",
+        clock: Clock = time.time,
+    ) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._prefix = prefix
+        self._clock = clock
+
+    async def _entries(self, key: str) -> dict[bytes, _Entry]:
+        # bytes both ways: the client is built without decode_responses.
+        raw = cast(dict[bytes, bytes], await self._client.hgetall(key))
+        now = self._clock()
+        entries = {field: _unpack(value) for field, value in raw.items()}
+        expired = [field for field, entry in entries.items() if entry.expires <= now]
+        if expired:
+            await self._client.hdel(key, *expired)
+        return {field: entry for field, entry in entries.items() if entry.expires > now}
+
+    async def nearest(self, scope: str, vector: Vector) -> tuple[float, CachedAnswer] | None:
+        try:
+            entries = list((await self._entries(self._prefix + scope)).values())
+        except RedisError as exc:
+            raise EngineUnavailable(f"semantic cache index: {exc}") from exc
+        if not entries:
+            return None
+        index, score = _best([e.vector for e in entries], vector)
+        return score, entries[index].answer
+
+    async def add(self, scope: str, vector: Vector, answer: CachedAnswer) -> None:
+        key = self._prefix + scope
+        packed = _pack(self._clock() + self._ttl_s, unit(vector), answer)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hset(key, uuid.uuid4().hex, packed)
+                pipe.expire(key, math.ceil(self._ttl_s))
+                pipe.hlen(key)
+                *_, size = await pipe.execute()
+            if size > self._max_entries:
+                entries = await self._entries(key)
+                oldest = sorted(entries, key=lambda field: entries[field].expires)
+                if len(oldest) > self._max_entries:
+                    await self._client.hdel(key, *oldest[: len(oldest) - self._max_entries])
+        except RedisError as exc:
+            raise EngineUnavailable(f"semantic cache index: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._client.aclose()
