@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # reuse the test suite's process helpers (tests/support)
     sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402 - needs ROOT on sys.path
+
 MODEL = "llm-demo"
 PROMPT = "hello world, tell me about the model"
 HEADING = "## LLM lane: time to first token, tokens/s, semantic cache"
@@ -229,18 +231,6 @@ first request (miss, generated) {cache[0]:.1f} ms; hits over {args.cache_request
 """
 
 
-def _write(path: Path, section: str) -> None:
-    """Replace this benchmark's section (from its heading to the next `## ` or the end), or append it."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    start = text.find(HEADING)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    path.write_text(text, encoding="utf-8")
-
-
 async def _main(args: argparse.Namespace) -> None:
     from aisf.adapters.sentence_embedding import build_sample
     from aisf.services.llm_samples import build_llm_demo
@@ -260,7 +250,7 @@ async def _main(args: argparse.Namespace) -> None:
     section = _document(levels, cache, load, args)
     print(section)
     if args.out:
-        _write(Path(args.out), section)
+        write_section(Path(args.out), "llm-bench", section)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # reuse the test suite's process helpers (tests/support)
     sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402 - needs ROOT on sys.path
+
 MODEL = "tabular-demo"
 CONCURRENCY = (1, 8, 32)
 CLIENT_TIMEOUT_S = 240
@@ -248,7 +250,7 @@ def _ratios(results: dict[str, list[Level]]) -> str:
 def _document(table: str, ratios: str, command: str, versions: str, args: argparse.Namespace) -> str:
     cores, cpu = _machine()
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"""# Benchmarks
+    return f"""## KServe V2 inference: engine, floor, aisf gRPC and REST, MLServer
 
 KServe V2 inference on the sample `tabular-demo` model (XGBoost binary classifier, 10 trees of depth 3),
 one FP32 `[1, 4]` row per request. Written by `bench/v2_bench.py`; see `bench/README.md`.
@@ -346,8 +348,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
         shown_script = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script)
         command = shlex.join([shown, shown_script, *sys.argv[1:]])
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(_document(table, ratios, command, _versions(mlserver_venv()), args), encoding="utf-8")
+        write_section(out, "v2-bench", _document(table, ratios, command, _versions(mlserver_venv()), args))
         print(f"\n[bench] wrote {out}", file=sys.stderr)
 
 

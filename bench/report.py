@@ -1,0 +1,25 @@
+"""Writes one benchmark's section of docs/benchmarks.md, leaving the other benchmarks' sections alone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def write_section(path: Path, name: str, section: str) -> None:
+    """Replace the section between `<!-- name:start -->` and `<!-- name:end -->`, or append it.
+
+    The file is read right before it is replaced (atomically), so a concurrent benchmark's section survives.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{section.strip()}\n{end}\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1].removeprefix("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    scratch.write_text(text, encoding="utf-8")
+    os.replace(scratch, path)
