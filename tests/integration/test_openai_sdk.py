@@ -1,0 +1,126 @@
+"""The official openai SDK works against `aisf serve` (sample llm-demo): streaming, options, models."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.support.processes import AisfProcess
+
+pytestmark = pytest.mark.integration
+
+MODEL = "llm-demo"
+HELLO = [{"role": "user", "content": "hello world"}]
+
+
+@pytest.fixture(scope="module")
+def client(aisf_server: AisfProcess) -> Iterator[OpenAI]:
+    with OpenAI(base_url=f"http://{aisf_server.http_url}/v1", api_key="unused", max_retries=0) as client:
+        yield client
+
+
+def test_a_streamed_chat_yields_tokens_as_they_are_generated(client: OpenAI) -> None:
+    arrivals: list[int] = []
+    pieces: list[str] = []
+    finishes: list[str | None] = []
+    stream = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=480, stream=True)
+    with stream:
+        for chunk in stream:
+            arrivals.append(time.perf_counter_ns())
+            pieces.append(chunk.choices[0].delta.content or "")
+            finishes.append(chunk.choices[0].finish_reason)
+            assert (chunk.choices[0].delta.role is not None) == (len(arrivals) == 1)
+            if len(arrivals) == 1:
+                assert chunk.choices[0].delta.role == "assistant" and pieces[0]
+                assert not stream.response.is_closed  # handed over before the response ended
+    # About a chunk per token, each its own event (not one buffered answer); only the last ends the choice.
+    assert len(arrivals) > 400 and "".join(pieces)
+    assert finishes == [None] * (len(finishes) - 1) + ["length"]
+    assert arrivals == sorted(arrivals) and arrivals[0] < arrivals[-1]
+    assert stream.response.is_closed
+
+
+def test_a_chat_without_streaming_returns_one_answer_with_usage(client: OpenAI) -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=HELLO, max_completion_tokens=12)
+    assert reply.object == "chat.completion" and reply.model == MODEL
+    assert reply.choices[0].message.role == "assistant" and reply.choices[0].message.content
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None and reply.usage.completion_tokens == 12 and reply.usage.prompt_tokens > 0
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + 12
+
+
+def test_stream_options_include_usage_adds_a_final_usage_chunk(client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=5, stream=True, stream_options={"include_usage": True}
+    )
+    with stream:
+        chunks = list(stream)
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 5
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_temperature_zero_is_deterministic_and_seed_makes_sampling_repeatable(client: OpenAI) -> None:
+    def text(**options: object) -> str:
+        reply = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=16, **options)
+        return str(reply.choices[0].message.content)
+
+    assert text(temperature=0) == text(temperature=0)
+    assert text(temperature=1.0, top_p=0.9, seed=7) == text(temperature=1.0, top_p=0.9, seed=7)
+    assert len({text(temperature=1.0, seed=seed) for seed in (1, 2, 3)}) > 1
+
+
+def test_a_stop_string_ends_the_answer_before_it(client: OpenAI) -> None:
+    greedy = client.completions.create(model=MODEL, prompt="the", max_tokens=16, temperature=0)
+    text = greedy.choices[0].text
+    stop = text.split()[2]
+    stopped = client.completions.create(model=MODEL, prompt="the", max_tokens=16, temperature=0, stop=[stop])
+    assert stopped.choices[0].finish_reason == "stop"
+    assert stop not in stopped.choices[0].text and text.startswith(stopped.choices[0].text)
+
+
+def test_n_returns_that_many_choices(client: OpenAI) -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4, n=3, seed=1)
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    assert reply.usage is not None and reply.usage.completion_tokens == 12
+
+
+def test_completions_stream_and_answer(client: OpenAI) -> None:
+    reply = client.completions.create(model=MODEL, prompt="hello", max_tokens=6)
+    assert reply.object == "text_completion" and reply.choices[0].text
+    assert reply.usage is not None and reply.usage.completion_tokens == 6
+    with client.completions.create(model=MODEL, prompt="hello", max_tokens=6, stream=True) as stream:
+        pieces = [c.choices[0].text for c in stream if c.choices]
+    assert len(pieces) >= 6 and "".join(pieces)
+
+
+def test_models_and_embeddings_work(client: OpenAI) -> None:
+    ids = {m.id for m in client.models.list()}
+    assert MODEL in ids and "tabular-demo" not in ids
+    assert client.models.retrieve(MODEL).id == MODEL
+    embedded = client.embeddings.create(model=MODEL, input=["hello world", "the model"])
+    assert len(embedded.data) == 2 and len(embedded.data[0].embedding) > 8
+    assert embedded.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]}, "tools"),
+        ({"logprobs": True}, "logprobs"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
+            "response_format",
+        ),
+        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+    ],
+)
+def test_unsupported_options_get_a_clear_400(client: OpenAI, options: dict[str, object], param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=MODEL, messages=HELLO, **options)
+    assert raised.value.status_code == 400 and raised.value.param == param
+    assert "not supported" in raised.value.message

@@ -1,0 +1,77 @@
+"""aisf.llm.v1 messages round-trip to the domain types unchanged; bad enums are rejected by field."""
+
+from __future__ import annotations
+
+import pytest
+
+from aisf.llm.v1 import llm_pb2 as pb
+from aisf.services.common import llm_codec as codec
+from aisf.services.common.errors import InvalidInput
+from aisf.services.common.llm_outputs import CacheMode, EmbedResult, GenerationChunk, ModelCard, ModelKind
+from aisf.services.common.llm_types import (
+    ChatMessage,
+    EmbedRequest,
+    EmbedResponse,
+    GenerateRequest,
+    SamplingParams,
+    TokenChunk,
+    Usage,
+)
+
+PARAMS = SamplingParams(max_tokens=7, temperature=0.7, top_p=0.9, stop=("\n", "END"), seed=42, n=2)
+
+
+@pytest.mark.parametrize("mode", list(CacheMode))
+def test_a_chat_request_survives_the_wire_with_tenant_and_request_id(mode: CacheMode) -> None:
+    messages = tuple(ChatMessage(role, f"{role} says") for role in ("system", "user", "assistant", "tool"))
+    request = GenerateRequest("m", "3", messages=messages, params=PARAMS)
+    wire = pb.ChatCompletionRequest.FromString(codec.chat_request_to_proto(request, mode).SerializeToString())
+    decoded, decoded_mode = codec.chat_request_from_proto(wire, "acme", "rid-1")
+    assert decoded == GenerateRequest(
+        "m", "3", messages=messages, params=PARAMS, request_id="rid-1", tenant="acme"
+    )
+    assert decoded_mode is mode
+
+
+def test_a_completion_request_keeps_defaults_when_fields_are_unset() -> None:
+    request = GenerateRequest("m", prompt="Once upon")
+    wire = codec.completion_request_to_proto(request, CacheMode.DEFAULT)
+    wire.params.ClearField("temperature")
+    decoded, _ = codec.completion_request_from_proto(wire, "", "")
+    assert decoded.params == SamplingParams()
+    assert decoded.prompt == "Once upon"
+
+
+def test_an_unspecified_role_is_rejected_naming_the_message() -> None:
+    wire = pb.ChatCompletionRequest(model="m", messages=[pb.ChatMessage(role=pb.ROLE_USER), pb.ChatMessage()])
+    with pytest.raises(InvalidInput, match=r"^messages\[1\]\.role: "):
+        codec.chat_request_from_proto(wire, "", "")
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        GenerationChunk("id", "m", "1", 1700000000, choice=TokenChunk("hi", 1)),
+        GenerationChunk("id", "m", "1", 1700000000, choice=TokenChunk("", 0, "length")),
+        GenerationChunk("id", "m", "1", 1700000000, usage=Usage(5, 9), cached=True),
+    ],
+)
+def test_generation_chunks_round_trip(chunk: GenerationChunk) -> None:
+    for kind in (pb.ChatCompletionResponse, pb.CompletionResponse):
+        wire = kind.FromString(codec.chunk_to_proto(chunk, kind).SerializeToString())
+        assert codec.chunk_from_proto(wire) == chunk
+
+
+def test_embeddings_and_model_cards_round_trip() -> None:
+    request = EmbedRequest("e", ("a", "b"), "2")
+    assert codec.embed_request_from_proto(codec.embed_request_to_proto(request)) == request
+    result = EmbedResult("e", "2", EmbedResponse([[0.5, -1.0], [0.25, 2.0]], Usage(4)))
+    assert codec.embed_result_from_proto(codec.embed_result_to_proto(result)) == result
+    cards = [ModelCard("g", "1", ModelKind.GENERATIVE, 5, 512), ModelCard("e", "2", ModelKind.EMBEDDING, 6)]
+    assert codec.model_cards_from_proto(codec.model_cards_to_proto(cards)) == cards
+
+
+def test_the_tenant_comes_from_call_metadata_only() -> None:
+    assert codec.tenant_from_metadata((("x-request-id", "r"), (codec.TENANT_KEY, "acme"))) == "acme"
+    assert codec.tenant_from_metadata(((codec.TENANT_KEY, b"bytes-co"),)) == "bytes-co"
+    assert codec.tenant_from_metadata(None) == ""

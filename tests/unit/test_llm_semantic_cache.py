@@ -1,0 +1,215 @@
+"""The semantic cache answers close prompts within one scope only, and only deterministic requests.
+
+The dataplane tests use real engines: llm-demo on llama.cpp answers, all-MiniLM-L6-v2 embeds prompts
+(paraphrases of one question land close together, unrelated questions far apart)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from aisf.services.common.errors import EngineUnavailable
+from aisf.services.common.llm_metrics import LlmMetrics
+from aisf.services.common.llm_outputs import CacheMode, GenerationChunk
+from aisf.services.common.llm_types import ChatMessage, GenerateRequest, SamplingParams, Usage
+from aisf.services.router.llm_dataplane import LlmDataplane
+from aisf.services.router.repository import ModelRepository
+from aisf.services.router.semantic_cache import SemanticCache, cache_key, served_embedder
+from aisf.services.router.semantic_index import CachedAnswer, MemoryIndex, RedisIndex, VectorIndex
+from tests.support.llm import EMBEDDER, LLM, build_llm_models, llama, served_repository
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+ANSWER = CachedAnswer(("Paris.",), ("stop",), Usage(5, 2))
+
+
+def chat(
+    text: str, tenant: str = "acme", temperature: float = 0.0, history: tuple[str, ...] = ()
+) -> GenerateRequest:
+    turns = tuple(ChatMessage("user", h) for h in history) + (ChatMessage("user", text),)
+    params = SamplingParams(temperature=temperature, max_tokens=8)
+    return GenerateRequest(LLM, messages=turns, params=params, tenant=tenant)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def unit(*values: float) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def index_and_clock(request: pytest.FixtureRequest) -> AsyncIterator[tuple[VectorIndex, Clock]]:
+    clock = Clock()
+    index: VectorIndex
+    if request.param == "memory":
+        index = MemoryIndex(ttl_s=60, max_entries=2, clock=clock)
+    else:
+        index = RedisIndex(
+            REDIS_URL, ttl_s=60, max_entries=2, prefix=f"aisf-test:{uuid.uuid4().hex}:", clock=clock
+        )
+    yield index, clock
+    await index.close()
+
+
+async def test_the_nearest_entry_of_the_scope_is_found_with_its_similarity(
+    index_and_clock: tuple[VectorIndex, Clock],
+) -> None:
+    index, _ = index_and_clock
+    await index.add("s", unit(1, 0, 0), ANSWER)
+    await index.add("s", unit(0, 1, 0), replace(ANSWER, texts=("Berlin.",)))
+    found = await index.nearest("s", unit(0.1, 1, 0))
+    assert found is not None and found[1].texts == ("Berlin.",) and found[0] > 0.99
+    assert await index.nearest("other scope", unit(1, 0, 0)) is None
+
+
+async def test_entries_expire_after_the_ttl_and_the_oldest_go_first_when_full(
+    index_and_clock: tuple[VectorIndex, Clock],
+) -> None:
+    index, clock = index_and_clock
+    await index.add("s", unit(1, 0, 0), ANSWER)
+    clock.now += 1
+    await index.add("s", unit(0, 1, 0), ANSWER)
+    clock.now += 1
+    await index.add("s", unit(0, 0, 1), ANSWER)
+    found = await index.nearest("s", unit(1, 0, 0))
+    assert found is not None and found[0] < 0.5  # the first entry was evicted
+    clock.now += 61
+    assert await index.nearest("s", unit(0, 0, 1)) is None
+
+
+async def test_an_unreachable_redis_is_reported_as_unavailable() -> None:
+    index = RedisIndex("redis://127.0.0.1:1/0", ttl_s=60, max_entries=10)
+    with pytest.raises(EngineUnavailable, match="semantic cache index"):
+        await index.nearest("s", unit(1, 0))
+    await index.close()
+
+
+def test_the_scope_separates_tenants_models_versions_parameters_and_history() -> None:
+    base = chat("What is the capital of France?")
+    scope = cache_key(base, "1").scope
+    assert cache_key(chat("totally different words"), "1").scope == scope
+    assert cache_key(chat("What is the capital of France?", tenant="other"), "1").scope != scope
+    assert cache_key(base, "2").scope != scope
+    assert cache_key(replace(base, model_name="other"), "1").scope != scope
+    assert cache_key(chat("What is the capital of France?", temperature=0.5), "1").scope != scope
+    assert cache_key(chat("What is the capital of France?", history=("earlier",)), "1").scope != scope
+    assert cache_key(base, "1").text == "What is the capital of France?"
+
+
+QUESTION = "What is the capital of France?"
+PARAPHRASE = "What's the capital city of France?"  # cosine similarity 0.96 under MiniLM
+
+
+@pytest.fixture(scope="module")
+async def repository(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ModelRepository]:
+    root = tmp_path_factory.mktemp("llm-cache")
+    build_llm_models(root / "models")
+    async with served_repository(root) as repository:
+        yield repository
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def cached_dataplane(
+    repository: ModelRepository, registry: CollectorRegistry, embedder: str = EMBEDDER
+) -> LlmDataplane:
+    cache = SemanticCache(MemoryIndex(60, 100), served_embedder(repository, embedder), threshold=0.9)
+    return LlmDataplane(repository, LlmMetrics(registry), cache)
+
+
+async def answer(
+    dataplane: LlmDataplane, request: GenerateRequest, mode: CacheMode = CacheMode.DEFAULT
+) -> tuple[str, bool]:
+    chunks: list[GenerationChunk] = [c async for c in dataplane.generate(request, mode)]
+    return "".join(c.choice.text for c in chunks if c.choice), all(c.cached for c in chunks)
+
+
+def lookups(registry: CollectorRegistry, result: str) -> float:
+    return (
+        registry.get_sample_value("aisf_llm_semantic_cache_lookups_total", {"model": LLM, "result": result})
+        or 0
+    )
+
+
+def engine_runs(registry: CollectorRegistry) -> float:
+    """Requests the engine answered (a cache replay records no time to first token)."""
+    labels = {"model": LLM, "version": "1"}
+    return registry.get_sample_value("aisf_llm_time_to_first_token_seconds_count", labels) or 0
+
+
+async def test_a_close_prompt_is_answered_from_the_cache_without_the_engine(
+    repository: ModelRepository, registry: CollectorRegistry
+) -> None:
+    dataplane = cached_dataplane(repository, registry)
+    text, cached = await answer(dataplane, chat(QUESTION))
+    assert text.strip() and not cached
+    tokens = llama(repository).tokens_generated
+    assert await answer(dataplane, chat(PARAPHRASE)) == (text, True)
+    assert await answer(dataplane, chat(QUESTION.upper())) == (text, True)
+    assert llama(repository).tokens_generated == tokens and engine_runs(registry) == 1
+    assert (lookups(registry, "miss"), lookups(registry, "hit")) == (1, 2)
+
+
+async def test_an_unrelated_prompt_or_another_tenant_misses(
+    repository: ModelRepository, registry: CollectorRegistry
+) -> None:
+    dataplane = cached_dataplane(repository, registry)
+    await answer(dataplane, chat(QUESTION))
+    assert (await answer(dataplane, chat("How do I bake bread?")))[1] is False
+    assert (await answer(dataplane, chat(QUESTION, tenant="rival")))[1] is False
+    assert (await answer(dataplane, chat(QUESTION, history=("Hello!",))))[1] is False
+    assert engine_runs(registry) == 4 and lookups(registry, "miss") == 4
+
+
+async def test_sampled_requests_are_cached_only_on_opt_in_and_bypass_skips_the_cache(
+    repository: ModelRepository, registry: CollectorRegistry
+) -> None:
+    dataplane = cached_dataplane(repository, registry)
+    sampled = chat("Tell me a story", temperature=0.8)
+    await answer(dataplane, sampled)
+    assert (await answer(dataplane, sampled))[1] is False
+    assert lookups(registry, "uncacheable") == 2
+    stored, _ = await answer(dataplane, sampled, CacheMode.OPT_IN)
+    assert await answer(dataplane, sampled, CacheMode.OPT_IN) == (stored, True)
+    greedy = chat(QUESTION)
+    await answer(dataplane, greedy)
+    assert (await answer(dataplane, greedy, CacheMode.BYPASS))[1] is False
+    assert lookups(registry, "bypass") == 1
+    assert engine_runs(registry) == 5
+
+
+async def test_without_its_embedding_model_the_cache_steps_aside_and_requests_are_answered(
+    repository: ModelRepository, registry: CollectorRegistry
+) -> None:
+    dataplane = cached_dataplane(repository, registry, embedder="missing-model")
+    text, cached = await answer(dataplane, chat(QUESTION))
+    assert text.strip() and not cached and engine_runs(registry) == 1
+    assert lookups(registry, "unavailable") == 1
+
+
+async def test_an_unfinished_generation_is_never_stored(
+    repository: ModelRepository, registry: CollectorRegistry
+) -> None:
+    dataplane = cached_dataplane(repository, registry)
+    async with aclosing(dataplane.generate(chat(QUESTION))) as stream:
+        first = await anext(stream)  # the client leaves after the first piece
+    assert first.choice is not None and first.choice.text and not first.cached
+    text, cached = await answer(dataplane, chat(QUESTION))
+    assert not cached and len(text) > len(first.choice.text)
+    assert await answer(dataplane, chat(QUESTION)) == (text, True)  # a finished answer is stored
+    assert (lookups(registry, "miss"), lookups(registry, "hit")) == (2, 1)
