@@ -190,7 +190,7 @@ def _machine() -> tuple[int, str]:
 def _versions(mlserver_venv: Path) -> str:
     from importlib.metadata import version
 
-    mine = ", ".join(f"{name} {version(name)}" for name in ("xgboost", "grpcio", "tritonclient"))
+    mine = ", ".join(f"{name} {version(name)}" for name in ("xgboost-cpu", "grpcio", "tritonclient"))
     probe = subprocess.run(
         [
             str(mlserver_venv / "bin" / "python"),
