@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # reuse the test suite's helpers (tests/support)
     sys.path.insert(0, str(ROOT))
 
-from bench.report import write_section  # noqa: E402 - needs ROOT on sys.path
+from bench.report import machine, write_section  # noqa: E402 - needs ROOT on sys.path
 
 MODEL = "tabular-demo"
 CONCURRENCY = (1, 8, 32)
@@ -304,18 +304,6 @@ def _drive(phase: str, http_url: str, grpc_url: str, row: list[float], args: arg
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _machine() -> tuple[int, str]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return len(os.sched_getaffinity(0)), model
-
-
 def _versions() -> str:
     from importlib.metadata import version
 
@@ -387,7 +375,7 @@ def _details(results: dict[str, Any]) -> str:
             f"- CPU per job in the throughput phase: aisf {cpu['aisf']:.1f} ms, "
             f"Temporal {cpu['temporal']:.1f} ms, PostgreSQL {cpu['postgres']:.1f} ms, "
             f"load client {cpu['client']:.1f} ms "
-            f"(sum {sum(cpu.values()):.1f} ms on {_machine()[0]} cores).",
+            f"(sum {sum(cpu.values()):.1f} ms on {machine()[0]} cores).",
             f"- Backlog left after each timed ack level (time until nothing queued or running): {drains}.",
         ]
     )
@@ -396,7 +384,7 @@ def _details(results: dict[str, Any]) -> str:
 def _section(
     table: str, details: str, notes: str, command: str, load: tuple[float, float], args: argparse.Namespace
 ) -> str:
-    cores, cpu = _machine()
+    cores, cpu = machine()
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""## Durable jobs
 

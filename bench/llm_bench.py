@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # reuse the test suite's process helpers (tests/support)
     sys.path.insert(0, str(ROOT))
 
-from bench.report import write_section  # noqa: E402 - needs ROOT on sys.path
+from bench.report import machine, write_section  # noqa: E402 - needs ROOT on sys.path
 
 MODEL = "llm-demo"
 PROMPT = "hello world, tell me about the model"
@@ -200,6 +200,7 @@ def _document(
     levels: Sequence[Level], cache: tuple[float, float, float], load: str, args: argparse.Namespace
 ) -> str:
     command = "bench/llm_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    cores, cpu = machine()
     software = ", ".join(
         f"{name} {version(name)}" for name in ("llama-cpp-python", "grpcio", "sentence-transformers", "torch")
     )
@@ -210,7 +211,7 @@ with its 1-layer draft, one llama.cpp context, `n_threads: 1`), {args.max_tokens
 by `bench/llm_bench.py`.
 
 - Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC
-- Machine: {len(os.sched_getaffinity(0))} CPUs, {platform.processor() or platform.machine()}
+- Machine: {cores} CPUs, {cpu}
 - Software: Python {platform.python_version()}, {software}
 - Command: `.venv/bin/python {command}`
 - Load: this script, asyncio; {args.requests} requests per level after a warm-up. Server and client share

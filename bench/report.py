@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
+
+
+def machine() -> tuple[int, str]:
+    """CPUs this process may use, and the CPU model, for a benchmark's header."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return len(os.sched_getaffinity(0)), model
 
 
 def write_section(path: Path, name: str, section: str) -> None:

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
 import platform
 import shlex
 import subprocess
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # reuse the test suite's process helpers (tests/support)
     sys.path.insert(0, str(ROOT))
 
-from bench.report import write_section  # noqa: E402 - needs ROOT on sys.path
+from bench.report import machine, write_section  # noqa: E402 - needs ROOT on sys.path
 
 MODEL = "tabular-demo"
 CONCURRENCY = (1, 8, 32)
@@ -175,18 +174,6 @@ def _floor_server(model_json: Path) -> Iterator[str]:
         process.stdout.close()
 
 
-def _machine() -> tuple[int, str]:
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return len(os.sched_getaffinity(0)), model
-
-
 def _versions(mlserver_venv: Path) -> str:
     from importlib.metadata import version
 
@@ -248,7 +235,7 @@ def _ratios(results: dict[str, list[Level]]) -> str:
 
 
 def _document(table: str, ratios: str, command: str, versions: str, args: argparse.Namespace) -> str:
-    cores, cpu = _machine()
+    cores, cpu = machine()
     today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"""## KServe V2 inference: engine, floor, aisf gRPC and REST, MLServer
 

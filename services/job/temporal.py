@@ -26,16 +26,23 @@ DYNAMIC_CONFIG = {
 }
 
 
-def dev_server_flags() -> list[str]:
-    flags: list[str] = []
+def dev_server_command(
+    address: str, db_file: Path, namespace: str = "default", ui_port: int = 0
+) -> list[str]:
+    """`temporal server start-dev` on host:port with aisf's search attributes and matcher settings."""
+    host, port = address.rsplit(":", 1)
+    command = [
+        temporal_cli(), "server", "start-dev", "--ip", host, "--port", port, "--db-filename", str(db_file),
+        "--log-level", "error", "--namespace", namespace,
+    ]  # fmt: skip
     for name, kind in SEARCH_ATTRIBUTES.items():
-        flags += ["--search-attribute", f"{name}={kind}"]
+        command += ["--search-attribute", f"{name}={kind}"]
     for key, value in DYNAMIC_CONFIG.items():
-        flags += ["--dynamic-config-value", f"{key}={value}"]
-    return flags
+        command += ["--dynamic-config-value", f"{key}={value}"]
+    return command + (["--ui-port", str(ui_port)] if ui_port else ["--headless"])
 
 
-def _temporal_cli() -> str:
+def temporal_cli() -> str:
     beside_python = Path(sys.executable).with_name("temporal")
     found = str(beside_python) if beside_python.exists() else shutil.which("temporal")
     if not found:
@@ -64,18 +71,12 @@ class DevServer:
 async def start_dev_server(settings: Settings) -> DevServer:
     """`temporal server start-dev` with its state in data_dir/temporal.db, so jobs outlive restarts."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    host = "127.0.0.1"
-    command = [
-        _temporal_cli(), "server", "start-dev", "--ip", host, "--port", str(settings.temporal_port),
-        "--db-filename", str((settings.data_dir / "temporal.db").resolve()), "--log-level", "error",
-        "--namespace", settings.temporal_namespace,
-        *dev_server_flags(),
-    ]  # fmt: skip
-    command += ["--ui-port", str(settings.temporal_ui_port)] if settings.temporal_ui_port else ["--headless"]
+    address = f"127.0.0.1:{settings.temporal_port}"
+    db_file = (settings.data_dir / "temporal.db").resolve()
+    command = dev_server_command(address, db_file, settings.temporal_namespace, settings.temporal_ui_port)
     log = open(settings.data_dir / "temporal.log", "ab")  # noqa: SIM115 - the child owns it from here
     process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     log.close()
-    address = f"{host}:{settings.temporal_port}"
     server = DevServer(
         process, address, f"http://localhost:{settings.temporal_ui_port}" if settings.temporal_ui_port else ""
     )

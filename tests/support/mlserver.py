@@ -18,7 +18,7 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.support.processes import free_port, stop_process
+from tests.support.processes import ServerProcess, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_SCRIPT = ROOT / ".ci" / "mlserver_venv.sh"
@@ -36,28 +36,8 @@ def mlserver_venv() -> Path:
 
 
 @dataclass
-class MLServerProcess:
-    process: subprocess.Popen[str]
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-    models: list[str]
-    output: list[str] = field(default_factory=list)
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
-
-    def log_text(self) -> str:
-        return "".join(self.output)
-
-    def stop(self) -> int:
-        """Stop it early (e.g. to test a remote going away); stopping again is a no-op."""
-        return stop_process(self.process)
+class MLServerProcess(ServerProcess):
+    models: list[str] = field(default_factory=list)
 
 
 def write_xgboost_model(models_dir: Path, name: str, booster_json: Path) -> Path:
@@ -127,7 +107,7 @@ def running_mlserver(models_dir: Path, timeout_s: float = 60) -> Iterator[MLServ
         assert process.stdout is not None
         reader = threading.Thread(target=_pump, args=(process.stdout, output), daemon=True)
         reader.start()
-        server = MLServerProcess(process, http_port, grpc_port, metrics_port, models, output)
+        server = MLServerProcess(process, http_port, grpc_port, metrics_port, output, models)
         try:
             client = grpcclient.InferenceServerClient(server.grpc_url)
             try:

@@ -31,7 +31,9 @@ def free_port() -> int:
 
 
 @dataclass
-class AisfProcess:
+class ServerProcess:
+    """A server child process on loopback ports, with everything it printed."""
+
     process: subprocess.Popen[str]
     http_port: int
     grpc_port: int
@@ -48,6 +50,14 @@ class AisfProcess:
 
     def log_text(self) -> str:
         return "".join(self.output)
+
+    def stop(self) -> int:
+        """Stop it early (e.g. to test a peer going away); stopping again is a no-op."""
+        return stop_process(self.process)
+
+
+class AisfProcess(ServerProcess):
+    """`aisf serve`; ports of listeners its role lacks are 0."""
 
 
 def _pump(stream: object, sink: list[str]) -> None:

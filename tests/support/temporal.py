@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aisf.services.job.temporal import dev_server_flags
+from aisf.services.job.temporal import dev_server_command, temporal_cli
 from tests.support.processes import free_port
-
-TEMPORAL = (
-    str(Path(sys.executable).with_name("temporal"))
-    if Path(sys.executable).with_name("temporal").exists()
-    else (shutil.which("temporal") or "temporal")
-)
 
 
 @dataclass
@@ -28,17 +20,12 @@ class TemporalServer:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        host, port = self.address.split(":")
-        command = [
-            TEMPORAL, "server", "start-dev", "--headless", "--ip", host, "--port", port,
-            "--db-filename", str(self.db_file), "--log-level", "error",
-            *dev_server_flags(),
-        ]  # fmt: skip
+        command = dev_server_command(self.address, self.db_file)
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             health = subprocess.run(
-                [TEMPORAL, "operator", "cluster", "health", "--address", self.address],
+                [temporal_cli(), "operator", "cluster", "health", "--address", self.address],
                 capture_output=True,
                 timeout=10,
             )
