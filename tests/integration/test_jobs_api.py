@@ -21,7 +21,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def jobs_server(sample_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AisfProcess]:
-    env = {"AISF_JOB_MAX_ITEMS": "50", "AISF_TENANT_TIERS": '{"acme": "gold"}'}
+    env = {
+        "AISF_JOB_MAX_ITEMS": "50",
+        "AISF_TENANT_TIERS": '{"acme": "gold"}',
+        "AISF_JOB_INLINE_RESULT_BYTES": "2000",
+    }
     with running_aisf(sample_repository, tmp_path_factory.mktemp("data"), env=env) as server:
         yield server
 
@@ -50,6 +54,26 @@ def test_submit_answers_202_at_once_and_the_result_equals_direct_inference(rest:
         assert response["outputs"] == direct["outputs"]
     paged = rest.get(f"/v1/jobs/{job['job_id']}/result", params={"page_size": 2}).json()
     assert paged["responses"] == responses[:2] and paged["next_page_token"] == "2"
+
+
+def test_a_large_result_comes_by_reference_and_pages_in_order(rest: httpx.Client) -> None:
+    rows = [[i / 50, 0.0, 0.0, 0.0] for i in range(50)]
+    job = submit(rest, {"model": "tabular-demo", "requests": [tabular_request(r) for r in rows]}).json()
+    finished = wait_final(rest, job["job_id"])
+    assert finished["state"] == "succeeded"
+    assert finished["result"] is None
+    assert finished["result_url"] == f"/v1/jobs/{job['job_id']}/result"
+    responses, token = [], ""
+    while True:
+        page = rest.get(finished["result_url"], params={"page_size": 20, "page_token": token}).json()
+        responses += page["responses"]
+        if not page["next_page_token"]:
+            break
+        token = page["next_page_token"]
+    assert len(responses) == 50
+    for row in (rows[0], rows[49]):
+        direct = rest.post("/v2/models/tabular-demo/infer", json=tabular_request(row)).json()
+        assert responses[rows.index(row)]["outputs"] == direct["outputs"]
 
 
 def test_same_idempotency_key_returns_the_same_job(rest: httpx.Client) -> None:
