@@ -83,8 +83,10 @@ def test_an_overloaded_engine_answers_429_with_retry_after(server: AisfProcess, 
     url = f"http://{server.http_url}/v1/chat/completions"
     with httpx.Client(timeout=30) as http:
         busy = _long_stream(http, url)
+        # Keep the iterator alive: a collected one closes the response, which frees the engine.
+        lines = busy.iter_lines()
         try:
-            assert next(busy.iter_lines()).startswith("data: ")
+            assert next(lines).startswith("data: ")
             with pytest.raises(openai.RateLimitError) as raised:
                 client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=4)
         finally:
