@@ -93,8 +93,16 @@ class DynamicBatcher:
 
     async def execute(self, request: InferRequest, batch_size: int) -> tuple[InferResponse, ExecutionTiming]:
         pending = _Pending(request, batch_size, batch_key(request), perf_counter_ns())
-        self._queue.put_nowait(pending)
+        if self._idle_without_delay():
+            # Nothing to wait for or batch with: run now, skipping the dispatcher's hop.
+            await self._slots.acquire()
+            await self._run([pending])
+        else:
+            self._queue.put_nowait(pending)
         return await pending.future
+
+    def _idle_without_delay(self) -> bool:
+        return self._delay_ns == 0 and self._queue.empty() and not self._held and not self._slots.locked()
 
     async def close(self) -> None:
         self._dispatcher.cancel()
@@ -108,9 +116,16 @@ class DynamicBatcher:
 
     async def _dispatch_forever(self) -> None:
         while True:
-            await self._slots.acquire()
+            first = await self._next(None)
+            assert first is not None
             try:
-                batch = await self._gather()
+                # Requests that queue while every instance is busy join this batch.
+                await self._slots.acquire()
+            except BaseException:
+                self._held.appendleft(first)  # close() answers it
+                raise
+            try:
+                batch = await self._gather(first)
             except BaseException:
                 self._slots.release()
                 raise
@@ -133,9 +148,7 @@ class DynamicBatcher:
         except TimeoutError:
             return None
 
-    async def _gather(self) -> list[_Pending]:
-        first = await self._next(None)
-        assert first is not None
+    async def _gather(self, first: _Pending) -> list[_Pending]:
         batch, size = [first], first.size
         deadline = first.enqueued_ns + self._delay_ns
         while size < self._max:

@@ -11,7 +11,7 @@ import pytest
 
 from aisf.adapters.base import ModelSpec
 from aisf.adapters.xgboost_engine import XGBoostAdapter
-from aisf.services.common.errors import ModelNotReady
+from aisf.services.common.errors import InternalError, ModelNotReady
 from aisf.services.common.model_config import DynamicBatching, load_model_config
 from aisf.services.common.tensors import InferRequest, Tensor
 from aisf.services.router.executors import DirectExecutor, DynamicBatcher
@@ -86,3 +86,19 @@ async def test_direct_executor_bounds_concurrency_to_instance_count(tabular: XGB
     await asyncio.gather(*(executor.execute(_row(i), 1) for i in range(6)))
     assert stats.execution_count == 6
     assert stats.batches.keys() == {1}
+
+
+async def test_an_idle_batcher_runs_a_lone_request_at_once_and_close_answers_the_queued(
+    tabular: XGBoostAdapter,
+) -> None:
+    stats = ModelStatistics("tabular-demo", "1")
+    batcher = DynamicBatcher(tabular, stats, 1, 64, DynamicBatching(max_queue_delay_microseconds=0))
+    response, timing = await batcher.execute(_row(0), 1)
+    assert timing.batch_size == 1 and response.outputs[0].shape == (1, 1)
+    busy = [asyncio.create_task(batcher.execute(_row(i), 1)) for i in range(8)]
+    await asyncio.sleep(0)
+    await batcher.close()
+    outcomes = await asyncio.gather(*busy, return_exceptions=True)
+    answered = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, InternalError)]
+    assert len(answered) + len(refused) == 8
