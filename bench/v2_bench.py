@@ -271,6 +271,9 @@ Notes:
   and its XGBoost runtime's own thread settings.
 - On a 2-core machine the load client competes with the server for CPU, so absolute numbers are low and
   the c=32 rows measure CPU saturation more than queueing; compare rows from the same run only.
+- aisf runs `--role all`, which also starts an embedded Temporal dev server and a job worker on the same
+  cores; aisf's c=32 p99 tail (well above its p50, unlike the floor's) appeared once they did. Its cause
+  is not pinned down yet.
 """
 
 
