@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ _MODEL = SearchAttributeKey.for_keyword("AisfModel")
 _TIER = SearchAttributeKey.for_keyword("AisfTier")
 _RPC_TIMEOUT = timedelta(seconds=5)
 _WATCH_INTERVAL_S = 0.1
+_RECONCILE_EVERY_S = 5.0
+_RECONCILE_MEMORY = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class JobService:
         self._store = store
         self._temporal = temporal
         self._router = router
+        self._last_reconciled: dict[str, float] = {}
 
     async def submit(self, submission: Submission) -> tuple[Job, bool]:
         """Validate against the model, record the job, start its workflow; only then answer."""
@@ -169,6 +173,9 @@ class JobService:
         """The workflow is the source of truth: a workflow ended outside our activities (terminated,
         timed out) is written back so the table never shows a dead job as running."""
         if job.state.final:
+            self._last_reconciled.pop(job.job_id, None)
+            return job
+        if not self._due_for_reconciling(job.job_id):
             return job
         try:
             status = (
@@ -187,6 +194,18 @@ class JobService:
             )
             return await self._job(job.job_id)
         return job
+
+    def _due_for_reconciling(self, job_id: str) -> bool:
+        """At most one describe per job every few seconds: pollers must not load Temporal, and a GET
+        during a Temporal outage should not wait for its timeout each time."""
+        now = time.monotonic()
+        if now - self._last_reconciled.get(job_id, -_RECONCILE_EVERY_S) < _RECONCILE_EVERY_S:
+            return False
+        if len(self._last_reconciled) > _RECONCILE_MEMORY:
+            recent = {k: t for k, t in self._last_reconciled.items() if now - t < _RECONCILE_EVERY_S}
+            self._last_reconciled = recent
+        self._last_reconciled[job_id] = now
+        return True
 
     async def watch(self, job_id: str) -> AsyncIterator[Job]:
         last: Job | None = None

@@ -245,3 +245,22 @@ def test_cancelling_a_running_job_stops_its_activity(one_slot_server: AisfProces
     assert finished["state"] == "cancelled", finished["error"]
     assert finished["progress"]["done"] < 10000
     assert later["progress"]["done"] == finished["progress"]["done"]
+
+
+def test_a_workflow_terminated_outside_aisf_shows_as_failed(
+    one_slot_server: AisfProcess, temporal_server: TemporalServer
+) -> None:
+    """The workflow is the source of truth: a job whose workflow an operator terminated reads as failed."""
+    with _rest(one_slot_server) as rest:
+        job = submit(rest, _slow_job(10000)).json()
+        wait_for(rest, job["job_id"], 16)
+
+        async def terminate() -> None:
+            client = await Client.connect(temporal_server.address)
+            await client.get_workflow_handle(job["job_id"]).terminate(reason="operator")
+
+        asyncio.run(terminate())
+        finished = wait_final(rest, job["job_id"])
+    assert finished["state"] == "failed"
+    assert finished["error"] == {"type": "workflow_ended", "message": "workflow terminated"}
+    assert finished["progress"]["done"] < 10000
