@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # reuse the test suite's helpers (tests/support)
     sys.path.insert(0, str(ROOT))
 
-from bench.report import machine, write_section  # noqa: E402 - needs ROOT on sys.path
+from bench.report import command_line, machine, write_section  # noqa: E402 - needs ROOT on sys.path
 
 MODEL = "tabular-demo"
 CONCURRENCY = (1, 8, 32)
@@ -537,11 +536,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
     print()
     print(details)
     if args.out:
-        python = Path(sys.executable)
-        shown = str(python.relative_to(ROOT)) if python.is_relative_to(ROOT) else str(python)
-        script = Path(sys.argv[0]).resolve()
-        shown_script = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script)
-        command = shlex.join([shown, shown_script, *sys.argv[1:]])
+        command = command_line()
         write_section(Path(args.out), "jobs-bench", _section(table, details, NOTES, command, load, args))
         print(f"\n[bench] wrote the jobs section of {args.out}", file=sys.stderr)
 

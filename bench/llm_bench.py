@@ -23,7 +23,6 @@ import asyncio
 import datetime as dt
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # reuse the test suite's process helpers (tests/support)
     sys.path.insert(0, str(ROOT))
 
-from bench.report import machine, write_section  # noqa: E402 - needs ROOT on sys.path
+from bench.report import command_line, machine, write_section  # noqa: E402 - needs ROOT on sys.path
 
 MODEL = "llm-demo"
 PROMPT = "hello world, tell me about the model"
@@ -199,7 +198,7 @@ def _table(levels: Sequence[Level]) -> str:
 def _document(
     levels: Sequence[Level], cache: tuple[float, float, float], load: str, args: argparse.Namespace
 ) -> str:
-    command = "bench/llm_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command_line()
     cores, cpu = machine()
     software = ", ".join(
         f"{name} {version(name)}" for name in ("llama-cpp-python", "grpcio", "sentence-transformers", "torch")

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def command_line() -> str:
+    """The command that ran this benchmark, with paths inside the repository shown relative to it."""
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+    return shlex.join([shown(Path(sys.executable)), shown(Path(sys.argv[0]).resolve()), *sys.argv[1:]])
 
 
 def machine() -> tuple[int, str]:

@@ -23,7 +23,6 @@ import asyncio
 import datetime as dt
 import json
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # reuse the test suite's process helpers (tests/support)
     sys.path.insert(0, str(ROOT))
 
-from bench.report import machine, write_section  # noqa: E402 - needs ROOT on sys.path
+from bench.report import command_line, machine, write_section  # noqa: E402 - needs ROOT on sys.path
 
 MODEL = "tabular-demo"
 CONCURRENCY = (1, 8, 32)
@@ -332,11 +331,7 @@ def _orchestrate(args: argparse.Namespace) -> None:
     print()
     print(ratios)
     if args.out:
-        python = Path(sys.executable)
-        shown = str(python.relative_to(ROOT)) if python.is_relative_to(ROOT) else str(python)
-        script = Path(sys.argv[0]).resolve()
-        shown_script = str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script)
-        command = shlex.join([shown, shown_script, *sys.argv[1:]])
+        command = command_line()
         out = Path(args.out)
         write_section(out, "v2-bench", _document(table, ratios, command, _versions(mlserver_venv()), args))
         print(f"\n[bench] wrote {out}", file=sys.stderr)

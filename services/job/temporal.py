@@ -59,13 +59,18 @@ class DevServer:
     ui_url: str
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_dev_server(self.process)
+
+
+def stop_dev_server(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (Temporal flushes its SQLite state), SIGKILL after 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 async def start_dev_server(settings: Settings) -> DevServer:

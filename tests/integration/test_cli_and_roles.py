@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.support.jobs import submit, tabular_request, wait_final
-from tests.support.processes import AISF, AisfProcess, free_port, stop_process
+from tests.support.processes import AISF, AisfProcess, free_port, free_port_flags, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -36,21 +36,10 @@ def _wait_for_line(process: subprocess.Popen[str], needle: str, timeout_s: float
     raise AssertionError(f"never printed {needle!r}:\n{''.join(lines)}")
 
 
-def _ports() -> list[str]:
-    return [
-        "--http-port",
-        str(free_port()),
-        "--grpc-port",
-        str(free_port()),
-        "--metrics-port",
-        str(free_port()),
-    ]
-
-
 def test_up_builds_samples_serves_them_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     """The embedded default: samples, SQLite, and its own Temporal dev server (no AISF_TEMPORAL_ADDRESS)."""
     http_port = free_port()
-    command = [AISF, "up", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "data"), *_ports()]
+    command = [AISF, "up", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "data"), *free_port_flags()]
     command[command.index("--http-port") + 1] = str(http_port)
     env = {k: v for k, v in os.environ.items() if k != "AISF_TEMPORAL_ADDRESS"}
     env |= {"AISF_TEMPORAL_PORT": str(free_port()), "AISF_TEMPORAL_UI_PORT": str(free_port())}
@@ -97,7 +86,14 @@ def _run_failing(args: list[str], env: dict[str, str], tmp_path: Path) -> subpro
 
 def test_unreachable_database_is_one_clear_line(tmp_path: Path, sample_repository: Path) -> None:
     result = _run_failing(
-        ["serve", "--model-repository", str(sample_repository), "--data-dir", str(tmp_path), *_ports()],
+        [
+            "serve",
+            "--model-repository",
+            str(sample_repository),
+            "--data-dir",
+            str(tmp_path),
+            *free_port_flags(),
+        ],
         {"AISF_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
         tmp_path,
     )

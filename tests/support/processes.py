@@ -30,6 +30,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_flags() -> list[str]:
+    """`aisf serve` flags putting each listener on a free loopback port."""
+    return [flag for name in ("http", "grpc", "metrics") for flag in (f"--{name}-port", str(free_port()))]
+
+
 @dataclass
 class ServerProcess:
     """A server child process on loopback ports, with everything it printed."""
@@ -87,12 +92,7 @@ def running_aisf(
         str(repository),
         "--data-dir",
         str(data_dir),
-        "--http-port",
-        str(free_port()),
-        "--grpc-port",
-        str(free_port()),
-        "--metrics-port",
-        str(free_port()),
+        *free_port_flags(),
         *args,
     ]
     queue = f"aisf-jobs-{uuid.uuid4().hex[:8]}"

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from aisf.services.job.temporal import dev_server_command, temporal_cli
+from aisf.services.job.temporal import dev_server_command, stop_dev_server, temporal_cli
 from tests.support.processes import free_port
 
 
@@ -37,13 +37,8 @@ class TemporalServer:
         raise RuntimeError("temporal dev server did not become healthy in 30 s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_dev_server(self.process)
         self.process = None
 
 
