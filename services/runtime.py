@@ -10,7 +10,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, start_http_server
-from sqlalchemy import Engine
 
 from aisf.gateway.router_client import RouterClient
 from aisf.gateway.server import start_gateway
@@ -91,12 +90,17 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         stack.push_async_callback(router.close)
         registrars += router.registrars
         names += router.service_names
-    if role in ("all", "job"):
+    # The job service and the workers of one process share one router channel and one job store.
+    router_client = job_store = None
+    if role in ("all", "job", "worker"):
         assert database is not None
         router_client = RouterClient(router_target, settings.max_request_bytes)
         stack.push_async_callback(router_client.close)
+        job_store = JobStore(database)
+    if role in ("all", "job"):
+        assert router_client is not None and job_store is not None
         temporal = await connect(settings, temporal_address, lazy=True)
-        jobs = JobService(settings, JobStore(database), temporal, router_client)
+        jobs = JobService(settings, job_store, temporal, router_client)
         registrars.append(job_servicer.register(jobs))
         names.append(job_servicer.SERVICE_NAME)
     if registrars:
@@ -113,8 +117,8 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         if router is not None:
             router.dataplane.mark_started()
     if role in ("all", "worker"):
-        assert database is not None
-        await _start_workers(settings, database, router_target, temporal_address, stack)
+        assert router_client is not None and job_store is not None
+        await _start_workers(settings, JobActivities(job_store, router_client), temporal_address, stack)
     if role in ("all", "gateway"):
         job_target = own_target or settings.job_address or router_target
         gateway = await start_gateway(settings, router_target, job_target)
@@ -124,15 +128,13 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
 
 
 async def _start_workers(
-    settings: Settings, database: Engine, router_target: str, temporal_address: str, stack: AsyncExitStack
+    settings: Settings, activities: JobActivities, temporal_address: str, stack: AsyncExitStack
 ) -> None:
-    router_client = RouterClient(router_target, settings.max_request_bytes)
-    stack.push_async_callback(router_client.close)
     temporal = await connect(settings, temporal_address, lazy=False)
     workers = await start_workers(
         temporal,
         settings.worker_task_queues or [settings.job_task_queue],
-        JobActivities(JobStore(database), router_client),
+        activities,
         settings.worker_max_concurrent_activities,
         settings.shutdown_grace_s,
     )
