@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -11,16 +11,29 @@ from aisf.services.common.errors import AisfError, EngineOutOfMemory, InternalEr
 from aisf.services.common.llm_types import EmbedRequest, EmbedResponse, GenerateRequest, TokenChunk
 from aisf.services.common.model_config import ModelConfig
 from aisf.services.common.tensors import InferRequest, InferResponse, TensorSpec
+from aisf.services.common.threads import BlockingPool
+
+
+def _own_threads() -> BlockingPool:
+    return BlockingPool("engine", 1)
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """One model version to load: its config and the folder holding its artifacts."""
+    """One model version to load: its config, the folder holding its artifacts, the threads its blocking
+    engine calls run on (the repository sizes them by instance_count; nothing else uses them), and
+    whether its circuit is open (remote engines stop retrying then)."""
 
     name: str
     version: int
     path: Path
     config: ModelConfig
+    threads: BlockingPool = field(default_factory=_own_threads)
+    circuit_open: Callable[[], bool] = _never
 
 
 @dataclass(frozen=True, slots=True)

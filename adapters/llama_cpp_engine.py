@@ -28,6 +28,7 @@ from aisf.services.common.llm_types import (
     Usage,
 )
 from aisf.services.common.tensors import InferRequest, InferResponse
+from aisf.services.common.threads import BlockingPool
 
 _T = TypeVar("_T")
 # How many chunks the engine may run ahead of a slow consumer; small, so a disconnect stops it at once.
@@ -92,6 +93,7 @@ class LlamaCppAdapter:
     def __init__(self) -> None:
         self._pool: asyncio.Queue[LlamaInstance] | None = None
         self._instances: list[LlamaInstance] = []
+        self._threads: BlockingPool | None = None
         self._name = ""
         self._n_ctx = 0
         self._chat: Jinja2ChatFormatter | None = None
@@ -113,11 +115,12 @@ class LlamaCppAdapter:
             "n_gpu_layers": int(params.get("n_gpu_layers", 0)),
         }
         speculative = int(params.get("speculative_tokens", 4))
+        self._threads = spec.threads
         try:
             for _ in range(spec.config.instance_count):
                 build = LlamaInstance.build
                 self._instances.append(
-                    await asyncio.to_thread(build, path, draft, speculative, self._embedding, settings)
+                    await spec.threads.run(build, path, draft, speculative, self._embedding, settings)
                 )
             first = self._instances[0].llm
             template = str(params.get("chat_template", "")) or first.metadata.get("tokenizer.chat_template")
@@ -191,7 +194,8 @@ class LlamaCppAdapter:
         self._pool = None
         instances, self._instances = self._instances, []
         for instance in instances:
-            await asyncio.to_thread(instance.close)
+            if self._threads is not None:
+                await self._threads.run(instance.close)
         self._unloading.clear()
 
     async def _acquire(self) -> LlamaInstance:
@@ -202,7 +206,8 @@ class LlamaCppAdapter:
     def _in_thread(self, instance: LlamaInstance, work: Callable[[], _T]) -> asyncio.Future[_T]:
         """Runs blocking engine work; the instance returns to the pool when the thread ends, not when a
         caller stops waiting (callers shield it), so no two threads ever share a llama.cpp context."""
-        future = asyncio.ensure_future(asyncio.to_thread(work))
+        assert self._threads is not None
+        future = asyncio.ensure_future(self._threads.run(work))
         future.add_done_callback(lambda done: self._release(instance, done))
         return future
 

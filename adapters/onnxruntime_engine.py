@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
@@ -11,6 +10,7 @@ import onnxruntime as ort
 from aisf.adapters.base import Health, ModelMetadata, ModelSpec, engine_failure
 from aisf.services.common.errors import InvalidInput, ModelLoadFailed, ModelNotReady
 from aisf.services.common.tensors import InferRequest, InferResponse, Tensor, TensorSpec
+from aisf.services.common.threads import BlockingPool
 
 _ORT_TYPES = {
     "tensor(bool)": "BOOL",
@@ -74,6 +74,7 @@ def _memory_capped(provider: str, limit: int, options: ort.SessionOptions) -> di
 class OnnxRuntimeAdapter:
     def __init__(self) -> None:
         self._session: ort.InferenceSession | None = None
+        self._threads: BlockingPool | None = None
         self._name = ""
         self._string_inputs: frozenset[str] = frozenset()
 
@@ -90,7 +91,7 @@ class OnnxRuntimeAdapter:
         limit = int(params.get("memory_limit_bytes", 0))
         provider_options = [_memory_capped(p, limit, options) for p in providers]
         try:
-            session = await asyncio.to_thread(
+            session = await spec.threads.run(
                 ort.InferenceSession,
                 str(path),
                 sess_options=options,
@@ -100,7 +101,7 @@ class OnnxRuntimeAdapter:
         except Exception as exc:
             raise ModelLoadFailed(f"model '{spec.name}': onnxruntime cannot load {path.name}: {exc}") from exc
         inputs = [_spec(i) for i in session.get_inputs()]
-        self._session, self._name = session, spec.name
+        self._session, self._name, self._threads = session, spec.name, spec.threads
         self._string_inputs = frozenset(i.name for i in inputs if i.datatype == "BYTES")
         return ModelMetadata(
             inputs=inputs,
@@ -109,13 +110,13 @@ class OnnxRuntimeAdapter:
         )
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        session = self._session
-        if session is None:
+        session, threads = self._session, self._threads
+        if session is None or threads is None:
             raise ModelNotReady(f"model '{self._name}' is not loaded")
         feeds = {t.name: self._feed(t) for t in request.inputs}
         names = [o.name for o in request.outputs] or None
         try:
-            results = await asyncio.to_thread(session.run, names, feeds)
+            results = await threads.run(session.run, names, feeds)
         except Exception as exc:
             if type(exc).__name__ == "InvalidArgument":
                 raise InvalidInput(f"model '{self._name}': {exc}") from exc

@@ -5,23 +5,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import httpx
 
 from aisf.adapters.base import Health, ModelMetadata, ModelSpec
+from aisf.adapters.remote_retries import with_retries
+from aisf.services.common import deadlines
 from aisf.services.common.errors import (
     AisfError,
     DeadlineExceeded,
-    EngineOverloaded,
     EngineUnavailable,
     InternalError,
-    InvalidInput,
     ModelLoadFailed,
     ModelNotFound,
     ModelNotReady,
     Unsupported,
+    code_for_http_status,
 )
 from aisf.services.common.llm_types import (
     EmbedRequest,
@@ -33,30 +34,17 @@ from aisf.services.common.llm_types import (
 )
 from aisf.services.common.tensors import InferRequest, InferResponse
 
-_ERRORS_BY_STATUS: dict[int, type[AisfError]] = {
-    400: InvalidInput,
-    404: ModelNotFound,
-    408: DeadlineExceeded,
-    413: InvalidInput,
-    422: InvalidInput,
-    429: EngineOverloaded,
-    502: EngineUnavailable,
-    503: EngineUnavailable,
-    504: DeadlineExceeded,
-}
-_STALE_CONNECTION = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 _HEALTH_TIMEOUT_S = 5.0  # readiness probes must not hang for a generation-sized timeout
 # vLLM says "abort" for a request it cancelled; tool calls and content filters end the text like a stop.
 _FINISH: dict[str, FinishReason] = {"length": "length", "abort": "cancelled", "cancelled": "cancelled"}
 
 
 def upstream_error(status: int, body: str, retry_after: str | None, where: str) -> AisfError:
-    """The typed error for an upstream HTTP status; 401/403 and other 5xx are our own misconfiguration
-    or the server's failure, so internal. Retry-After is per error class here; the upstream's is kept in
-    the message."""
-    error_cls = _ERRORS_BY_STATUS.get(status, InternalError)
-    wait = f" (upstream Retry-After: {retry_after})" if retry_after else ""
-    return error_cls(f"{where}: HTTP {status}: {_message(body)}{wait}")
+    """The typed error for an upstream HTTP status, through the one shared table (401/403 have no class
+    of their own there: our key is wrong, an internal error); the upstream's Retry-After is kept."""
+    error_cls = AisfError.class_for("", code_for_http_status(status))
+    wait = int(retry_after) if retry_after and retry_after.isdigit() else None
+    return error_cls(f"{where}: HTTP {status}: {_message(body)}", wait)
 
 
 def _message(body: str) -> str:
@@ -83,8 +71,10 @@ def _stream_error(event: dict[str, Any], where: str) -> AisfError:
 class OpenAIRemoteAdapter:
     """Parameters: `base_url` (the API root, e.g. http://vllm:8000/v1; required), `remote_model` (default:
     our model name), `api_key_env` (name of the environment variable holding the key: secrets stay out of
-    config.yaml), `timeout_s` (60; for streams, the longest wait between chunks), `context_length`
-    (default: the server's max_model_len when its model card has one, else 0 for unknown)."""
+    config.yaml), `timeout_s` (60; for streams, the longest wait between chunks; less when the request's
+    deadline is nearer), `retries` (2: further attempts when the server is unreachable, overloaded or
+    restarting, before any answer arrived), `context_length` (default: the server's max_model_len when
+    its model card has one, else 0 for unknown)."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._transport = transport  # tests substitute the network
@@ -92,6 +82,9 @@ class OpenAIRemoteAdapter:
         self._remote_model = ""
         self._where = ""
         self._context_length = 0
+        self._timeout_s = 60.0
+        self._attempts = 3
+        self._circuit_open: Callable[[], bool] = lambda: False
 
     async def load(self, spec: ModelSpec) -> ModelMetadata:
         params = spec.config.parameters
@@ -100,6 +93,9 @@ class OpenAIRemoteAdapter:
             raise ModelLoadFailed(f"model '{spec.name}': backend openai_remote needs parameters.base_url")
         self._remote_model = str(params.get("remote_model", spec.name))
         self._where = f"remote model '{self._remote_model}' at {base_url}"
+        self._timeout_s = float(params.get("timeout_s", 60))
+        self._attempts = 1 + int(params.get("retries", 2))
+        self._circuit_open = spec.circuit_open
         headers = {}
         if key_env := str(params.get("api_key_env", "")):
             key = os.environ.get(key_env, "")
@@ -107,10 +103,7 @@ class OpenAIRemoteAdapter:
                 raise ModelLoadFailed(f"model '{spec.name}': environment variable {key_env} is not set")
             headers["Authorization"] = f"Bearer {key}"
         client = httpx.AsyncClient(
-            base_url=base_url,
-            headers=headers,
-            timeout=float(params.get("timeout_s", 60)),
-            transport=self._transport,
+            base_url=base_url, headers=headers, timeout=self._timeout_s, transport=self._transport
         )
         try:
             card = await self._model_card(client)
@@ -194,28 +187,47 @@ class OpenAIRemoteAdapter:
         body: dict[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> AsyncIterator[httpx.Response]:
-        """One upstream call: transport failures (also mid-stream) and HTTP errors become typed errors."""
-        timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
-        request = client.build_request(method, path, json=body, timeout=timeout)
+        """One upstream call: until the answer's status arrives, transient failures are retried (nothing
+        was generated yet); after it, transport failures (also mid-stream) are typed errors."""
+
+        async def send() -> httpx.Response:
+            return await self._send(client, method, path, body, timeout_s)
+
+        response = await with_retries(send, self._attempts, self._circuit_open)
         try:
-            try:
-                response = await client.send(request, stream=True)
-            except _STALE_CONNECTION:
-                # A pooled keep-alive connection the server closed meanwhile: nothing reached it, so send
-                # once more on a fresh connection, as the OpenAI SDK does.
-                response = await client.send(request, stream=True)
-            try:
-                if response.status_code >= 400:
-                    text = (await response.aread()).decode("utf-8", "replace")
-                    retry_after = response.headers.get("retry-after")
-                    raise upstream_error(response.status_code, text, retry_after, self._where)
-                yield response
-            finally:
-                await response.aclose()
+            yield response
         except httpx.TimeoutException as exc:
             raise DeadlineExceeded(f"{self._where}: no answer in time ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
-            raise EngineUnavailable(f"{self._where}: unreachable or broken off: {exc!r}") from exc
+            raise EngineUnavailable(f"{self._where}: broken off: {exc!r}") from exc
+        finally:
+            await response.aclose()
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        timeout_s: float | None,
+    ) -> httpx.Response:
+        """Send once, within the request's deadline; an HTTP error status is a typed error."""
+        timeout = httpx.Timeout(deadlines.capped(timeout_s or self._timeout_s))
+        request = client.build_request(method, path, json=body, timeout=timeout)
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise DeadlineExceeded(f"{self._where}: no answer in time ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            # Also a pooled keep-alive connection the server closed meanwhile: nothing reached it.
+            raise EngineUnavailable(f"{self._where}: unreachable: {exc!r}") from exc
+        if response.status_code >= 400:
+            try:
+                text = (await response.aread()).decode("utf-8", "replace")
+            finally:
+                await response.aclose()
+            raise upstream_error(response.status_code, text, response.headers.get("retry-after"), self._where)
+        return response
 
     async def _json(self, response: httpx.Response) -> dict[str, Any]:
         text = await response.aread()

@@ -4,7 +4,7 @@ and the semantic cache's key."""
 
 from __future__ import annotations
 
-import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from aisf.adapters.base import Health, ModelMetadata, ModelSpec, engine_failure
 from aisf.services.common.errors import InvalidInput, ModelLoadFailed, ModelNotReady
 from aisf.services.common.llm_types import EmbedRequest, EmbedResponse, Usage
 from aisf.services.common.tensors import InferRequest, InferResponse, Tensor, TensorSpec
+from aisf.services.common.threads import BlockingPool
 
 SAMPLE_NAME = "minilm-embed"
 TEXT_INPUT = "text"
@@ -55,10 +56,12 @@ class SentenceEmbeddingAdapter:
 
     def __init__(self) -> None:
         self._model: Any = None
+        self._threads: BlockingPool | None = None
         self._name = ""
         self._dimensions = 0
-        # Hugging Face fast tokenizers refuse concurrent use from several threads ("Already borrowed").
-        self._lock = asyncio.Lock()
+        # Hugging Face fast tokenizers refuse concurrent use from several threads ("Already borrowed"); held
+        # by the thread itself, so a caller that stops waiting cannot let the next one in early.
+        self._lock = threading.Lock()
 
     async def load(self, spec: ModelSpec) -> ModelMetadata:
         self._name = spec.name
@@ -66,8 +69,9 @@ class SentenceEmbeddingAdapter:
         if not (path / "modules.json").is_file():
             raise ModelLoadFailed(f"model '{spec.name}': {path} is not a sentence-transformers model")
         threads = int(spec.config.parameters.get("threads", 1))
+        self._threads = spec.threads
         try:
-            self._model = await asyncio.to_thread(_load, path, threads)
+            self._model = await spec.threads.run(_load, path, threads)
         except Exception as exc:
             raise ModelLoadFailed(f"model '{spec.name}': cannot load {path}: {exc}") from exc
         self._dimensions = int(self._model.get_embedding_dimension())
@@ -77,21 +81,22 @@ class SentenceEmbeddingAdapter:
             platform="sentence_transformers",
         )
 
-    def _encode(self, texts: list[str]) -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:
-        vectors = self._model.encode(
-            texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
-        tokens = sum(len(ids) for ids in self._model.tokenizer(texts)["input_ids"])
+    def _encode(self, model: Any, texts: list[str]) -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:
+        with self._lock:
+            vectors = model.encode(
+                texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
+            tokens = sum(len(ids) for ids in model.tokenizer(texts)["input_ids"])
         return np.asarray(vectors, dtype=np.float32), tokens
 
     async def _run(self, texts: list[str]) -> tuple[np.ndarray[Any, np.dtype[np.float32]], int]:
-        if self._model is None:
+        model, threads = self._model, self._threads
+        if model is None or threads is None:
             raise ModelNotReady(f"model '{self._name}' is not loaded")
-        async with self._lock:
-            try:
-                return await asyncio.to_thread(self._encode, texts)
-            except Exception as exc:
-                raise engine_failure(exc, self._name) from exc
+        try:
+            return await threads.run(self._encode, model, texts)
+        except Exception as exc:
+            raise engine_failure(exc, self._name) from exc
 
     async def embed(self, request: EmbedRequest) -> EmbedResponse:
         vectors, tokens = await self._run(list(request.inputs))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy.typing as npt
 from aisf.adapters.base import Health, ModelMetadata, ModelSpec, engine_failure
 from aisf.services.common.errors import AisfError, ModelLoadFailed, ModelNotReady
 from aisf.services.common.tensors import InferRequest, InferResponse, Tensor, TensorSpec
+from aisf.services.common.threads import BlockingPool
 
 DEFAULT_INPUT = "input__0"
 DEFAULT_OUTPUT = "output__0"
@@ -26,6 +26,7 @@ class TabularAdapter(ABC):
 
     def __init__(self) -> None:
         self._model: Any = None
+        self._threads: BlockingPool | None = None
         self._name = ""
         self._input = DEFAULT_INPUT
         self._output = DEFAULT_OUTPUT
@@ -42,8 +43,9 @@ class TabularAdapter(ABC):
         path = spec.path / str(config.parameters.get("model_file", self.default_model_file))
         if not path.is_file():
             raise ModelLoadFailed(f"model '{spec.name}' version {spec.version}: {path.name} not found")
+        self._threads = spec.threads
         try:
-            model, features, per_row = await asyncio.to_thread(self._load_model, path)
+            model, features, per_row = await spec.threads.run(self._load_model, path)
         except AisfError:
             raise
         except Exception as exc:
@@ -61,12 +63,12 @@ class TabularAdapter(ABC):
         )
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        model = self._model
-        if model is None:
+        model, threads = self._model, self._threads
+        if model is None or threads is None:
             raise ModelNotReady(f"model '{self._name}' is not loaded")
         features = np.asarray(request.inputs[0].data, dtype=np.float32)
         try:
-            scores = await asyncio.to_thread(self._predict, model, features)
+            scores = await threads.run(self._predict, model, features)
         except Exception as exc:
             raise engine_failure(exc, self._name) from exc
         scores = np.asarray(scores, dtype=np.float32).reshape(features.shape[0], -1)

@@ -1,39 +1,48 @@
-"""Any KServe V2 server (Triton, MLServer, another aisf) reached over gRPC with tritonclient."""
+"""Any KServe V2 server (Triton, MLServer, another aisf) over gRPC, with the V2 contract's own stubs."""
 
 from __future__ import annotations
 
-import numpy as np
-import tritonclient.grpc.aio as grpcclient
-from tritonclient.utils import InferenceServerException
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TypeVar
+
+from grpc import aio
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
 
 from aisf.adapters.base import Health, ModelMetadata, ModelSpec
-from aisf.services.common.errors import (
-    AisfError,
-    Code,
-    ModelLoadFailed,
-    ModelNotReady,
-)
-from aisf.services.common.tensors import InferRequest, InferResponse, Tensor, TensorSpec
+from aisf.adapters.remote_retries import with_retries
+from aisf.services.common import deadlines, v2_codec
+from aisf.services.common.errors import AisfError, ModelLoadFailed, ModelNotReady
+from aisf.services.common.grpc_errors import error_from_rpc
+from aisf.services.common.grpc_server import channel_options
+from aisf.services.common.tensors import InferRequest, InferResponse, TensorSpec
 
-_STATUS_CODES = {f"StatusCode.{c.name}": c for c in Code}
+Reply = TypeVar("Reply")
+_HEALTH_TIMEOUT_S = 5.0  # a readiness probe must not hang for an inference-sized timeout
+_MAX_MESSAGE_BYTES = 1 << 30
 
 
-def remote_failure(exc: InferenceServerException, where: str) -> AisfError:
-    """Keep the remote's status code so retries and HTTP mapping treat it like a local error."""
-    code = _STATUS_CODES.get(str(exc.status()), Code.UNAVAILABLE)
-    error_cls = AisfError.class_for("", code)
-    return error_cls(f"{where}: {exc.message()}")
+def remote_failure(error: aio.AioRpcError, where: str) -> AisfError:
+    """The remote's status (and, from another aisf, its reason and Retry-After) through the one shared
+    table, so retries, the breaker and HTTP treat it like a local error of the same kind."""
+    typed = error_from_rpc(error)
+    return type(typed)(f"{where}: {typed.message}", typed.retry_after)
 
 
 class V2RemoteAdapter:
     """Parameters: `url` (host:port, required), `remote_model` (default: our model name),
-    `remote_version` (default: the server's choice), `timeout_s` (default 30)."""
+    `remote_version` (default: the server's choice), `timeout_s` (30: the longest one call waits, less when
+    the request's deadline is nearer), `retries` (2: further attempts of a call that failed transiently)."""
 
     def __init__(self) -> None:
-        self._client: grpcclient.InferenceServerClient | None = None
+        self._channel: aio.Channel | None = None
+        self._stub: service_pb2_grpc.GRPCInferenceServiceStub | None = None
         self._remote_model = ""
         self._remote_version = ""
         self._timeout_s = 30.0
+        self._attempts = 3
+        self._circuit_open: Callable[[], bool] = lambda: False
         self._where = ""
 
     async def load(self, spec: ModelSpec) -> ModelMetadata:
@@ -44,62 +53,59 @@ class V2RemoteAdapter:
         self._remote_model = str(params.get("remote_model", spec.name))
         self._remote_version = str(params.get("remote_version", ""))
         self._timeout_s = float(params.get("timeout_s", 30))
+        self._attempts = 1 + int(params.get("retries", 2))
+        self._circuit_open = spec.circuit_open
         self._where = f"remote model '{self._remote_model}' at {url}"
-        client = grpcclient.InferenceServerClient(url)
+        channel = aio.insecure_channel(url, options=channel_options(_MAX_MESSAGE_BYTES))
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelMetadataRequest(name=self._remote_model, version=self._remote_version)
         try:
-            metadata = await client.get_model_metadata(
-                self._remote_model, self._remote_version, client_timeout=self._timeout_s
-            )
-        except InferenceServerException as exc:
-            await client.close()
-            raise ModelLoadFailed(f"{self._where}: {exc.message()}") from exc
-        self._client = client
+            metadata = await self._call(stub.ModelMetadata, request, self._timeout_s)
+        except AisfError as exc:
+            await channel.close(None)
+            raise ModelLoadFailed(exc.message) from exc
+        self._channel, self._stub = channel, stub
         return ModelMetadata(
             inputs=[TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.inputs],
             outputs=[TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.outputs],
             platform=metadata.platform or "v2_remote",
         )
 
-    async def infer(self, request: InferRequest) -> InferResponse:
-        client = self._client
-        if client is None:
-            raise ModelNotReady(f"{self._where or 'remote model'} is not loaded")
-        inputs = []
-        for tensor in request.inputs:
-            remote_input = grpcclient.InferInput(tensor.name, list(tensor.shape), tensor.datatype)
-            remote_input.set_data_from_numpy(np.asarray(tensor.data))
-            inputs.append(remote_input)
-        outputs = [grpcclient.InferRequestedOutput(o.name) for o in request.outputs] or None
+    async def _call(
+        self, method: Callable[..., Awaitable[Reply]], request: object, timeout_s: float
+    ) -> Reply:
+        """One call within the request's deadline and at most `timeout_s`; a failure is a typed error."""
         try:
-            result = await client.infer(
-                self._remote_model,
-                inputs,
-                model_version=self._remote_version,
-                outputs=outputs,
-                request_id=request.id,
-                client_timeout=self._timeout_s,
-            )
-        except InferenceServerException as exc:
-            raise remote_failure(exc, self._where) from exc
-        response = result.get_response()
+            return await method(request, timeout=deadlines.capped(timeout_s))
+        except aio.AioRpcError as exc:
+            raise remote_failure(exc, self._where) from None
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        stub = self._stub
+        if stub is None:
+            raise ModelNotReady(f"{self._where or 'remote model'} is not loaded")
+        remote = replace(request, model_name=self._remote_model, model_version=self._remote_version)
+        message = v2_codec.request_to_proto(remote)
+        reply = await with_retries(
+            lambda: self._call(stub.ModelInfer, message, self._timeout_s), self._attempts, self._circuit_open
+        )
+        answer = v2_codec.response_from_proto(reply)
         return InferResponse(
-            model_name=request.model_name,
-            model_version=request.model_version,
-            outputs=[Tensor.from_numpy(o.name, result.as_numpy(o.name)) for o in response.outputs],
-            id=request.id,
+            request.model_name, request.model_version, answer.outputs, request.id, answer.parameters
         )
 
     async def health(self) -> Health:
-        client = self._client
-        if client is None:
+        stub = self._stub
+        if stub is None:
             return Health(ready=False, reason="not loaded")
+        request = pb.ModelReadyRequest(name=self._remote_model, version=self._remote_version)
         try:
-            ready = await client.is_model_ready(self._remote_model, self._remote_version)
-        except InferenceServerException as exc:
-            return Health(ready=False, reason=exc.message() or "unreachable")
-        return Health(ready=bool(ready), reason="" if ready else "remote model not ready")
+            reply = await self._call(stub.ModelReady, request, min(_HEALTH_TIMEOUT_S, self._timeout_s))
+        except AisfError as exc:
+            return Health(ready=False, reason=exc.message or "unreachable")
+        return Health(ready=bool(reply.ready), reason="" if reply.ready else "remote model not ready")
 
     async def unload(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = self._stub = None

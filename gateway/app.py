@@ -5,14 +5,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from aisf import __version__
 from aisf.gateway import jobs_routes, openai_routes, v2_routes
 from aisf.gateway.errors import install_error_handlers
 from aisf.gateway.job_client import JobClient
 from aisf.gateway.router_client import RouterClient
+from aisf.services.common import deadlines
 from aisf.services.common.settings import Settings
+
+
+async def bind_deadline(request: Request) -> None:
+    """A REST caller's deadline (X-Aisf-Timeout-Ms) reaches the router as the gRPC deadline."""
+    header = request.headers.get(deadlines.TIMEOUT_HEADER)
+    if header is not None:
+        deadlines.bind(deadlines.parse_timeout_ms(header, f"{deadlines.TIMEOUT_HEADER} header"))
 
 
 def create_app(settings: Settings, client: RouterClient, jobs: JobClient) -> FastAPI:
@@ -22,7 +30,12 @@ def create_app(settings: Settings, client: RouterClient, jobs: JobClient) -> Fas
         await client.close()
         await jobs.close()
 
-    app = FastAPI(title="AI Serving Foundation", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="AI Serving Foundation",
+        version=__version__,
+        lifespan=lifespan,
+        dependencies=[Depends(bind_deadline)],
+    )
     app.state.settings = settings
     app.state.router = client
     app.state.jobs = jobs

@@ -3,15 +3,45 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from aisf.services.common.errors import AisfError
 
 log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """The V2 error body: `{"error": "<what went wrong, naming the field>"}`."""
+
+    error: str
+
+
+_MEANINGS = {
+    400: "Invalid request (the message names the field)",
+    404: "Unknown model, version or resource",
+    409: "Conflicts with the current state",
+    413: "Request body over the size limit",
+    429: "Overloaded: the model's queue is full (see Retry-After)",
+    500: "Internal error",
+    503: "Not ready, engine unavailable or circuit open (see Retry-After)",
+    504: "The request's deadline passed",
+    507: "The engine ran out of memory",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error statuses a route answers, with the V2 error body."""
+    return {status: {"model": ErrorBody, "description": _MEANINGS[status]} for status in statuses}
+
+
+# What every V2 and job route may answer.
+ERROR_RESPONSES = error_responses(400, 404, 500, 503)
 
 
 def error_response(error: AisfError) -> JSONResponse:

@@ -9,6 +9,7 @@ from grpc import aio
 
 from aisf.job.v1 import job_service_pb2 as pb
 from aisf.job.v1 import job_service_pb2_grpc as pb_grpc
+from aisf.services.common import deadlines
 from aisf.services.common.grpc_errors import error_from_rpc
 from aisf.services.common.grpc_server import channel_options
 
@@ -26,7 +27,7 @@ class JobClient:
 
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
         try:
-            return await method(request, timeout=self._timeout_s)
+            return await method(request, timeout=deadlines.timeout_or(self._timeout_s))
         except aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
 

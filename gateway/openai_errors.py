@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from aisf.services.common.errors import AisfError, InternalError
 
@@ -23,6 +23,34 @@ _FIELD = re.compile(r"^(([a-z_]+)(?:\[\d+\])*(?:\.[a-z_]+(?:\[\d+\])*)*)(:?) ")
 _REQUEST_FIELDS = {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "input"}
 # pydantic tags union members in error locations (`prompt.str`); those are not fields.
 _UNION_TAGS = {"str", "int", "float", "bool"}
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    """OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`."""
+
+    error: OpenAIErrorDetail
+
+
+_MEANINGS = {
+    400: "Invalid request (`param` names the field)",
+    404: "Unknown model",
+    413: "Request body over the size limit",
+    429: "Overloaded: the model's queue is full (see Retry-After)",
+    500: "Internal error",
+    503: "Engine unavailable or circuit open (see Retry-After)",
+    504: "The request's deadline passed",
+}
+# What the OpenAI routes may answer, for the OpenAPI document.
+OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": OpenAIErrorBody, "description": meaning} for status, meaning in _MEANINGS.items()
+}
 
 
 def _error_type(status: int) -> str:

@@ -37,7 +37,12 @@ def usage_body(usage: Usage) -> Body:
 
 
 def _head(chunk: GenerationChunk, flavor: Flavor, kind: str) -> Body:
-    return {"id": flavor.id_prefix + chunk.id, "object": kind, "created": chunk.created, "model": chunk.model}
+    head = {"id": flavor.id_prefix + chunk.id, "object": kind, "created": chunk.created, "model": chunk.model}
+    if (
+        chunk.fallback
+    ):  # the model's circuit was open: its fallback answered (also the x-aisf-fallback header)
+        head["aisf_fallback"] = chunk.fallback
+    return head
 
 
 def _streamed_choice(choice: TokenChunk, flavor: Flavor, first: bool) -> Body:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from aisf.gateway.http_body import read_body
-from aisf.gateway.openai_errors import OpenAIRoute, error_body
+from aisf.gateway.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute, error_body
 from aisf.gateway.openai_models import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from aisf.gateway.openai_responses import CHAT, TEXT, Flavor, answer_body, stream_events
 from aisf.gateway.router_client import RouterClient
@@ -24,8 +24,9 @@ from aisf.llm.v1 import llm_pb2 as pb
 from aisf.services.common import llm_codec as codec
 from aisf.services.common.errors import InternalError, InvalidInput, ModelNotFound
 from aisf.services.common.llm_outputs import CacheMode, GenerationChunk, ModelCard
+from aisf.services.common.marks import FALLBACK_HEADER
 
-router = APIRouter(route_class=OpenAIRoute)
+router = APIRouter(route_class=OpenAIRoute, responses=OPENAI_ERROR_RESPONSES)
 
 # Request: `bypass` (neither read nor write the semantic cache) or `opt-in` (cache a sampled request).
 # Response: `hit` when the answer was replayed from the cache.
@@ -89,7 +90,9 @@ async def _respond(
     except BaseException:
         await chunks.aclose()
         raise
-    headers = {CACHE_HEADER: "hit"} if first.cached else None
+    headers = {CACHE_HEADER: "hit"} if first.cached else {}
+    if first.fallback:
+        headers[FALLBACK_HEADER] = first.fallback
     rest = _after(first, chunks)
     if stream:
         return sse_response(event_stream(stream_events(rest, flavor, usage), error_body), headers)

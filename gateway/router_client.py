@@ -1,4 +1,5 @@
-"""The gateway's gRPC client of the inference router: typed errors in, request id and deadline out."""
+"""The gateway's gRPC client of the inference router: typed errors in, request id and deadline out (the
+caller's remaining deadline when it has one, else a default)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ from tritonclient.grpc import service_pb2_grpc
 
 from aisf.llm.v1 import llm_pb2 as llm_pb
 from aisf.llm.v1 import llm_pb2_grpc as llm_grpc
+from aisf.router.v1 import model_control_pb2 as control_pb
+from aisf.router.v1 import model_control_pb2_grpc as control_grpc
 from aisf.router.v1 import model_repository_pb2 as repo_pb
 from aisf.router.v1 import model_repository_pb2_grpc as repo_grpc
+from aisf.services.common import deadlines
 from aisf.services.common.grpc_errors import REQUEST_ID_KEY, error_from_rpc
 from aisf.services.common.grpc_server import channel_options
 from aisf.services.common.llm_codec import TENANT_KEY
@@ -28,6 +32,7 @@ class RouterClient:
         self._v2 = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._repository = repo_grpc.ModelRepositoryServiceStub(self._channel)
         self._llm = llm_grpc.LlmServiceStub(self._channel)
+        self._control = control_grpc.ModelControlServiceStub(self._channel)
         self._timeout_s = timeout_s
 
     async def close(self) -> None:
@@ -36,7 +41,7 @@ class RouterClient:
     async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any, request_id: str) -> Reply:
         metadata = ((REQUEST_ID_KEY, request_id),) if request_id else None
         try:
-            return await method(request, timeout=self._timeout_s, metadata=metadata)
+            return await method(request, timeout=deadlines.timeout_or(self._timeout_s), metadata=metadata)
         except aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
 
@@ -81,6 +86,25 @@ class RouterClient:
     async def model_events(self, request: repo_pb.ListModelEventsRequest) -> repo_pb.ListModelEventsResponse:
         return await self._call(self._repository.ListModelEvents, request, "")
 
+    # --- operating models (aisf.router.v1.ModelControlService) ---
+    async def model_status(self, name: str) -> control_pb.GetModelStatusResponse:
+        request = control_pb.GetModelStatusRequest(model_name=name)
+        return await self._call(self._control.GetModelStatus, request, "")
+
+    async def set_breaker_mode(
+        self, name: str, version: str, mode: control_pb.BreakerMode.ValueType
+    ) -> control_pb.SetBreakerModeResponse:
+        request = control_pb.SetBreakerModeRequest(model_name=name, model_version=version, mode=mode)
+        return await self._call(self._control.SetBreakerMode, request, "")
+
+    async def shadow_report(self, name: str) -> control_pb.ShadowReport:
+        request = control_pb.GetShadowReportRequest(model_name=name)
+        return (await self._call(self._control.GetShadowReport, request, "")).report
+
+    async def promote_shadow(self, name: str, force: bool) -> control_pb.ShadowReport:
+        request = control_pb.PromoteShadowRequest(model_name=name, force=force)
+        return (await self._call(self._control.PromoteShadow, request, "")).report
+
     # --- LLM lane (aisf.llm.v1.LlmService) ---
     @staticmethod
     def _llm_metadata(request_id: str, tenant: str) -> tuple[tuple[str, str], ...]:
@@ -90,7 +114,8 @@ class RouterClient:
         self, method: Callable[..., Any], request: Any, request_id: str, tenant: str
     ) -> AsyncGenerator[Any, None]:
         """Yield the router's messages; closing this generator cancels the call, which stops the engine."""
-        call = method(request, timeout=_STREAM_TIMEOUT_S, metadata=self._llm_metadata(request_id, tenant))
+        timeout = deadlines.timeout_or(_STREAM_TIMEOUT_S)
+        call = method(request, timeout=timeout, metadata=self._llm_metadata(request_id, tenant))
         try:
             async for message in call:
                 yield message

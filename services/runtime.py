@@ -71,9 +71,13 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
     co_located = role == "all"
     own_target = f"unix://{settings.router_socket()}" if co_located else ""
     router_target = own_target or settings.router_address or f"127.0.0.1:{settings.grpc_port}"
-    database = open_database(settings.resolved_database_url()) if role != "gateway" else None
+    database = (
+        open_database(settings.resolved_database_url(), settings.database_threads)
+        if role != "gateway"
+        else None
+    )
     if database is not None:
-        stack.callback(database.dispose)
+        stack.callback(database.close)
 
     temporal_address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
     if co_located and not settings.temporal_address:
@@ -109,7 +113,11 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
             settings.router_socket().parent.mkdir(parents=True, exist_ok=True)
             settings.router_socket().unlink(missing_ok=True)
         server = build_server(
-            registrars, names, [tcp, own_target] if co_located else [tcp], settings.max_request_bytes
+            registrars,
+            names,
+            [tcp, own_target] if co_located else [tcp],
+            settings.max_request_bytes,
+            (settings.request_timeout_s, settings.stream_timeout_s),
         )
         await server.start()
         stack.push_async_callback(server.stop, settings.shutdown_grace_s)

@@ -56,8 +56,12 @@ class AisfError(Exception):
     code: ClassVar[Code] = Code.INTERNAL
     reason: ClassVar[str] = "internal"
     http_status: ClassVar[int] = 500
-    # Seconds a client should wait before retrying, sent as Retry-After / retry metadata.
-    retry_after: ClassVar[int | None] = None
+    # Seconds a client should wait before retrying, sent as Retry-After / retry metadata; an instance
+    # may know better (an open circuit knows its cool-down).
+    retry_after: int | None = None
+    # Whether this failure, raised by an engine call, counts against the engine's circuit breaker:
+    # engine faults and timeouts do, the caller's mistakes and our own backpressure do not.
+    trips_breaker: ClassVar[bool] = False
 
     _by_reason: ClassVar[dict[str, type[AisfError]]] = {}
 
@@ -67,9 +71,11 @@ class AisfError(Exception):
             cls.http_status = HTTP_STATUS_BY_CODE[cls.code]
         AisfError._by_reason[cls.reason] = cls
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if retry_after is not None:
+            self.retry_after = retry_after
 
     @staticmethod
     def class_for(reason: str, code: Code) -> type[AisfError]:
@@ -83,6 +89,7 @@ class AisfError(Exception):
 class InternalError(AisfError):
     code = Code.INTERNAL
     reason = "internal"
+    trips_breaker = True
 
 
 class InvalidInput(AisfError):
@@ -117,6 +124,12 @@ class JobAlreadyFinished(AisfError):
     http_status = 409
 
 
+class ShadowNotPromotable(AisfError):
+    code = Code.FAILED_PRECONDITION
+    reason = "shadow_gates_failed"
+    http_status = 409
+
+
 class RequestTooLarge(AisfError):
     code = Code.RESOURCE_EXHAUSTED
     reason = "request_too_large"
@@ -133,11 +146,21 @@ class EngineOutOfMemory(AisfError):
     code = Code.RESOURCE_EXHAUSTED
     reason = "engine_out_of_memory"
     http_status = 507
+    trips_breaker = True
 
 
 class EngineUnavailable(AisfError):
     code = Code.UNAVAILABLE
     reason = "engine_unavailable"
+    retry_after = 1
+    trips_breaker = True
+
+
+class CircuitOpen(AisfError):
+    """The model's circuit breaker is open and it has no fallback."""
+
+    code = Code.UNAVAILABLE
+    reason = "circuit_open"
     retry_after = 1
 
 
@@ -149,6 +172,7 @@ class Unsupported(AisfError):
 class DeadlineExceeded(AisfError):
     code = Code.DEADLINE_EXCEEDED
     reason = "deadline_exceeded"
+    trips_breaker = True
 
 
 class Cancelled(AisfError):
@@ -167,3 +191,23 @@ _GENERIC_BY_CODE: dict[Code, type[AisfError]] = {
     Code.DEADLINE_EXCEEDED: DeadlineExceeded,
     Code.CANCELLED: Cancelled,
 }
+
+
+# HTTP statuses a remote engine answers that the code table does not produce itself.
+_CODE_BY_EXTRA_HTTP_STATUS = {
+    408: Code.DEADLINE_EXCEEDED,
+    413: Code.INVALID_ARGUMENT,
+    422: Code.INVALID_ARGUMENT,
+    502: Code.UNAVAILABLE,
+}
+
+
+def code_for_http_status(status: int) -> Code:
+    """The code of an HTTP status seen from a remote server: the inverse of the one table (its first code
+    for a status), plus the statuses servers use that the table does not."""
+    if status in _CODE_BY_EXTRA_HTTP_STATUS:
+        return _CODE_BY_EXTRA_HTTP_STATUS[status]
+    for code, http in HTTP_STATUS_BY_CODE.items():
+        if http == status:
+            return code
+    return Code.UNAVAILABLE if status >= 500 else Code.INVALID_ARGUMENT

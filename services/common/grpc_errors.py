@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from aisf.services.common import deadlines
 from aisf.services.common.errors import AisfError, Code, InvalidInput
 from aisf.services.common.logging import request_id
 
@@ -31,8 +32,10 @@ def error_from_rpc(error: aio.AioRpcError | grpc.RpcError) -> AisfError:
     code = Code(status.value[0])
     trailers: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
     reason = next((str(value) for key, value in trailers or () if key == REASON_KEY), "")
+    wait = next((str(value) for key, value in trailers or () if key == RETRY_AFTER_KEY), "")
     details = error.details() if hasattr(error, "details") else str(error)
-    return AisfError.class_for(reason, code)(details or status.name.lower())
+    retry_after = int(wait) if wait.isdigit() else None
+    return AisfError.class_for(reason, code)(details or status.name.lower(), retry_after)
 
 
 async def abort_with(context: aio.ServicerContext[Any, Any], error: AisfError) -> None:
@@ -86,7 +89,12 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 
 class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Maps typed errors once for every service, and binds the caller's request id to the logs."""
+    """Maps typed errors once for every service, and binds the caller's request id (to the logs) and
+    deadline (to every downstream wait and call; a call without one gets the server's default)."""
+
+    def __init__(self, unary_timeout_s: float = 60.0, stream_timeout_s: float = 600.0) -> None:
+        self._unary_timeout_s = unary_timeout_s
+        self._stream_timeout_s = stream_timeout_s
 
     async def intercept_service(
         self,
@@ -99,28 +107,37 @@ class ErrorInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         method = details.method
         rid = next((str(v) for k, v in details.invocation_metadata or () if k == REQUEST_ID_KEY), "")
         parse = _lenient(handler.request_deserializer)
+        unary, streams = self._unary_timeout_s, self._stream_timeout_s
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, method, rid), parse, handler.response_serializer
+                _unary(handler.unary_unary, method, rid, unary), parse, handler.response_serializer
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, method, rid, stream_in=False),
+                _streaming(handler.unary_stream, method, rid, streams, stream_in=False),
                 parse,
                 handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                _streaming(handler.stream_stream, method, rid, stream_in=True),
+                _streaming(handler.stream_stream, method, rid, streams, stream_in=True),
                 parse,
                 handler.response_serializer,
             )
         return handler
 
 
-def _unary(behavior: Callable[..., Any], method: str, rid: str) -> Callable[..., Awaitable[Any]]:
+def _bind_call(context: aio.ServicerContext[Any, Any], rid: str, default_timeout_s: float) -> None:
+    request_id.set(rid)
+    left = context.time_remaining()
+    deadlines.bind(default_timeout_s if left is None else left)
+
+
+def _unary(
+    behavior: Callable[..., Any], method: str, rid: str, timeout_s: float
+) -> Callable[..., Awaitable[Any]]:
     async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        request_id.set(rid)
+        _bind_call(context, rid, timeout_s)
         try:
             return await behavior(_checked(request), context)
         except AisfError as error:
@@ -135,10 +152,10 @@ def _unary(behavior: Callable[..., Any], method: str, rid: str) -> Callable[...,
 
 
 def _streaming(
-    behavior: Callable[..., Any], method: str, rid: str, stream_in: bool
+    behavior: Callable[..., Any], method: str, rid: str, timeout_s: float, stream_in: bool
 ) -> Callable[..., AsyncIterator[Any]]:
     async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        request_id.set(rid)
+        _bind_call(context, rid, timeout_s)
         try:
             incoming = _checked_stream(request) if stream_in else _checked(request)
             async for item in behavior(incoming, context):

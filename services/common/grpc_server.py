@@ -44,9 +44,12 @@ def build_server(
     service_names: Sequence[str],
     addresses: Sequence[str],
     max_message_bytes: int,
+    timeouts_s: tuple[float, float] = (60.0, 600.0),
 ) -> GrpcServer:
-    """Bind `addresses` (host:port with port 0 for a free one, or unix:path) and register services."""
-    server = aio.server(interceptors=[ErrorInterceptor()], options=channel_options(max_message_bytes))
+    """Bind `addresses` (host:port with port 0 for a free one, or unix:path) and register services;
+    `timeouts_s` are the deadlines of unary and streaming calls that bring none."""
+    interceptor = ErrorInterceptor(*timeouts_s)
+    server = aio.server(interceptors=[interceptor], options=channel_options(max_message_bytes))
     for register in registrars:
         register(server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]

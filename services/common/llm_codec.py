@@ -150,6 +150,7 @@ def chunk_to_proto(chunk: GenerationChunk, kind: type[Chunk]) -> Chunk:
         model_version=chunk.model_version,
         created=chunk.created,
         cached=chunk.cached,
+        fallback=chunk.fallback,
     )
     if chunk.choice is not None:
         message.choice.index = chunk.choice.index
@@ -174,6 +175,7 @@ def chunk_from_proto(message: pb.ChatCompletionResponse | pb.CompletionResponse)
         choice=choice,
         usage=_usage_from_proto(message.usage) if message.HasField("usage") else None,
         cached=message.cached,
+        fallback=message.fallback,
     )
 
 

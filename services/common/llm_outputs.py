@@ -27,6 +27,7 @@ class GenerationChunk:
     choice: TokenChunk | None = None
     usage: Usage | None = None
     cached: bool = False
+    fallback: str = ""  # what answered instead of the model while its circuit was open ("rule")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,16 +2,87 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+@dataclass(frozen=True, slots=True)
+class EngineGauges:
+    """One model version's live numbers, read at scrape time (nothing on the hot path)."""
+
+    model: str
+    version: str
+    queue_depth: int
+    in_flight: int
+    breaker_state: int  # 0 closed, 1 half-open, 2 open
+    breaker_opened: int
+    breaker_rejected: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowCounts:
+    model: str
+    shadow: str
+    agreed: int
+    disagreed: int
+    errors: int
+    shed: int
+
+
+class DataplaneCollector(Collector):
+    """Queue depth (the autoscaling signal of REQ-SCALE-01), engine calls in flight, circuit breakers and
+    shadow comparisons, as the dataplane holds them when Prometheus scrapes."""
+
+    def __init__(
+        self, engines: Callable[[], Iterable[EngineGauges]], shadows: Callable[[], Iterable[ShadowCounts]]
+    ) -> None:
+        self._engines = engines
+        self._shadows = shadows
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["model", "version"]
+        depth = GaugeMetricFamily("aisf_queue_depth", "Requests waiting for the engine", labels=labels)
+        flight = GaugeMetricFamily("aisf_engine_in_flight", "Engine calls running", labels=labels)
+        state = GaugeMetricFamily(
+            "aisf_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", labels=labels
+        )
+        opened = CounterMetricFamily("aisf_breaker_opened", "Times the circuit opened", labels=labels)
+        rejected = CounterMetricFamily(
+            "aisf_breaker_rejected", "Requests the open circuit kept from the engine", labels=labels
+        )
+        for row in self._engines():
+            key = [row.model, row.version]
+            depth.add_metric(key, row.queue_depth)
+            flight.add_metric(key, row.in_flight)
+            state.add_metric(key, row.breaker_state)
+            opened.add_metric(key, row.breaker_opened)
+            rejected.add_metric(key, row.breaker_rejected)
+        yield from (depth, flight, state, opened, rejected)
+        copies = CounterMetricFamily(
+            "aisf_shadow_requests", "Shadow copies by outcome", labels=["model", "shadow", "outcome"]
+        )
+        for shadow in self._shadows():
+            for outcome in ("agreed", "disagreed", "errors", "shed"):
+                copies.add_metric([shadow.model, shadow.shadow, outcome], getattr(shadow, outcome))
+        yield copies
+
+
 class InferenceMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.fallbacks = Counter(
+            "aisf_fallback_answers",
+            "Requests answered by a fallback while the model's circuit was open",
+            ["model", "version", "fallback"],
+            registry=registry,
+        )
         self.requests = Counter(
             "aisf_inference_requests",
             "Inference requests by outcome",
@@ -60,3 +131,6 @@ class InferenceMetrics:
 
     def failure(self, model: str, version: str, reason: str, duration_ns: int) -> None:
         self._children(model, version, reason)[0].inc()
+
+    def fallback(self, model: str, version: str, fallback: str) -> None:
+        self.fallbacks.labels(model, version, fallback).inc()

@@ -57,6 +57,107 @@ class VersionPolicy(_Strict):
         return sorted(newest_first[: self.latest or 1])
 
 
+class CircuitBreakerConfig(_Strict):
+    """REQ-DEP-02: `failures` engine failures within `window_s` open the circuit; after `cooldown_s`,
+    `half_open_probes` trial requests decide whether it closes again."""
+
+    enabled: bool = True
+    failures: Annotated[int, Field(ge=1)] = 5
+    window_s: Annotated[float, Field(gt=0)] = 60.0
+    cooldown_s: Annotated[float, Field(gt=0)] = 30.0
+    half_open_probes: Annotated[int, Field(ge=1)] = 1
+
+
+class ConstantTensor(_Strict):
+    """One output of a rule fallback: `data` (row-major) fills `dims`; with max_batch_size > 0, dims
+    exclude the batch dim and the row is repeated for every row of the request."""
+
+    name: Annotated[str, Field(min_length=1)]
+    datatype: str
+    dims: list[Annotated[int, Field(ge=1)]]
+    data: list[bool | int | float | str]
+
+    @model_validator(mode="after")
+    def _fits(self) -> ConstantTensor:
+        if self.datatype not in DATATYPES:
+            raise ValueError(f"datatype {self.datatype!r} is not one of {sorted(DATATYPES)}")
+        size = 1
+        for dim in self.dims:
+            size *= dim
+        if len(self.data) != size:
+            raise ValueError(f"data holds {len(self.data)} values, dims {self.dims} need {size}")
+        return self
+
+
+class FallbackConfig(_Strict):
+    """What answers while the circuit is open: another model (a lighter one), or a rule: constant
+    output tensors (V2 models) or a canned message (LLMs). Exactly one of them."""
+
+    model: str = ""
+    version: str = ""
+    outputs: list[ConstantTensor] = []
+    message: str = ""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FallbackConfig:
+        if sum([bool(self.model), bool(self.outputs), bool(self.message)]) != 1:
+            raise ValueError("fallback takes exactly one of model, outputs, message")
+        if self.version and not self.model:
+            raise ValueError("fallback.version needs fallback.model")
+        return self
+
+
+class PromotionGates(_Strict):
+    """A shadow may be promoted once its report passes every gate."""
+
+    min_compared: Annotated[int, Field(ge=1)] = 100
+    min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.99
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    max_p99_ratio: Annotated[float, Field(gt=0)] = 1.5
+
+
+class ShadowConfig(_Strict):
+    """REQ-DEP-01: copy a `sample` share of live requests to another model or version, off the live path,
+    and compare. Floats agree within rtol/atol; LLM texts when their token agreement reaches
+    `text_agreement`."""
+
+    model: str = ""  # empty: this model (another version)
+    version: str = ""  # empty: the target model's newest
+    sample: Annotated[float, Field(gt=0, le=1)] = 1.0
+    max_queue: Annotated[int, Field(ge=1, le=100_000)] = 64
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+    rtol: Annotated[float, Field(ge=0)] = 1e-5
+    atol: Annotated[float, Field(ge=0)] = 1e-6
+    text_agreement: Annotated[float, Field(gt=0, le=1)] = 0.9
+    promote: PromotionGates = PromotionGates()
+
+    @model_validator(mode="after")
+    def _has_target(self) -> ShadowConfig:
+        if not self.model and not self.version:
+            raise ValueError("shadow needs a model, a version, or both")
+        return self
+
+
+class TrafficRoute(_Strict):
+    model: str = ""  # empty: this model
+    version: Annotated[int, Field(ge=1)] | None = None  # empty: the target model's newest
+    weight: Annotated[float, Field(ge=0)]
+
+
+class TrafficConfig(_Strict):
+    """Canary: requests that name no version are split over `routes` by weight; with `sticky_parameter`,
+    requests carrying the same value of that request parameter always take the same route."""
+
+    routes: Annotated[list[TrafficRoute], Field(min_length=1)]
+    sticky_parameter: str = ""
+
+    @model_validator(mode="after")
+    def _weighted(self) -> TrafficConfig:
+        if sum(r.weight for r in self.routes) <= 0:
+            raise ValueError("traffic.routes need a positive total weight")
+        return self
+
+
 class ModelConfig(_Strict):
     name: str = ""
     backend: Annotated[str, Field(min_length=1)]
@@ -69,6 +170,12 @@ class ModelConfig(_Strict):
     # Adapter-specific settings (e.g. a remote URL), passed through untouched.
     parameters: dict[str, str | int | float | bool] = {}
     platform: str = ""
+    max_queue_size: Annotated[int, Field(ge=0)] | None = None
+    """Requests that may wait for the engine; more are refused (429). Empty: the server's default."""
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    fallback: FallbackConfig | None = None
+    shadow: ShadowConfig | None = None
+    traffic: TrafficConfig | None = None
 
     @model_validator(mode="after")
     def _batching_needs_batch_dim(self) -> ModelConfig:

@@ -33,6 +33,20 @@ class Settings(BaseSettings):
     """gRPC target of the inference router for the gateway role; empty means the co-located one."""
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest accepted request body / gRPC message; larger ones get 413 / RESOURCE_EXHAUSTED."""
+    database_threads: int = Field(8, ge=1, le=64)
+    """Threads for metadata-database calls (their own pool: busy engines never hold them up)."""
+    # --- dataplane under faults: deadlines, backpressure, drains ---
+    request_timeout_s: float = Field(60.0, gt=0)
+    """Deadline of a unary call that brings none (gRPC deadline, X-Aisf-Timeout-Ms, Triton's timeout)."""
+    stream_timeout_s: float = Field(600.0, gt=0)
+    """Deadline of a streamed generation that brings none."""
+    max_queue_size: int = Field(256, ge=0)
+    """Requests that may wait for one model version's engine unless its config.yaml says otherwise;
+    more get 429 / RESOURCE_EXHAUSTED with Retry-After."""
+    drain_timeout_s: float = Field(30.0, ge=0)
+    """How long a reload or unload lets open streams finish before cancelling them (calls that already
+    reached an engine always finish)."""
+    # --- end dataplane under faults ---
     job_address: str = ""
     """gRPC target of the job service for the gateway role; empty means the router's address."""
     temporal_address: str = ""

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from aisf.services.common.db.engine import Database
 from aisf.services.common.db.tables import JobItemRow, JobRow
 from aisf.services.common.errors import InvalidInput
 from aisf.services.job.model import Job, JobFilter, JobState
@@ -61,15 +61,16 @@ def _parse_cursor(token: str) -> tuple[datetime, str]:
 
 
 class JobStore:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
 
     async def _run(self, work: Callable[[Session], T]) -> T:
         def in_session() -> T:
             with Session(self._engine, expire_on_commit=False) as session, session.begin():
                 return work(session)
 
-        return await asyncio.to_thread(in_session)
+        return await self._database.run(in_session)
 
     async def create(self, job: Job, requests: Sequence[bytes]) -> tuple[Job, bool]:
         """Insert the job and its items atomically; an idempotency key seen before returns that job."""

@@ -1,16 +1,27 @@
-"""The one inference dataplane behind every transport: resolve, validate, execute, account."""
+"""The one inference dataplane behind every transport: route, validate, deadline, breaker (or fallback),
+execute, account, mirror to a shadow."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from dataclasses import dataclass, replace
 from time import perf_counter_ns
 
 from aisf import __version__
-from aisf.services.common.errors import AisfError
-from aisf.services.common.metrics import InferenceMetrics
+from aisf.services.common import deadlines
+from aisf.services.common.errors import AisfError, CircuitOpen, InvalidInput, ModelNotReady
+from aisf.services.common.marks import FALLBACK_PARAMETER
+from aisf.services.common.metrics import EngineGauges, InferenceMetrics
 from aisf.services.common.tensors import InferRequest, InferResponse
 from aisf.services.common.validation import select_outputs, validate_request
+from aisf.services.router.breaker import STATE_VALUES
+from aisf.services.router.engine_calls import Retired
+from aisf.services.router.fallback import rule_answer
 from aisf.services.router.repository import IndexEntry, LoadedModel, ModelRepository
+from aisf.services.router.routing import TrafficRouter
+from aisf.services.router.shadow import tensors_agree
+from aisf.services.router.shadows import ShadowRegistry, shadow_target
 from aisf.services.router.statistics import ModelStatistics
 
 SERVER_NAME = "aisf"
@@ -22,6 +33,9 @@ EXTENSIONS = (
     "binary_tensor_data",
     "model_configuration",
 )
+# A request whose engine version retires while it waits moves to the model's new version, this often.
+_MOVES = 3
+STREAM_WINDOW = 64  # requests of one ModelStreamInfer stream in flight or answered but not yet sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,34 +45,192 @@ class ServerMetadata:
     extensions: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One request of a stream, or why its message could not be decoded."""
+
+    model_name: str
+    id: str
+    request: InferRequest | None = None
+    error: AisfError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAnswer:
+    model_name: str
+    id: str
+    response: InferResponse | None = None
+    error: AisfError | None = None
+
+
+def timeout_parameter(request: InferRequest) -> float | None:
+    """Triton's per-request `timeout` parameter (microseconds), in seconds."""
+    value = request.parameters.get(deadlines.TIMEOUT_PARAMETER)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInput(f"parameters.timeout: must be a positive number of microseconds, got {value!r}")
+    return value / 1e6
+
+
 class Dataplane:
-    def __init__(self, repository: ModelRepository, metrics: InferenceMetrics) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        metrics: InferenceMetrics,
+        shadows: ShadowRegistry,
+        request_timeout_s: float = 60.0,
+    ) -> None:
         self._repository = repository
         self._metrics = metrics
+        self._shadows = shadows
+        self._routes = TrafficRouter(repository)
+        self._request_timeout_s = request_timeout_s
         self._live = True
         self._started = False
 
     async def infer(self, request: InferRequest) -> InferResponse:
         started = perf_counter_ns()
-        model = self._repository.get(request.model_name, request.model_version)
+        with deadlines.bound(timeout_parameter(request)):
+            model = self._routes.resolve(request.model_name, request.model_version, request.parameters)
+            for _ in range(_MOVES):
+                try:
+                    return await self._infer_on(model, request, started, live=True)
+                except Retired:
+                    model = self._successor(request)
+            raise ModelNotReady(f"model '{request.model_name}' is being reloaded; retry", retry_after=1)
+
+    def _successor(self, request: InferRequest) -> LoadedModel:
+        """What serves a request whose engine version retired while it waited for it."""
+        try:
+            return self._routes.resolve(request.model_name, request.model_version, request.parameters)
+        except AisfError as exc:
+            raise ModelNotReady(
+                f"model '{request.model_name}' was unloaded while the request waited: {exc.message}"
+            ) from None
+
+    async def _infer_on(
+        self, model: LoadedModel, request: InferRequest, started: int, live: bool
+    ) -> InferResponse:
+        version = str(model.version)
         try:
             batch_size = validate_request(
                 model.name, model.inputs, model.outputs, model.config.max_batch_size, request
             )
+            deadlines.check(f"model '{model.name}'")
+            if not model.breaker.allow():
+                return await self._fallback(model, request, batch_size, live)
             response, timing = await model.executor.execute(request, batch_size)
         except AisfError as exc:
             elapsed = perf_counter_ns() - started
             model.stats.record_failure(elapsed)
-            self._metrics.failure(model.name, str(model.version), exc.reason, elapsed)
+            self._metrics.failure(model.name, version, exc.reason, elapsed)
             raise
         elapsed = perf_counter_ns() - started
         model.stats.record_success(elapsed, batch_size, timing)
-        self._metrics.success(model.name, str(model.version), elapsed, timing.queue_ns, timing.batch_size)
+        self._metrics.success(model.name, version, elapsed, timing.queue_ns, timing.batch_size)
         response = select_outputs(response, [o.name for o in request.outputs])
-        response.model_name = model.name
-        response.model_version = str(model.version)
-        response.id = request.id
+        response.model_name, response.model_version, response.id = model.name, version, request.id
+        if live and model.config.shadow is not None:
+            self._mirror(model, request, response, elapsed)
         return response
+
+    async def _fallback(
+        self, model: LoadedModel, request: InferRequest, batch_size: int, live: bool
+    ) -> InferResponse:
+        """The open circuit's answer: the configured fallback (model or rule), else UNAVAILABLE."""
+        version, fallback = str(model.version), model.config.fallback
+        wait = model.breaker.retry_after_s()
+        if fallback is None or not live or (not fallback.model and not fallback.outputs):
+            raise CircuitOpen(
+                f"model '{model.name}' version {version}: circuit open after repeated engine failures; "
+                f"retry in {wait} s",
+                retry_after=wait,
+            )
+        if fallback.model:
+            try:
+                target = self._repository.get(fallback.model, fallback.version)
+                response = await self._infer_on(
+                    target,
+                    replace(request, model_name=target.name, model_version=str(target.version)),
+                    perf_counter_ns(),
+                    live=False,
+                )
+            except AisfError as exc:
+                raise CircuitOpen(
+                    f"model '{model.name}' version {version}: circuit open, and its fallback "
+                    f"'{fallback.model}' failed too: {exc.message}",
+                    retry_after=wait,
+                ) from None
+            kind = target.name
+        else:
+            response = rule_answer(fallback, request, model.config.max_batch_size > 0, batch_size)
+            response.model_name, response.model_version = model.name, version
+            kind = "rule"
+        response.parameters[FALLBACK_PARAMETER] = kind
+        self._metrics.fallback(model.name, version, kind)
+        return response
+
+    def _mirror(
+        self, live: LoadedModel, request: InferRequest, response: InferResponse, elapsed: int
+    ) -> None:
+        config = live.config.shadow
+        assert config is not None
+        target, target_version = shadow_target(live.name, config)
+
+        async def copy(request: InferRequest) -> InferResponse:
+            model = self._repository.get(target, target_version)
+            moved = replace(request, model_name=model.name, model_version=str(model.version))
+            return await self._infer_on(model, moved, perf_counter_ns(), live=False)
+
+        def agree(mine: InferResponse, theirs: InferResponse) -> bool:
+            return tensors_agree(mine, theirs, config.rtol, config.atol)
+
+        mirror = self._shadows.mirror(live, copy, agree)
+        if mirror is not None:
+            mirror.offer(request, replace(response, outputs=list(response.outputs)), elapsed)
+
+    async def infer_stream(self, items: AsyncIterator[StreamItem]) -> AsyncGenerator[StreamAnswer, None]:
+        """ModelStreamInfer: requests run concurrently, each answered (or failed) alone, in completion
+        order. At most STREAM_WINDOW are in flight or answered but not yet taken by the transport, so a
+        client that stops reading stops the stream's reads too."""
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        answers: asyncio.Queue[StreamAnswer | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def answer(item: StreamItem, request: InferRequest) -> None:
+            try:
+                with deadlines.bound(self._request_timeout_s):
+                    response = await self.infer(request)
+                answers.put_nowait(StreamAnswer(item.model_name, item.id, response=response))
+            except AisfError as error:
+                answers.put_nowait(StreamAnswer(item.model_name, item.id, error=error))
+
+        async def read_all() -> None:
+            try:
+                async for item in items:
+                    await window.acquire()
+                    if item.request is None:
+                        answers.put_nowait(StreamAnswer(item.model_name, item.id, error=item.error))
+                        continue
+                    task = asyncio.create_task(answer(item, item.request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks)
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+                window.release()  # the transport took the answer
+            await reader
+        finally:
+            reader.cancel()
+            for task in tasks:
+                task.cancel()
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(SERVER_NAME, __version__, EXTENSIONS)
@@ -94,6 +266,19 @@ class Dataplane:
         if name:
             return [self._repository.get(name, version).stats]
         return [m.stats for m in self._repository.ready()]
+
+    def engine_gauges(self) -> Iterator[EngineGauges]:
+        for model in self._repository.ready():
+            status = model.breaker.status()
+            yield EngineGauges(
+                model.name,
+                str(model.version),
+                model.executor.queue_depth(),
+                model.calls.in_flight(),
+                STATE_VALUES[status.state],
+                status.opened_count,
+                status.rejected,
+            )
 
     def repository_index(self) -> list[IndexEntry]:
         return self._repository.index()

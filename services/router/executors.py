@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Protocol
@@ -12,40 +14,63 @@ from typing import Protocol
 import numpy as np
 
 from aisf.adapters.base import ModelAdapter
-from aisf.services.common.errors import AisfError, InternalError
+from aisf.services.common import deadlines
+from aisf.services.common.errors import AisfError, DeadlineExceeded, InternalError
 from aisf.services.common.model_config import DynamicBatching
-from aisf.services.common.tensors import InferRequest, InferResponse, Tensor
+from aisf.services.common.tensors import InferRequest, InferResponse, ParameterValue, Tensor
+from aisf.services.router.engine_calls import EngineCalls, Retired
 from aisf.services.router.statistics import ExecutionTiming, ModelStatistics
 
 
 class Executor(Protocol):
     async def execute(self, request: InferRequest, batch_size: int) -> tuple[InferResponse, ExecutionTiming]:
-        """Run one validated request; batch_size is its dim-0 size (1 for unbatched models)."""
+        """Run one validated request; batch_size is its dim-0 size (1 for unbatched models). Raises
+        Retired when the engine closed before the request reached it."""
         ...
 
-    async def close(self) -> None: ...
+    def queue_depth(self) -> int:
+        """Requests waiting for the engine (the autoscaling signal, REQ-SCALE-01)."""
+        ...
+
+    async def close(self, grace_s: float) -> None:
+        """Drain: queued requests are retired (the dataplane moves them on), running ones finish."""
+        ...
+
+
+def _dropped(where: str) -> DeadlineExceeded:
+    return DeadlineExceeded(f"{where}: the request's deadline passed while it waited; it did not run")
 
 
 class DirectExecutor:
     """One engine call per request, at most `instances` at once."""
 
-    def __init__(self, adapter: ModelAdapter, stats: ModelStatistics, instances: int) -> None:
+    def __init__(self, adapter: ModelAdapter, stats: ModelStatistics, calls: EngineCalls) -> None:
         self._adapter = adapter
         self._stats = stats
-        self._slots = asyncio.Semaphore(instances)
+        self._calls = calls
 
     async def execute(self, request: InferRequest, batch_size: int) -> tuple[InferResponse, ExecutionTiming]:
         queued = perf_counter_ns()
-        async with self._slots:
-            started = perf_counter_ns()
-            response = await self._adapter.infer(request)
-            done = perf_counter_ns()
-        timing = ExecutionTiming(started - queued, 0, done - started, 0, batch_size)
-        self._stats.record_execution(timing)
-        return response, timing
+        await self._calls.acquire()
+        if deadlines.expired():
+            self._calls.release()
+            raise _dropped(f"model '{request.model_name}'")
+        started = perf_counter_ns()
+        response, done = await asyncio.shield(self._calls.launch(lambda: self._infer(request, batch_size)))
+        return response, ExecutionTiming(started - queued, 0, done - started, 0, batch_size)
 
-    async def close(self) -> None:
-        return None
+    async def _infer(self, request: InferRequest, batch_size: int) -> tuple[InferResponse, int]:
+        started = perf_counter_ns()
+        response = await self._adapter.infer(request)
+        done = perf_counter_ns()
+        self._stats.record_execution(ExecutionTiming(0, 0, done - started, 0, batch_size))
+        return response, done
+
+    def queue_depth(self) -> int:
+        return self._calls.waiting
+
+    async def close(self, grace_s: float) -> None:
+        await self._calls.close(grace_s)
 
 
 BatchKey = tuple[object, ...]
@@ -57,112 +82,147 @@ class _Pending:
     size: int
     key: BatchKey
     enqueued_ns: int
+    deadline: float | None
     future: asyncio.Future[tuple[InferResponse, ExecutionTiming]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
+def _parameters(values: Mapping[str, ParameterValue]) -> tuple[tuple[str, ParameterValue], ...]:
+    return tuple(sorted((k, v) for k, v in values.items() if k != deadlines.TIMEOUT_PARAMETER))
+
+
 def batch_key(request: InferRequest) -> BatchKey:
-    """Requests merge only when every input agrees on name, datatype and non-batch dims."""
-    inputs = tuple(sorted((t.name, t.datatype, t.shape[1:]) for t in request.inputs))
-    return inputs + (tuple(o.name for o in request.outputs),)
+    """Requests merge only when every input agrees on name, datatype, non-batch dims and parameters, and
+    the requests agree on their outputs and parameters: a merged request means what each one meant."""
+    inputs = tuple(
+        sorted((t.name, t.datatype, t.shape[1:], _parameters(t.parameters)) for t in request.inputs)
+    )
+    outputs = tuple((o.name, _parameters(o.parameters)) for o in request.outputs)
+    return (inputs, outputs, _parameters(request.parameters))
 
 
 class DynamicBatcher:
-    """Triton-style dynamic batching: gather queued requests for up to max_queue_delay, never
-    beyond max_batch_size, dispatching early at a preferred batch size; one engine call per batch."""
+    """Triton-style dynamic batching: requests queue (at most `max_queue`), and one engine call takes
+    as many as fit in max_batch_size: at once when a preferred batch size is reached or nothing more can
+    join, else when the oldest has waited max_queue_delay. Requests that queue while every instance is
+    busy batch together."""
 
     def __init__(
         self,
         adapter: ModelAdapter,
         stats: ModelStatistics,
-        instances: int,
+        calls: EngineCalls,
         max_batch_size: int,
         policy: DynamicBatching,
     ) -> None:
         self._adapter = adapter
         self._stats = stats
-        self._slots = asyncio.Semaphore(instances)
+        self._calls = calls
         self._max = max_batch_size
         self._delay_ns = policy.max_queue_delay_microseconds * 1000
         self._preferred = frozenset(policy.preferred_batch_size)
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._held: collections.deque[_Pending] = collections.deque()
-        self._running: set[asyncio.Task[None]] = set()
-        self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch_forever())
+        # Every pending request is in exactly one place: this queue, or a batch running on the engine.
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._arrived = asyncio.Event()
+        self._closing = False
+        # A fresh context: the dispatcher must not inherit the deadline of the call that loaded the model.
+        self._dispatcher = asyncio.get_running_loop().create_task(
+            self._dispatch_forever(), context=contextvars.Context()
+        )
 
     async def execute(self, request: InferRequest, batch_size: int) -> tuple[InferResponse, ExecutionTiming]:
-        pending = _Pending(request, batch_size, batch_key(request), perf_counter_ns())
-        if self._idle_without_delay():
+        if self._closing:
+            raise Retired
+        pending = _Pending(request, batch_size, batch_key(request), perf_counter_ns(), deadlines.current())
+        if self._delay_ns == 0 and not self._queue and await self._calls.try_acquire():
             # Nothing to wait for or batch with: run now, skipping the dispatcher's hop.
-            await self._slots.acquire()
-            await self._run([pending])
+            self._calls.launch(lambda: self._run([pending]))
         else:
-            self._queue.put_nowait(pending)
+            self._calls.admit(len(self._queue))
+            self._queue.append(pending)
+            self._arrived.set()
         return await pending.future
 
-    def _idle_without_delay(self) -> bool:
-        return self._delay_ns == 0 and self._queue.empty() and not self._held and not self._slots.locked()
+    def queue_depth(self) -> int:
+        return len(self._queue)
 
-    async def close(self) -> None:
+    async def close(self, grace_s: float) -> None:
+        self._closing = True
         self._dispatcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._dispatcher
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-        for pending in [*self._held, *_drain(self._queue)]:
+        while self._queue:
+            pending = self._queue.popleft()
             if not pending.future.done():
-                pending.future.set_exception(InternalError("model unloaded while the request was queued"))
+                pending.future.set_exception(Retired())
+        await self._calls.close(grace_s)
 
     async def _dispatch_forever(self) -> None:
         while True:
-            first = await self._next(None)
-            assert first is not None
+            while not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+            # Requests that queue while every instance is busy join this batch.
+            await self._calls.acquire(admitted=True)
             try:
-                # Requests that queue while every instance is busy join this batch.
-                await self._slots.acquire()
+                batch = await self._form_batch()
             except BaseException:
-                self._held.appendleft(first)  # close() answers it
+                self._calls.release()
                 raise
-            try:
-                batch = await self._gather(first)
-            except BaseException:
-                self._slots.release()
-                raise
-            if not batch:
-                self._slots.release()
+            if batch:
+                self._calls.launch(lambda batch=batch: self._run(batch))  # type: ignore[misc]
+            else:
+                self._calls.release()
+
+    async def _form_batch(self) -> list[_Pending]:
+        while True:
+            self._drop_gone()
+            if not self._queue:
+                return []
+            first = self._queue[0]
+            count, size, preferred, blocked = self._plan(first)
+            waited_out = perf_counter_ns() >= first.enqueued_ns + self._delay_ns
+            if size >= self._max or blocked or waited_out:
+                take = count
+            elif preferred:
+                take = preferred
+            else:
+                self._arrived.clear()
+                wait_s = (first.enqueued_ns + self._delay_ns - perf_counter_ns()) / 1e9
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), max(wait_s, 0.0))
                 continue
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            return [self._queue.popleft() for _ in range(take)]
 
-    async def _next(self, timeout_s: float | None) -> _Pending | None:
-        if self._held:
-            return self._held.popleft()
-        if not self._queue.empty():
-            return self._queue.get_nowait()
-        if timeout_s is not None and timeout_s <= 0:
-            return None
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout_s)
-        except TimeoutError:
-            return None
+    def _plan(self, first: _Pending) -> tuple[int, int, int, bool]:
+        """From the queue's head: (requests that can join, their rows, requests up to the largest
+        preferred size among them, whether the next one cannot join: another shape, or too big)."""
+        count = size = preferred = 0
+        for pending in self._queue:
+            if pending.key != first.key or size + pending.size > self._max:
+                return count, size, preferred, True
+            count += 1
+            size += pending.size
+            if size in self._preferred:
+                preferred = count
+            if size >= self._max:
+                break
+        return count, size, preferred, False
 
-    async def _gather(self, first: _Pending) -> list[_Pending]:
-        batch, size = [first], first.size
-        deadline = first.enqueued_ns + self._delay_ns
-        while size < self._max:
-            wait_s = 0.0 if size in self._preferred else (deadline - perf_counter_ns()) / 1e9
-            item = await self._next(wait_s)
-            if item is None:
-                break
-            if item.key != first.key or size + item.size > self._max:
-                self._held.appendleft(item)
-                break
-            batch.append(item)
-            size += item.size
-        # A client that gave up while queued costs no engine time.
-        return [p for p in batch if not p.future.cancelled()]
+    def _drop_gone(self) -> None:
+        """A client that gave up, or whose deadline passed, while queued costs no engine time."""
+        if not any(p.future.done() or _expired(p) for p in self._queue):
+            return
+        keep: collections.deque[_Pending] = collections.deque()
+        for pending in self._queue:
+            if pending.future.done():
+                continue
+            if _expired(pending):
+                pending.future.set_exception(_dropped(f"model '{pending.request.model_name}'"))
+                continue
+            keep.append(pending)
+        self._queue = keep
 
     async def _run(self, batch: list[_Pending]) -> None:
         try:
@@ -175,12 +235,11 @@ class DynamicBatcher:
             done_ns = perf_counter_ns()
         except AisfError as exc:
             _fail(batch, exc)
-            return
+            raise
         except Exception as exc:
-            _fail(batch, InternalError(f"batch execution failed: {type(exc).__name__}: {exc}"))
-            return
-        finally:
-            self._slots.release()
+            error = InternalError(f"batch execution failed: {type(exc).__name__}: {exc}")
+            _fail(batch, error)
+            raise error from exc
         size = sum(p.size for p in batch)
         execution = ExecutionTiming(
             0, merged_ns - dispatched, inferred_ns - merged_ns, done_ns - inferred_ns, size
@@ -198,14 +257,20 @@ class DynamicBatcher:
                 pending.future.set_result((part, timing))
 
 
+def _expired(pending: _Pending) -> bool:
+    return pending.deadline is not None and deadlines.now() >= pending.deadline
+
+
 def _merge(batch: list[_Pending]) -> InferRequest:
     first = batch[0].request
     inputs = []
     for tensor in first.inputs:
         parts = [next(t.data for t in p.request.inputs if t.name == tensor.name) for p in batch]
         data = np.concatenate(parts, axis=0)
-        inputs.append(Tensor(tensor.name, tensor.datatype, tuple(data.shape), data))
-    return InferRequest(first.model_name, first.model_version, inputs, first.outputs, id=first.id)
+        inputs.append(Tensor(tensor.name, tensor.datatype, tuple(data.shape), data, tensor.parameters))
+    return InferRequest(
+        first.model_name, first.model_version, inputs, first.outputs, first.id, first.parameters
+    )
 
 
 def _split(response: InferResponse, batch: list[_Pending]) -> list[InferResponse]:
@@ -218,10 +283,24 @@ def _split(response: InferResponse, batch: list[_Pending]) -> list[InferResponse
     parts, offset = [], 0
     for pending in batch:
         outputs = [
-            Tensor(t.name, t.datatype, (pending.size, *t.shape[1:]), t.data[offset : offset + pending.size])
+            Tensor(
+                t.name,
+                t.datatype,
+                (pending.size, *t.shape[1:]),
+                t.data[offset : offset + pending.size],
+                t.parameters,
+            )
             for t in response.outputs
         ]
-        parts.append(InferResponse(response.model_name, response.model_version, outputs, pending.request.id))
+        parts.append(
+            InferResponse(
+                response.model_name,
+                response.model_version,
+                outputs,
+                pending.request.id,
+                dict(response.parameters),
+            )
+        )
         offset += pending.size
     return parts
 
@@ -230,10 +309,3 @@ def _fail(batch: list[_Pending], error: AisfError) -> None:
     for pending in batch:
         if not pending.future.done():
             pending.future.set_exception(error)
-
-
-def _drain(queue: asyncio.Queue[_Pending]) -> list[_Pending]:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items

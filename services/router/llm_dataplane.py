@@ -1,30 +1,46 @@
-"""The one LLM dataplane behind gRPC and REST: resolve, validate, cache, admit, stream, account."""
+"""The one LLM dataplane behind gRPC and REST: route, validate, deadline, breaker (or canned fallback),
+cache, admit, stream, account, mirror to a shadow."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass, replace
 from time import perf_counter_ns
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
 from aisf.adapters.base import EmbeddingAdapter, GenerativeAdapter, engine_failure
-from aisf.services.common.errors import AisfError, EngineUnavailable, InvalidInput
+from aisf.services.common import deadlines
+from aisf.services.common.errors import AisfError, CircuitOpen, EngineUnavailable, InvalidInput, ModelNotReady
 from aisf.services.common.llm_metrics import EngineCounters, LlmMetrics, Trace
 from aisf.services.common.llm_outputs import CacheMode, EmbedResult, GenerationChunk, ModelCard, ModelKind
-from aisf.services.common.llm_types import EmbedRequest, FinishReason, GenerateRequest, TokenChunk, Usage
+from aisf.services.common.llm_types import (
+    EmbedRequest,
+    EmbedResponse,
+    FinishReason,
+    GenerateRequest,
+    TokenChunk,
+    Usage,
+)
 from aisf.services.common.settings import Settings
-from aisf.services.router.llm_admission import Admission
+from aisf.services.router.engine_calls import Retired, StreamLease
 from aisf.services.router.llm_validation import validate_embed, validate_generate
 from aisf.services.router.repository import LoadedModel, ModelRepository
+from aisf.services.router.routing import TrafficRouter
 from aisf.services.router.semantic_cache import CacheKey, SemanticCache, cache_key, cacheable, served_embedder
 from aisf.services.router.semantic_index import CachedAnswer, MemoryIndex, RedisIndex, Vector, VectorIndex
+from aisf.services.router.shadow import token_agreement
+from aisf.services.router.shadows import ShadowRegistry, shadow_target
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+_MOVES = 3  # a request whose engine version retires before it starts moves to the new one, this often
 
 
 def engine_counters(repository: ModelRepository) -> Iterator[EngineCounters]:
@@ -58,6 +74,9 @@ class _Answer:
 
     def usage(self) -> Usage:
         return self._usage
+
+    def texts(self) -> tuple[str, ...]:
+        return tuple("".join(self._texts[i]) for i in sorted(self._texts))
 
     def finished(self) -> CachedAnswer | None:
         """The whole answer when every choice ended normally: only those are worth replaying."""
@@ -93,19 +112,25 @@ class _Lookup:
     hit: CachedAnswer | None = None
 
 
+async def _canned(message: str, choices: int) -> AsyncGenerator[TokenChunk, None]:
+    """A rule fallback's answer: the configured message as every choice."""
+    for index in range(choices):
+        yield TokenChunk(message, index, "stop", Usage())
+
+
 class LlmDataplane:
     def __init__(
         self,
         repository: ModelRepository,
         metrics: LlmMetrics,
         cache: SemanticCache | None = None,
-        max_waiting: int = 32,
+        shadows: ShadowRegistry | None = None,
     ) -> None:
         self._repository = repository
+        self._routes = TrafficRouter(repository)
         self._metrics = metrics
         self._cache = cache
-        self._max_waiting = max_waiting
-        self._admissions: dict[tuple[str, int], tuple[object, Admission]] = {}
+        self._shadows = shadows or ShadowRegistry(repository, 60.0)
         self._first_seen: dict[tuple[str, int], int] = {}
 
     def models(self) -> list[ModelCard]:
@@ -119,14 +144,50 @@ class LlmDataplane:
                 cards.append(ModelCard(model.name, str(model.version), ModelKind.EMBEDDING, seen))
         return cards
 
+    def _resolve(self, name: str, version: str, tenant: str, moved: bool = False) -> LoadedModel:
+        """The version serving a request (its canary split is sticky by tenant when configured);
+        `moved`: the one it waited for was unloaded, so not finding a successor is UNAVAILABLE."""
+        try:
+            return self._routes.resolve(name, version, {"tenant": tenant})
+        except AisfError as exc:
+            if not moved:
+                raise
+            raise ModelNotReady(
+                f"model '{name}' was unloaded while the request waited: {exc.message}"
+            ) from None
+
+    async def _call(
+        self, model: LoadedModel, asked: tuple[str, str], work: Callable[[LoadedModel], Awaitable[T]]
+    ) -> T:
+        """One engine call; it moves to the model's new version if the one it waited for retired."""
+        for _ in range(_MOVES):
+            try:
+                return await model.calls.call(functools.partial(work, model))
+            except Retired:
+                model = self._resolve(*asked, "", moved=True)
+        raise ModelNotReady(f"model '{asked[0]}' is being reloaded; retry", retry_after=1)
+
     async def embed(self, request: EmbedRequest) -> EmbedResult:
-        model = self._repository.get(request.model_name, request.model_version)
+        model = self._resolve(request.model_name, request.model_version, "")
         if not isinstance(model.adapter, EmbeddingAdapter):
             raise InvalidInput(f"model: '{model.name}' is not an embedding model")
         validate_embed(request)
         trace = self._metrics.trace(model.name, str(model.version), "embed")
+
+        async def embed_on(target: LoadedModel) -> EmbedResponse:
+            adapter = target.adapter
+            assert isinstance(adapter, EmbeddingAdapter)
+            return await adapter.embed(replace(request, model_version=str(target.version)))
+
         try:
-            response = await model.adapter.embed(replace(request, model_version=str(model.version)))
+            deadlines.check(f"model '{model.name}'")
+            if not model.breaker.allow():
+                raise CircuitOpen(
+                    f"model '{model.name}' version {model.version}: circuit open after repeated engine "
+                    f"failures; retry in {model.breaker.retry_after_s()} s",
+                    retry_after=model.breaker.retry_after_s(),
+                )
+            response = await self._call(model, (request.model_name, request.model_version), embed_on)
         except AisfError as exc:
             trace.finish(exc.reason, None)
             raise
@@ -141,42 +202,84 @@ class LlmDataplane:
     ) -> AsyncGenerator[GenerationChunk, None]:
         """Chunks as the engine makes them, then one with the usage totals. Closing the iterator (or
         cancelling its consumer) stops the engine."""
-        model = self._repository.get(request.model_name, request.model_version)
+        model = self._resolve(request.model_name, request.model_version, request.tenant)
         adapter = model.adapter
         if not isinstance(adapter, GenerativeAdapter):
             raise InvalidInput(f"model: '{model.name}' does not generate text")
         version = str(model.version)
-        request = replace(request, model_version=version, request_id=request.request_id or uuid.uuid4().hex)
+        asked = (request.model_name, request.model_version)
+        request = replace(
+            request,
+            model_name=model.name,
+            model_version=version,
+            request_id=request.request_id or uuid.uuid4().hex,
+        )
         trace = self._metrics.trace(
             model.name, version, "chat" if request.messages else "completion", request.params
         )
         head = GenerationChunk(request.request_id, model.name, version, int(time.time()))
         answer = _Answer(request.params.n)
         outcome = "cancelled"
+        started = perf_counter_ns()
         try:
             validate_generate(request, adapter.context_length())
-            lookup = await self._lookup(request, mode, trace)
+            deadlines.check(f"model '{model.name}'")
+            lookup, fallback = _Lookup(), ""
+            if not model.breaker.allow():
+                source, fallback = self._fallback(model, request), "rule"
+            else:
+                lookup = await self._lookup(request, mode, trace)
+                source = _replay(lookup.hit) if lookup.hit else self._run(model, asked, request, trace)
             cached = lookup.hit is not None
-            source = _replay(lookup.hit) if lookup.hit else self._run(model, adapter, request, trace)
+            head = replace(head, cached=cached, fallback=fallback)
             async with aclosing(source) as chunks:
                 async for chunk in chunks:
                     if chunk.text:
                         trace.chunk()
                     answer.add(chunk)
-                    yield replace(head, choice=chunk, cached=cached)
+                    yield replace(head, choice=chunk)
             await self._store(lookup, answer)
-            outcome = "success"
-            yield replace(head, usage=answer.usage(), cached=cached)
+            outcome = "fallback" if fallback else "success"
+            yield replace(head, usage=answer.usage())
+            if not cached and not fallback and model.config.shadow is not None:
+                self._mirror(model, request, answer, perf_counter_ns() - started)
         except AisfError as exc:
             outcome = exc.reason
             raise
         finally:
             trace.finish(outcome, answer.usage())
 
+    def _fallback(self, model: LoadedModel, request: GenerateRequest) -> AsyncGenerator[TokenChunk, None]:
+        fallback = model.config.fallback
+        wait = model.breaker.retry_after_s()
+        if fallback is None or not fallback.message:
+            raise CircuitOpen(
+                f"model '{model.name}' version {model.version}: circuit open after repeated engine "
+                f"failures; retry in {wait} s",
+                retry_after=wait,
+            )
+        return _canned(fallback.message, request.params.n)  # counted as outcome "fallback"
+
+    async def _held(
+        self, model: LoadedModel, asked: tuple[str, str], tenant: str
+    ) -> tuple[LoadedModel, StreamLease, AsyncExitStack]:
+        """An engine slot for a stream, on whatever serves the model once the slot is free."""
+        for _ in range(_MOVES):
+            stack = AsyncExitStack()
+            try:
+                lease = await stack.enter_async_context(model.calls.stream())
+                return model, lease, stack
+            except Retired:
+                model = self._resolve(*asked, tenant, moved=True)
+        raise ModelNotReady(f"model '{asked[0]}' is being reloaded; retry", retry_after=1)
+
     async def _run(
-        self, model: LoadedModel, adapter: GenerativeAdapter, request: GenerateRequest, trace: Trace
+        self, model: LoadedModel, asked: tuple[str, str], request: GenerateRequest, trace: Trace
     ) -> AsyncGenerator[TokenChunk, None]:
-        async with self._admission(model).slot():
+        model, lease, slot = await self._held(model, asked, request.tenant)
+        adapter = model.adapter
+        assert isinstance(adapter, GenerativeAdapter)
+        async with slot:
             trace.engine_started()
             try:
                 async with _closing(adapter.stream(request)) as stream:
@@ -184,6 +287,10 @@ class LlmDataplane:
                         if chunk.finish_reason in ("cancelled", "error"):  # e.g. the model is unloading
                             raise EngineUnavailable(
                                 f"model '{model.name}' stopped generating ({chunk.finish_reason})"
+                            )
+                        if lease.revoked:
+                            raise EngineUnavailable(
+                                f"model '{model.name}' is being unloaded: the generation was cut off"
                             )
                         yield chunk
             except AisfError:
@@ -193,14 +300,34 @@ class LlmDataplane:
             finally:
                 trace.engine_stopped()
 
-    def _admission(self, model: LoadedModel) -> Admission:
-        """One admission per loaded engine; a reloaded model gets a fresh one."""
-        key = (model.name, model.version)
-        known = self._admissions.get(key)
-        if known is None or known[0] is not model.adapter:
-            known = (model.adapter, Admission(model.name, model.config.instance_count, self._max_waiting))
-            self._admissions[key] = known
-        return known[1]
+    def _mirror(self, live: LoadedModel, request: GenerateRequest, answer: _Answer, elapsed: int) -> None:
+        config = live.config.shadow
+        assert config is not None
+        target, target_version = shadow_target(live.name, config)
+
+        async def copy(original: GenerateRequest) -> tuple[str, ...]:
+            model = self._repository.get(target, target_version)
+            moved = replace(original, model_name=model.name, model_version=str(model.version))
+            trace = self._metrics.trace(model.name, str(model.version), "shadow", moved.params)
+            shadowed = _Answer(moved.params.n)
+            try:
+                async with aclosing(
+                    self._run(model, (model.name, str(model.version)), moved, trace)
+                ) as chunks:
+                    async for chunk in chunks:
+                        shadowed.add(chunk)
+            finally:
+                trace.finish("success", shadowed.usage())
+            return shadowed.texts()
+
+        def agree(mine: tuple[str, ...], theirs: tuple[str, ...]) -> bool:
+            return len(mine) == len(theirs) and all(
+                token_agreement(a, b) >= config.text_agreement for a, b in zip(mine, theirs, strict=True)
+            )
+
+        mirror = self._shadows.mirror(live, copy, agree)
+        if mirror is not None:
+            mirror.offer(request, answer.texts(), elapsed)
 
     async def _lookup(self, request: GenerateRequest, mode: CacheMode, trace: Trace) -> _Lookup:
         if self._cache is None:
@@ -238,7 +365,7 @@ class LlmDataplane:
 
 
 def build_llm_dataplane(
-    settings: Settings, registry: CollectorRegistry, repository: ModelRepository
+    settings: Settings, registry: CollectorRegistry, repository: ModelRepository, shadows: ShadowRegistry
 ) -> LlmDataplane:
     """The LLM dataplane as configured: its metrics, and the semantic cache when an embedding model
     is named (indexed in Redis when a URL is given, in this process otherwise)."""
@@ -256,4 +383,4 @@ def build_llm_dataplane(
             index = MemoryIndex(settings.semantic_cache_ttl_s, settings.semantic_cache_max_entries)
         embedder = served_embedder(repository, settings.semantic_cache_embedding_model)
         cache = SemanticCache(index, embedder, settings.semantic_cache_threshold)
-    return LlmDataplane(repository, metrics, cache, settings.llm_max_waiting)
+    return LlmDataplane(repository, metrics, cache, shadows)

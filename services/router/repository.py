@@ -8,13 +8,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from aisf.adapters.base import ModelAdapter, ModelMetadata, ModelSpec
+from aisf.adapters.base import GenerativeAdapter, ModelAdapter, ModelMetadata, ModelSpec
 from aisf.adapters.registry import AdapterRegistry
 from aisf.services.common.db.model_store import EventKind, ModelStore
 from aisf.services.common.errors import AisfError, InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
-from aisf.services.common.model_config import ModelConfig, load_model_config
+from aisf.services.common.model_config import ModelConfig, TrafficConfig, load_model_config
 from aisf.services.common.tensors import TensorSpec
+from aisf.services.common.threads import BlockingPool
+from aisf.services.router.breaker import CircuitBreaker
+from aisf.services.router.engine_calls import EngineCalls
 from aisf.services.router.executors import DirectExecutor, DynamicBatcher, Executor
+from aisf.services.router.model_checks import check_fallback_rule, check_routes, effective_tensors
 from aisf.services.router.statistics import ModelStatistics
 
 log = logging.getLogger(__name__)
@@ -29,7 +33,8 @@ class ModelState(StrEnum):
 
 @dataclass(slots=True)
 class LoadedModel:
-    """One served model version: its effective tensors, engine, executor and statistics."""
+    """One served model version: its effective tensors, engine, the calls into it (slots, breaker,
+    drain), its executor (direct or batching), its threads and statistics."""
 
     name: str
     version: int
@@ -40,6 +45,31 @@ class LoadedModel:
     adapter: ModelAdapter
     executor: Executor
     stats: ModelStatistics
+    calls: EngineCalls
+    breaker: CircuitBreaker
+    threads: BlockingPool
+    artifacts: tuple[tuple[str, int, int], ...] = ()
+
+    async def close(self, grace_s: float) -> None:
+        """Drain, then unload: the engine's unload() never runs under a live call."""
+        await self.executor.close(grace_s)
+        try:
+            await self.adapter.unload()
+        finally:
+            self.threads.close()
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryDefaults:
+    """Server-wide defaults a model's config.yaml may override."""
+
+    max_queue_size: int = 256
+    llm_max_waiting: int = 32
+    drain_timeout_s: float = 30.0
+
+
+# Settings that only steer traffic around an engine: a reload that changes nothing else keeps the engine.
+_ROUTING_FIELDS = {"circuit_breaker", "fallback", "shadow", "traffic"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +81,22 @@ class IndexEntry:
 
 
 class ModelRepository:
-    def __init__(self, root: Path, registry: AdapterRegistry, store: ModelStore) -> None:
+    def __init__(
+        self,
+        root: Path,
+        registry: AdapterRegistry,
+        store: ModelStore,
+        defaults: RepositoryDefaults = RepositoryDefaults(),
+    ) -> None:
         self._root = root
         self._registry = registry
         self._store = store
+        self._defaults = defaults
         self._models: dict[str, dict[int, LoadedModel]] = {}
         self._status: dict[str, tuple[ModelState, str]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # An operator's traffic override (a promoted shadow) until the model is loaded again.
+        self._overrides: dict[str, TrafficConfig] = {}
 
     async def load_all(self) -> None:
         """Load every model folder; one model's failure leaves the others serving."""
@@ -79,28 +118,34 @@ class ModelRepository:
                 versions = config.version_policy.select(_version_dirs(model_dir))
                 if not versions:
                     raise ModelLoadFailed(f"model '{name}': no version folder matches its version_policy")
-                loaded = await self._load_versions(model_dir, config, versions)
+                check_routes(config, versions)
+                loaded = await self._load_versions(model_dir, config, versions, previous)
             except AisfError as exc:
                 self._status[name] = (
                     (ModelState.READY, "") if previous else (ModelState.UNAVAILABLE, exc.message)
                 )
                 await self._store.record(name, "", "", EventKind.LOAD_FAILED, exc.message)
                 raise
+            # New requests see the new versions from here on; the old ones drain, then unload.
             self._models[name] = loaded
+            self._overrides.pop(name, None)
             self._status[name] = (ModelState.READY, "")
+            kept = {id(m) for m in loaded.values()}
             for model in loaded.values():
                 await self._store.record(name, str(model.version), config.backend, EventKind.LOADED)
             for old in previous.values():
-                await _close(old)
+                if id(old) not in kept:
+                    await old.close(self._defaults.drain_timeout_s)
             log.info("model loaded", extra={"model": name, "versions": sorted(loaded)})
 
     async def unload(self, name: str) -> None:
         self._model_dir(name)
         async with self._locks.setdefault(name, asyncio.Lock()):
             loaded = self._models.pop(name, {})
+            self._overrides.pop(name, None)
             self._status[name] = (ModelState.UNAVAILABLE, "unloaded")
             for model in loaded.values():
-                await _close(model)
+                await model.close(self._defaults.drain_timeout_s)
                 await self._store.record(name, str(model.version), model.config.backend, EventKind.UNLOADED)
             log.info("model unloaded", extra={"model": name})
 
@@ -125,6 +170,17 @@ class ModelRepository:
             raise ModelNotFound(f"model '{name}' has no ready version {version}; ready: {sorted(versions)}")
         return model
 
+    def traffic(self, name: str) -> TrafficConfig | None:
+        """The canary split of a model's unversioned requests: an override, else its config's."""
+        if name in self._overrides:
+            return self._overrides[name]
+        versions = self._models.get(name)
+        return versions[max(versions)].config.traffic if versions else None
+
+    def override_traffic(self, name: str, traffic: TrafficConfig) -> None:
+        self.get(name)
+        self._overrides[name] = traffic
+
     def ready(self) -> list[LoadedModel]:
         return [m for versions in self._models.values() for m in versions.values()]
 
@@ -143,7 +199,7 @@ class ModelRepository:
     async def close(self) -> None:
         for name in list(self._models):
             for model in self._models.pop(name).values():
-                await _close(model)
+                await model.close(self._defaults.drain_timeout_s)
 
     def _model_dir(self, name: str) -> Path:
         model_dir = self._root / name
@@ -152,45 +208,73 @@ class ModelRepository:
         return model_dir
 
     async def _load_versions(
-        self, model_dir: Path, config: ModelConfig, versions: list[int]
+        self, model_dir: Path, config: ModelConfig, versions: list[int], previous: dict[int, LoadedModel]
     ) -> dict[int, LoadedModel]:
-        """All or nothing: a version that fails to load releases the ones loaded before it."""
+        """All or nothing: a version that fails to load releases the ones loaded before it. A version
+        whose engine settings did not change keeps its engine (a canary split is a cheap reload)."""
         loaded: dict[int, LoadedModel] = {}
         try:
             for version in versions:
-                loaded[version] = await self._load_version(model_dir, config, version)
+                old = previous.get(version)
+                if (
+                    old is not None
+                    and _engine_settings(old.config) == _engine_settings(config)
+                    and old.artifacts == _artifacts(model_dir / str(version))
+                ):
+                    old.config = config
+                    old.breaker.configure(config.circuit_breaker)
+                    loaded[version] = old
+                else:
+                    loaded[version] = await self._load_version(model_dir, config, version)
         except AisfError:
             for model in loaded.values():
-                await _close(model)
+                if model is not previous.get(model.version):
+                    await model.close(self._defaults.drain_timeout_s)
             raise
         return loaded
 
     async def _load_version(self, model_dir: Path, config: ModelConfig, version: int) -> LoadedModel:
         adapter = self._registry.create(config.backend)
-        spec = ModelSpec(config.name, version, model_dir / str(version), config)
+        threads = BlockingPool(f"{config.name}-{version}", config.instance_count)
+        breaker = CircuitBreaker(config.name, str(version), config.circuit_breaker)
+        spec = ModelSpec(config.name, version, model_dir / str(version), config, threads, breaker.is_open)
+        artifacts = _artifacts(spec.path)
         try:
-            metadata = await adapter.load(spec)
+            try:
+                metadata = await adapter.load(spec)
+            except AisfError:
+                raise
+            except Exception as exc:
+                # A plugin's own exception must not take the other models down with it.
+                raise ModelLoadFailed(
+                    f"model '{config.name}' version {version}: {type(exc).__name__}: {exc}"
+                ) from exc
+            try:
+                inputs = effective_tensors(
+                    config, config.tensor_specs(config.inputs), metadata.inputs, "input"
+                )
+                outputs = effective_tensors(
+                    config, config.tensor_specs(config.outputs), metadata.outputs, "output"
+                )
+                check_fallback_rule(config, outputs)
+            except AisfError:
+                await adapter.unload()
+                raise
         except AisfError:
-            raise
-        except Exception as exc:
-            # A plugin's own exception must not take the other models down with it.
-            raise ModelLoadFailed(
-                f"model '{config.name}' version {version}: {type(exc).__name__}: {exc}"
-            ) from exc
-        try:
-            inputs = _effective(config, config.tensor_specs(config.inputs), metadata.inputs, "input")
-            outputs = _effective(config, config.tensor_specs(config.outputs), metadata.outputs, "output")
-        except AisfError:
-            await adapter.unload()
+            threads.close()
             raise
         stats = ModelStatistics(config.name, str(version))
+        calls = EngineCalls(
+            f"model '{config.name}' version {version}",
+            config.instance_count,
+            self._max_waiting(config, adapter),
+            breaker,
+        )
         executor: Executor
         if config.dynamic_batching is not None:
-            executor = DynamicBatcher(
-                adapter, stats, config.instance_count, config.max_batch_size, config.dynamic_batching
-            )
+            executor = DynamicBatcher(adapter, stats, calls, config.max_batch_size, config.dynamic_batching)
         else:
-            executor = DirectExecutor(adapter, stats, config.instance_count)
+            executor = DirectExecutor(adapter, stats, calls)
         return LoadedModel(
             config.name,
             version,
@@ -201,7 +285,21 @@ class ModelRepository:
             adapter,
             executor,
             stats,
+            calls,
+            breaker,
+            threads,
+            artifacts,
         )
+
+    def _max_waiting(self, config: ModelConfig, adapter: ModelAdapter) -> int:
+        if config.max_queue_size is not None:
+            waiting = config.max_queue_size
+        elif isinstance(adapter, GenerativeAdapter):
+            waiting = self._defaults.llm_max_waiting
+        else:
+            waiting = self._defaults.max_queue_size
+        # A batcher's queue must hold at least one batch, or it could never batch.
+        return max(waiting, config.max_batch_size) if config.dynamic_batching is not None else waiting
 
 
 def _version_dirs(model_dir: Path) -> list[int]:
@@ -214,37 +312,14 @@ def _platform(config: ModelConfig, metadata: ModelMetadata) -> str:
     return config.platform or metadata.platform or config.backend
 
 
-def _effective(
-    config: ModelConfig, declared: list[TensorSpec], engine: list[TensorSpec], kind: str
-) -> list[TensorSpec]:
-    """Declared tensors win, but must agree with the engine; undeclared ones come from the engine."""
-    if not declared:
-        if config.max_batch_size > 0:
-            fixed = [t.name for t in engine if not t.shape or t.shape[0] != -1]
-            if fixed:
-                raise ModelLoadFailed(
-                    f"model '{config.name}': max_batch_size > 0 but {kind}(s) {fixed} have a fixed first dim"
-                )
-        return engine
-    by_name = {t.name: t for t in engine}
-    for tensor in declared:
-        found = by_name.get(tensor.name)
-        if found is None:
-            raise ModelLoadFailed(
-                f"model '{config.name}': {kind} '{tensor.name}' is not one the engine has: {sorted(by_name)}"
-            )
-        agree = len(found.shape) == len(tensor.shape) and all(
-            a == b or -1 in (a, b) for a, b in zip(found.shape, tensor.shape, strict=True)
-        )
-        if found.datatype != tensor.datatype or not agree:
-            raise ModelLoadFailed(
-                f"model '{config.name}': {kind} '{tensor.name}' is declared "
-                f"{tensor.datatype} {list(tensor.shape)} "
-                f"but the engine has {found.datatype} {list(found.shape)}"
-            )
-    return declared
+def _engine_settings(config: ModelConfig) -> dict[str, object]:
+    return config.model_dump(exclude=_ROUTING_FIELDS)
 
 
-async def _close(model: LoadedModel) -> None:
-    await model.executor.close()
-    await model.adapter.unload()
+def _artifacts(version_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """What the version folder holds (path, size, mtime): a replaced artifact means a real reload.
+    Python's bytecode caches are not artifacts (importing a python-backend model writes one)."""
+    files = (p for p in version_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return tuple(
+        sorted((str(p.relative_to(version_dir)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 from grpc import aio
@@ -13,11 +13,10 @@ from tritonclient.grpc import service_pb2_grpc
 from aisf.services.common import v2_codec
 from aisf.services.common.errors import AisfError, Unsupported
 from aisf.services.router import v2_admin_codec as admin
-from aisf.services.router.dataplane import Dataplane
+from aisf.services.router.dataplane import Dataplane, StreamItem
 
 Context = aio.ServicerContext[Any, Any]
 SERVICE_NAME = "inference.GRPCInferenceService"
-_STREAM_WINDOW = 64  # requests of one ModelStreamInfer stream in flight at once
 
 
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -80,47 +79,27 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     async def ModelStreamInfer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """Requests run concurrently; each answer (or error) comes back tagged with its request id,
-        and an error answers that request alone, as Triton does, leaving the stream open."""
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        window = asyncio.Semaphore(_STREAM_WINDOW)
-        tasks: set[asyncio.Task[None]] = set()
+        """Each request answered (or failed) alone, tagged with its id, the stream left open (as Triton)."""
+        async with aclosing(self._dataplane.infer_stream(_stream_items(requests))) as answers:
+            async for answer in answers:
+                if answer.response is not None:
+                    yield pb.ModelStreamInferResponse(
+                        infer_response=v2_codec.response_to_proto(answer.response)
+                    )
+                else:
+                    assert answer.error is not None
+                    failed = pb.ModelInferResponse(model_name=answer.model_name, id=answer.id)
+                    yield pb.ModelStreamInferResponse(
+                        error_message=answer.error.message, infer_response=failed
+                    )
 
-        async def answer(message: pb.ModelInferRequest) -> None:
-            try:
-                result = await self._dataplane.infer(v2_codec.request_from_proto(message))
-                await answers.put(
-                    pb.ModelStreamInferResponse(infer_response=v2_codec.response_to_proto(result))
-                )
-            except AisfError as error:
-                failed = pb.ModelInferResponse(model_name=message.model_name, id=message.id)
-                await answers.put(
-                    pb.ModelStreamInferResponse(error_message=error.message, infer_response=failed)
-                )
-            finally:
-                window.release()
 
-        async def read_all() -> None:
-            try:
-                async for message in requests:
-                    await window.acquire()
-                    task = asyncio.create_task(answer(message))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*tasks)
-            finally:
-                await answers.put(None)
-
-        reader = asyncio.create_task(read_all())
+async def _stream_items(requests: AsyncIterator[pb.ModelInferRequest]) -> AsyncIterator[StreamItem]:
+    async for message in requests:
         try:
-            while (item := await answers.get()) is not None:
-                yield item
-            await reader
-        finally:
-            reader.cancel()
-            for task in tasks:
-                task.cancel()
+            yield StreamItem(message.model_name, message.id, request=v2_codec.request_from_proto(message))
+        except AisfError as error:
+            yield StreamItem(message.model_name, message.id, error=error)
 
 
 def _unsupported(feature: str) -> Any:

@@ -35,8 +35,10 @@ def test_server_and_model_endpoints(client: httpclient.InferenceServerClient) ->
     assert client.get_server_metadata()["name"] == "aisf"
     assert client.is_model_ready("tabular-demo")
     assert not client.is_model_ready("no-such-model")
-    assert client.get_model_metadata("vision-demo")["inputs"][0]["shape"] == ["-1", "3", "64", "64"]
-    assert client.get_model_config("vision-demo")["max_batch_size"] == 8
+    # Numbers, as the V2 REST spec and Triton send them (the landed main sent strings: "-1", "3", ...).
+    assert client.get_model_metadata("vision-demo")["inputs"][0]["shape"] == [-1, 3, 64, 64]
+    config = client.get_model_config("vision-demo")
+    assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == [3, 64, 64]
     names = {m["name"] for m in client.get_model_repository_index()}
     assert {"tabular-demo", "vision-demo"} <= names
 

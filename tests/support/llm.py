@@ -20,7 +20,7 @@ from aisf.services.common.db.engine import open_database
 from aisf.services.common.db.model_store import ModelStore
 from aisf.services.common.llm_types import GenerateRequest, TokenChunk
 from aisf.services.llm_samples import LLM_DEMO, LLM_DEMO_DRAFT, build_llm_demo
-from aisf.services.router.repository import ModelRepository
+from aisf.services.router.repository import ModelRepository, RepositoryDefaults
 from aisf.services.samples import build_vision_demo
 from tests.support.llama_server import LlamaServer, running_llama_server
 
@@ -67,16 +67,21 @@ def upstream(models: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LlamaSer
 
 
 @asynccontextmanager
-async def served_repository(root: Path) -> AsyncIterator[ModelRepository]:
+async def served_repository(
+    root: Path, defaults: RepositoryDefaults | None = None
+) -> AsyncIterator[ModelRepository]:
     """The models under `root/models`, loaded by the adapters aisf ships (SQLite history)."""
     database = open_database(f"sqlite:///{root / 'meta.db'}")
-    repository = ModelRepository(root / "models", AdapterRegistry.from_entry_points(), ModelStore(database))
+    registry = AdapterRegistry.from_entry_points()
+    repository = ModelRepository(
+        root / "models", registry, ModelStore(database), defaults or RepositoryDefaults()
+    )
     try:
         await repository.load_all()
         yield repository
     finally:
         await repository.close()
-        database.dispose()
+        database.close()
 
 
 def llama(repository: ModelRepository, name: str = LLM) -> LlamaCppAdapter:

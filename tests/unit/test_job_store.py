@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
 
 from aisf.services.common.db.engine import open_database
 from aisf.services.common.errors import InvalidInput
@@ -19,9 +18,9 @@ from tests.support.databases import fresh_database
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     with fresh_database(request.param, tmp_path) as url:
-        engine: Engine = open_database(url)
-        yield JobStore(engine)
-        engine.dispose()
+        database = open_database(url)
+        yield JobStore(database)
+        database.close()
 
 
 def _job(job_id: str, key: str | None = None, tenant: str = "t", minutes: int = 0) -> Job:

@@ -28,7 +28,7 @@ from aisf.services.common.llm_types import (
 )
 from aisf.services.llm_samples import CONTEXT_LENGTH
 from aisf.services.router.llm_dataplane import LlmDataplane, engine_counters
-from aisf.services.router.repository import ModelRepository
+from aisf.services.router.repository import ModelRepository, RepositoryDefaults
 from tests.support.llm import (
     EMBEDDER,
     LLM,
@@ -43,6 +43,9 @@ from tests.support.llm import (
 )
 
 LABELS = {"model": LLM, "version": "1"}
+
+# Generations do not queue here: a busy engine answers 429 at once.
+NO_QUEUE = RepositoryDefaults(llm_max_waiting=0)
 
 
 def chat(text: str = "hi", model: str = LLM, **params: object) -> GenerateRequest:
@@ -63,7 +66,7 @@ async def repository(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     own counters as deltas."""
     root = tmp_path_factory.mktemp("llm-dataplane")
     build_llm_models(root / "models", v2_model=True)
-    async with served_repository(root) as repository:
+    async with served_repository(root, NO_QUEUE) as repository:
         yield repository
 
 
@@ -79,7 +82,7 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def dataplane(repository: ModelRepository, registry: CollectorRegistry) -> LlmDataplane:
-    return LlmDataplane(repository, LlmMetrics(registry), max_waiting=0)
+    return LlmDataplane(repository, LlmMetrics(registry))
 
 
 async def test_generation_streams_each_token_then_the_usage_totals(
@@ -201,8 +204,8 @@ async def test_an_engine_failing_mid_stream_is_a_typed_error_and_is_counted(
     models = build_llm_models(tmp_path / "models", embedder=False)
     seen: list[GenerationChunk] = []
     with upstream(models, monkeypatch) as server:
-        async with served_repository(tmp_path) as repository:
-            dataplane = LlmDataplane(repository, LlmMetrics(registry), max_waiting=0)
+        async with served_repository(tmp_path, NO_QUEUE) as repository:
+            dataplane = LlmDataplane(repository, LlmMetrics(registry))
             with pytest.raises(EngineUnavailable, match="remote model 'upstream'"):
                 async for chunk in dataplane.generate(chat(model=REMOTE, max_tokens=1500)):
                     seen.append(chunk)
@@ -282,18 +285,36 @@ async def test_engines_own_counters_are_exported_at_scrape_time(
     assert after[0] > before[0] and after[1] > before[1] and after[2] == before[2] + 32
 
 
-async def test_an_engine_that_stops_on_its_own_ends_the_stream_with_an_error(
+async def test_unloading_mid_generation_lets_the_stream_finish_before_the_engine_unloads(
     tmp_path: Path, registry: CollectorRegistry
 ) -> None:
-    """The model is unloaded mid-generation: llama.cpp ends the choice as cancelled."""
     build_llm_models(tmp_path / "models", embedder=False)
-    async with served_repository(tmp_path) as repository:
-        dataplane = LlmDataplane(repository, LlmMetrics(registry), max_waiting=0)
+    async with served_repository(tmp_path, NO_QUEUE) as repository:
+        dataplane = LlmDataplane(repository, LlmMetrics(registry))
+        engine = llama(repository)
+        async with aclosing(dataplane.generate(chat(max_tokens=64, temperature=0.0))) as stream:
+            chunks = [await anext(stream)]
+            unloading = asyncio.create_task(repository.unload(LLM))
+            await asyncio.sleep(0.05)
+            assert not unloading.done() and (await engine.health()).ready  # waits for the live stream
+            chunks += [chunk async for chunk in stream]
+        await unloading
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 64
+    assert (await engine.health()).ready is False  # unloaded once the stream ended
+
+
+async def test_a_stream_outliving_the_drain_grace_is_cut_off_with_a_typed_error(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    build_llm_models(tmp_path / "models", embedder=False)
+    no_grace = RepositoryDefaults(llm_max_waiting=0, drain_timeout_s=0.0)
+    async with served_repository(tmp_path, no_grace) as repository:
+        dataplane = LlmDataplane(repository, LlmMetrics(registry))
         seen: list[GenerationChunk] = []
         async with aclosing(dataplane.generate(chat(max_tokens=400))) as stream:
             seen.append(await anext(stream))
             unloading = asyncio.create_task(repository.unload(LLM))
-            with pytest.raises(EngineUnavailable, match="stopped generating"):
+            with pytest.raises(EngineUnavailable, match="being unloaded"):
                 async for chunk in stream:
                     seen.append(chunk)
         await unloading

@@ -28,7 +28,7 @@ from aisf.services.common.llm_types import ChatMessage, GenerateRequest, Samplin
 from aisf.services.common.settings import Settings
 from aisf.services.router import llm_servicer
 from aisf.services.router.llm_dataplane import LlmDataplane
-from aisf.services.router.repository import ModelRepository
+from aisf.services.router.repository import ModelRepository, RepositoryDefaults
 from aisf.services.router.semantic_cache import SemanticCache, served_embedder
 from aisf.services.router.semantic_index import MemoryIndex
 from tests.support.llm import (
@@ -45,6 +45,9 @@ from tests.support.llm import (
 
 CHAT = {"model": LLM, "messages": [{"role": "user", "content": "hi"}]}
 GREEDY = {**CHAT, "max_tokens": 8, "temperature": 0}
+
+# Generations do not queue here: a busy engine answers 429 at once.
+NO_QUEUE = RepositoryDefaults(llm_max_waiting=0)
 
 
 def greedy(prompt: str | None = None) -> GenerateRequest:
@@ -69,7 +72,7 @@ async def serving(repository: ModelRepository, cache: bool = True) -> AsyncItera
     semantic = (
         SemanticCache(MemoryIndex(60, 100), served_embedder(repository, EMBEDDER), 0.9) if cache else None
     )
-    dataplane = LlmDataplane(repository, LlmMetrics(registry), semantic, max_waiting=0)
+    dataplane = LlmDataplane(repository, LlmMetrics(registry), semantic)
     server: GrpcServer = build_server(
         [llm_servicer.register(dataplane)], [llm_servicer.SERVICE_NAME], ["127.0.0.1:0"], 1 << 20
     )
@@ -90,7 +93,7 @@ async def serving(repository: ModelRepository, cache: bool = True) -> AsyncItera
 async def repository(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[ModelRepository]:
     root = tmp_path_factory.mktemp("llm-edge")
     build_llm_models(root / "models")
-    async with served_repository(root) as repository:
+    async with served_repository(root, NO_QUEUE) as repository:
         yield repository
 
 
@@ -276,7 +279,10 @@ async def test_a_failure_mid_stream_ends_with_an_error_event_then_done(
     """The model's upstream (a llama.cpp server) dies after its first chunk was streamed."""
     models = build_llm_models(tmp_path / "models", embedder=False)
     with upstream(models, monkeypatch) as server:
-        async with served_repository(tmp_path) as repository, serving(repository, cache=False) as edge:
+        async with (
+            served_repository(tmp_path, NO_QUEUE) as repository,
+            serving(repository, cache=False) as edge,
+        ):
             body = {**CHAT, "model": REMOTE, "max_tokens": 1500, "stream": True}
             pending = asyncio.create_task(edge.client.post("/v1/chat/completions", json=body))
             labels = {"model": REMOTE, "version": "1"}

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from sqlalchemy import Engine
 
 from aisf.adapters.registry import AdapterRegistry
-from aisf.services.common.db.engine import open_database
+from aisf.services.common.db.engine import Database, open_database
 from aisf.services.common.db.model_store import EventKind, ModelStore
 from aisf.services.common.errors import (
     EngineUnavailable,
@@ -28,11 +27,11 @@ from tests.support.databases import fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     with fresh_database(request.param, tmp_path) as url:
-        engine = open_database(url)
-        yield engine
-        engine.dispose()
+        database = open_database(url)
+        yield database
+        database.close()
 
 
 @pytest.fixture
@@ -45,8 +44,8 @@ def repository_dir(tmp_path: Path) -> Path:
     return root
 
 
-def _repository(root: Path, engine: Engine) -> ModelRepository:
-    return ModelRepository(root, AdapterRegistry.from_entry_points(), ModelStore(engine))
+def _repository(root: Path, database: Database) -> ModelRepository:
+    return ModelRepository(root, AdapterRegistry.from_entry_points(), ModelStore(database))
 
 
 def _infer(repository: ModelRepository, version: str = "") -> str:
@@ -55,7 +54,7 @@ def _infer(repository: ModelRepository, version: str = "") -> str:
 
 
 async def test_a_model_that_fails_to_load_leaves_the_others_serving(
-    repository_dir: Path, database: Engine
+    repository_dir: Path, database: Database
 ) -> None:
     repository = _repository(repository_dir, database)
     await repository.load_all()
@@ -73,7 +72,7 @@ async def test_a_model_that_fails_to_load_leaves_the_others_serving(
     await repository.close()
 
 
-async def test_unload_then_load_is_recorded_newest_first(repository_dir: Path, database: Engine) -> None:
+async def test_unload_then_load_is_recorded_newest_first(repository_dir: Path, database: Database) -> None:
     repository = _repository(repository_dir, database)
     await repository.load("tabular-demo")
     await repository.unload("tabular-demo")
@@ -90,7 +89,7 @@ async def test_unload_then_load_is_recorded_newest_first(repository_dir: Path, d
 
 
 async def test_version_policy_latest_serves_the_newest_versions(
-    repository_dir: Path, database: Engine
+    repository_dir: Path, database: Database
 ) -> None:
     model_dir = repository_dir / "tabular-demo"
     for version in ("2", "3"):
@@ -109,7 +108,7 @@ async def test_version_policy_latest_serves_the_newest_versions(
     await repository.close()
 
 
-async def test_unknown_model_is_not_found(repository_dir: Path, database: Engine) -> None:
+async def test_unknown_model_is_not_found(repository_dir: Path, database: Database) -> None:
     repository = _repository(repository_dir, database)
     with pytest.raises(ModelNotFound, match="unknown model 'nope'"):
         repository.get("nope")
@@ -118,7 +117,7 @@ async def test_unknown_model_is_not_found(repository_dir: Path, database: Engine
 
 
 async def test_a_failed_reload_keeps_the_loaded_version_serving(
-    repository_dir: Path, database: Engine
+    repository_dir: Path, database: Database
 ) -> None:
     repository = _repository(repository_dir, database)
     await repository.load("tabular-demo")

@@ -37,4 +37,4 @@ async def test_lightgbm_model_serves_its_own_predictions(tmp_path: Path) -> None
     response, _ = await model.executor.execute(request, 5)
     np.testing.assert_allclose(response.outputs[0].data[:, 0], booster.predict(rows), rtol=1e-6)
     await repository.close()
-    engine.dispose()
+    engine.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -10,8 +13,27 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 
 from aisf.services.common.errors import EngineUnavailable
+from aisf.services.common.threads import BlockingPool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The metadata database and the threads its blocking calls run on: its own pool, so engines busy
+    on their threads never hold up a job submit or a model load record."""
+
+    engine: Engine
+    threads: BlockingPool
+
+    async def run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.threads.run(call, *args, **kwargs)
+
+    def close(self) -> None:
+        self.threads.close()
+        self.engine.dispose()
 
 
 def normalize_url(url: str) -> str:
@@ -22,7 +44,7 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def open_database(url: str) -> Engine:
+def open_database(url: str, threads: int = 8) -> Database:
     """Create the engine and upgrade the schema; a database that cannot be reached is one clear error."""
     url = normalize_url(url)
     if url.startswith("sqlite:///"):
@@ -42,7 +64,7 @@ def open_database(url: str) -> Engine:
         raise EngineUnavailable(
             f"metadata database {engine.url.render_as_string()} unreachable: {first_line}"
         ) from exc
-    return engine
+    return Database(engine, BlockingPool("database", threads))
 
 
 def _sqlite_pragmas(connection: object, _record: object) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aisf.services.common.db.engine import Database
 from aisf.services.common.db.tables import ModelEventRow, ModelVersionRow
 
 
@@ -38,11 +38,12 @@ class ModelEvent:
 
 
 class ModelStore:
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
 
     async def record(self, name: str, version: str, backend: str, kind: EventKind, reason: str = "") -> None:
-        await asyncio.to_thread(self._record, name, version, backend, kind, reason)
+        await self._database.run(self._record, name, version, backend, kind, reason)
 
     def _record(self, name: str, version: str, backend: str, kind: EventKind, reason: str) -> None:
         now = datetime.now(UTC)
@@ -65,7 +66,7 @@ class ModelStore:
 
     async def events(self, name: str = "", limit: int = 100, before_id: int = 0) -> list[ModelEvent]:
         """Newest first; `before_id` pages backwards (the last id of the previous page)."""
-        return await asyncio.to_thread(self._events, name, limit, before_id)
+        return await self._database.run(self._events, name, limit, before_id)
 
     def _events(self, name: str, limit: int, before_id: int) -> list[ModelEvent]:
         query = select(ModelEventRow).order_by(ModelEventRow.id.desc()).limit(limit)

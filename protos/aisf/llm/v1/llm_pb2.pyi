@@ -149,6 +149,7 @@ class ChatCompletionResponse(_message.Message):
     CHOICE_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     CACHED_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Same for every message of one call."""
     model: _builtins.str
@@ -157,6 +158,8 @@ class ChatCompletionResponse(_message.Message):
     """Unix seconds when the request was accepted."""
     cached: _builtins.bool
     """The answer was replayed from the semantic cache."""
+    fallback: _builtins.str
+    """Set when the model's circuit was open and its fallback answered instead ("rule")."""
     @_builtins.property
     def choice(self) -> Global___Choice:
         """One piece of one choice; unset on the last message."""
@@ -175,10 +178,11 @@ class ChatCompletionResponse(_message.Message):
         choice: Global___Choice | None = ...,
         usage: Global___Usage | None = ...,
         cached: _builtins.bool = ...,
+        fallback: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "choice", b"choice", "created", b"created", "id", b"id", "model", b"model", "model_version", b"model_version", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "choice", b"choice", "created", b"created", "fallback", b"fallback", "id", b"id", "model", b"model", "model_version", b"model_version", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -227,11 +231,13 @@ class CompletionResponse(_message.Message):
     CHOICE_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     CACHED_FIELD_NUMBER: _builtins.int
+    FALLBACK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     model: _builtins.str
     model_version: _builtins.str
     created: _builtins.int
     cached: _builtins.bool
+    fallback: _builtins.str
     @_builtins.property
     def choice(self) -> Global___Choice: ...
     @_builtins.property
@@ -246,10 +252,11 @@ class CompletionResponse(_message.Message):
         choice: Global___Choice | None = ...,
         usage: Global___Usage | None = ...,
         cached: _builtins.bool = ...,
+        fallback: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["choice", b"choice", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "choice", b"choice", "created", b"created", "id", b"id", "model", b"model", "model_version", b"model_version", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "choice", b"choice", "created", b"created", "fallback", b"fallback", "id", b"id", "model", b"model", "model_version", b"model_version", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,188 @@
+"""Every call into one loaded engine version: slots, a bounded waiting room, outcomes for the breaker, and
+the drain that lets an engine unload only once nothing uses it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aisf.services.common import deadlines
+from aisf.services.common.errors import AisfError, DeadlineExceeded, EngineOverloaded
+from aisf.services.router.breaker import CircuitBreaker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_REVOKE_GRACE_S = 2.0  # a revoked stream's consumer stops at its next chunk; one that does not is cancelled
+
+
+class Retired(Exception):
+    """This engine version closed (reloaded or unloaded) before the request reached it. Not an AisfError:
+    the dataplane catches it and sends the request to whatever now serves the model."""
+
+
+@dataclass(slots=True)
+class StreamLease:
+    """A stream's hold on an engine slot; `revoked` once the engine must drain and the stream stop."""
+
+    consumer: asyncio.Task[Any]
+    released: asyncio.Future[None]
+    revoked: bool = False
+
+
+class EngineCalls:
+    """At most `instances` calls at once. A call frees its slot when the engine returns, not when its
+    caller stops waiting (a thread cannot be interrupted, and the next call must not share it). At most
+    `max_waiting` callers wait for a slot; more are refused at once with 429."""
+
+    def __init__(self, where: str, instances: int, max_waiting: int, breaker: CircuitBreaker) -> None:
+        self._where = where
+        self._slots = asyncio.Semaphore(instances)
+        self._max_waiting = max_waiting
+        self._breaker = breaker
+        self.waiting = 0
+        self._running: set[asyncio.Future[Any]] = set()
+        self._streams: dict[asyncio.Task[Any], StreamLease] = {}
+        self._closing = False
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def busy(self) -> bool:
+        return self._slots.locked()
+
+    def in_flight(self) -> int:
+        return len(self._running) + len(self._streams)
+
+    def admit(self, queued: int | None = None) -> None:
+        """Refuse when the waiting room is full: a client told to retry beats one timing out in a queue.
+        `queued` counts a batcher's queue; without it, the callers waiting here for a slot."""
+        if self._closing:
+            raise Retired
+        waiting = self.waiting if queued is None else queued
+        if waiting >= self._max_waiting and (queued is not None or self._slots.locked()):
+            raise EngineOverloaded(
+                f"{self._where} is overloaded: {waiting} requests already wait; retry later"
+            )
+
+    async def try_acquire(self) -> bool:
+        """Take a free slot without waiting (a free Semaphore's acquire() does not suspend)."""
+        if self._closing or self._slots.locked():
+            return False
+        await self._slots.acquire()
+        return True
+
+    async def acquire(self, admitted: bool = False) -> None:
+        """Wait for a slot within the request's deadline (Retired if the engine closes meanwhile)."""
+        if not admitted:
+            self.admit()
+        if await self.try_acquire():
+            return
+        self.waiting += 1
+        try:
+            left = deadlines.remaining()
+            if left is None:
+                await self._slots.acquire()
+            else:
+                await asyncio.wait_for(self._slots.acquire(), left)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"{self._where}: the deadline passed while waiting for the engine"
+            ) from None
+        finally:
+            self.waiting -= 1
+        if self._closing:
+            self._slots.release()
+            raise Retired
+
+    def release(self) -> None:
+        self._slots.release()
+
+    def launch(self, work: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+        """Run `work` on a slot already acquired; the slot frees, and the outcome reaches the breaker,
+        when the work ends, whoever waits for it."""
+        task = asyncio.get_running_loop().create_task(self._hold(work))
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    async def call(self, work: Callable[[], Awaitable[T]]) -> T:
+        """One engine call: a slot, the work, the answer (the work outlives a caller that leaves)."""
+        await self.acquire()
+        return await asyncio.shield(self.launch(work))
+
+    @asynccontextmanager
+    async def stream(self) -> AsyncIterator[StreamLease]:
+        """Hold a slot while the current task consumes a stream from the engine (an LLM generation);
+        the consumer checks the lease between chunks and stops when the engine is draining."""
+        await self.acquire()
+        task = asyncio.current_task()
+        assert task is not None
+        lease = StreamLease(task, asyncio.get_running_loop().create_future())
+        self._streams[task] = lease
+        try:
+            yield lease
+        except AisfError as error:
+            self.record(error)
+            raise
+        except Exception:
+            self._breaker.record_failure("internal")
+            raise
+        else:
+            self._breaker.record_success()
+        finally:
+            self._streams.pop(task, None)
+            self._slots.release()
+            lease.released.set_result(None)
+
+    def record(self, error: AisfError | None) -> None:
+        if error is None:
+            self._breaker.record_success()
+        elif error.trips_breaker:
+            self._breaker.record_failure(error.reason)
+
+    async def close(self, grace_s: float) -> None:
+        """Refuse new calls, let running ones finish. Streams still open after `grace_s` (a long
+        generation, a stalled client) are revoked; those whose consumer does not stop within
+        _REVOKE_GRACE_S are cancelled. Unload comes after all of them."""
+        self._closing = True
+        if self._running or self._streams:
+            await asyncio.wait({*self._running, *self._released()}, timeout=grace_s)
+        if self._streams:
+            log.warning(
+                "revoking streams still open after the drain grace",
+                extra={"engine": self._where, "streams": len(self._streams), "grace_s": grace_s},
+            )
+            for lease in self._streams.values():
+                lease.revoked = True
+            await asyncio.wait(self._released(), timeout=_REVOKE_GRACE_S)
+            for task in list(self._streams):
+                task.cancel()
+        while self._running or self._streams:
+            await asyncio.wait({*self._running, *self._released()})
+
+    def _released(self) -> set[asyncio.Future[None]]:
+        return {lease.released for lease in self._streams.values()}
+
+    async def _hold(self, work: Callable[[], Awaitable[T]]) -> T:
+        try:
+            result = await work()
+        except AisfError as error:
+            self.record(error)
+            raise
+        except Exception:
+            self._breaker.record_failure("internal")
+            raise
+        finally:
+            self._slots.release()
+        self._breaker.record_success()
+        return result
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that left early never awaits it

@@ -1,0 +1,97 @@
+"""The circuit breaker: failures in a window open it, after a cool-down probes decide, operators force it."""
+
+from __future__ import annotations
+
+from aisf.services.common.model_config import CircuitBreakerConfig
+from aisf.services.router.breaker import BreakerMode, BreakerState, CircuitBreaker
+
+
+class Clock:
+    """Time the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _breaker(clock: Clock, **config: float) -> CircuitBreaker:
+    return CircuitBreaker("m", "1", CircuitBreakerConfig(**config), clock)  # type: ignore[arg-type]
+
+
+def test_five_failures_within_the_window_open_the_circuit() -> None:
+    clock = Clock()
+    breaker = _breaker(clock)
+    for _ in range(4):
+        breaker.record_failure("engine_unavailable")
+    assert breaker.allow() and breaker.state is BreakerState.CLOSED
+    breaker.record_failure("engine_unavailable")
+    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+    status = breaker.status()
+    assert status.opened_count == 1 and status.rejected == 1 and status.last_failure == "engine_unavailable"
+    assert 1 <= status.retry_after_s <= 30
+
+
+def test_failures_older_than_the_window_do_not_count() -> None:
+    clock = Clock()
+    breaker = _breaker(clock, window_s=60)
+    for _ in range(4):
+        breaker.record_failure("internal")
+    clock.now += 61
+    breaker.record_failure("internal")
+    assert breaker.state is BreakerState.CLOSED and breaker.status().failures_in_window == 1
+
+
+def test_after_the_cool_down_one_probe_runs_and_its_success_closes_the_circuit() -> None:
+    clock = Clock()
+    breaker = _breaker(clock, failures=1, cooldown_s=10)
+    breaker.record_failure("internal")
+    clock.now += 9
+    assert not breaker.allow()
+    clock.now += 1
+    assert breaker.allow() and breaker.state is BreakerState.HALF_OPEN
+    assert not breaker.allow()  # one probe at a time
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED and breaker.allow()
+
+
+def test_a_failed_probe_opens_the_circuit_for_another_cool_down() -> None:
+    clock = Clock()
+    breaker = _breaker(clock, failures=1, cooldown_s=10)
+    breaker.record_failure("internal")
+    clock.now += 10
+    assert breaker.allow()
+    breaker.record_failure("internal")
+    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+    assert breaker.status().opened_count == 2
+
+
+def test_a_probe_that_never_answers_does_not_keep_the_circuit_shut() -> None:
+    clock = Clock()
+    breaker = _breaker(clock, failures=1, cooldown_s=10)
+    breaker.record_failure("internal")
+    clock.now += 10
+    assert breaker.allow()  # its caller goes away before the engine answers
+    clock.now += 10
+    assert breaker.allow()
+
+
+def test_an_operator_can_force_it_open_or_closed_and_hand_it_back() -> None:
+    clock = Clock()
+    breaker = _breaker(clock)
+    breaker.force(BreakerMode.FORCED_OPEN)
+    assert breaker.state is BreakerState.OPEN and not breaker.allow() and breaker.is_open()
+    breaker.force(BreakerMode.FORCED_CLOSED)
+    for _ in range(10):
+        breaker.record_failure("internal")
+    assert breaker.allow() and breaker.state is BreakerState.CLOSED
+    breaker.force(BreakerMode.AUTO)
+    assert breaker.state is BreakerState.CLOSED and breaker.status().failures_in_window == 0
+
+
+def test_a_disabled_breaker_never_stops_requests() -> None:
+    breaker = _breaker(Clock(), failures=1)
+    breaker.configure(CircuitBreakerConfig(enabled=False))
+    breaker.record_failure("internal")
+    assert breaker.allow()
