@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     """How long a cached answer may be reused."""
     semantic_cache_max_entries: int = Field(1000, ge=1)
     """Answers kept per scope (tenant, model, version, parameters); a lookup compares all of them."""
+    semantic_cache_max_scopes: int = Field(10_000, ge=1)
+    """Scopes the in-process index keeps; the least recently used go first."""
     llm_max_waiting: int = Field(32, ge=0)
     """Requests that may queue for a busy generative engine; more get 429 with Retry-After."""
     # --- end LLM lane ---

@@ -380,7 +380,11 @@ def build_llm_dataplane(
                 settings.semantic_cache_max_entries,
             )
         else:
-            index = MemoryIndex(settings.semantic_cache_ttl_s, settings.semantic_cache_max_entries)
+            index = MemoryIndex(
+                settings.semantic_cache_ttl_s,
+                settings.semantic_cache_max_entries,
+                max_scopes=settings.semantic_cache_max_scopes,
+            )
         embedder = served_embedder(repository, settings.semantic_cache_embedding_model)
         cache = SemanticCache(index, embedder, settings.semantic_cache_threshold)
     return LlmDataplane(repository, metrics, cache, shadows)

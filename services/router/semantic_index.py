@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import struct
@@ -70,22 +71,30 @@ class _Entry:
 
 
 class MemoryIndex:
-    """Per-process index: each scope holds at most `max_entries`, oldest evicted first."""
+    """Per-process index: each scope holds at most `max_entries`, oldest evicted first, and at most
+    `max_scopes` scopes are kept, the least recently used dropped first (tenants come and go)."""
 
-    def __init__(self, ttl_s: float, max_entries: int, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, ttl_s: float, max_entries: int, clock: Clock = time.monotonic, max_scopes: int = 10_000
+    ) -> None:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
+        self._max_scopes = max_scopes
         self._clock = clock
-        self._scopes: dict[str, list[_Entry]] = {}
+        self._scopes: collections.OrderedDict[str, list[_Entry]] = collections.OrderedDict()
 
     def _live(self, scope: str) -> list[_Entry]:
         now = self._clock()
         entries = [e for e in self._scopes.get(scope, []) if e.expires > now]
         if entries:
             self._scopes[scope] = entries
+            self._scopes.move_to_end(scope)
         else:
             self._scopes.pop(scope, None)
         return entries
+
+    def scopes(self) -> int:
+        return len(self._scopes)
 
     async def nearest(self, scope: str, vector: Vector) -> tuple[float, CachedAnswer] | None:
         entries = self._live(scope)
@@ -98,6 +107,9 @@ class MemoryIndex:
         entries = self._live(scope)[-(self._max_entries - 1) :] if self._max_entries > 1 else []
         entries.append(_Entry(self._clock() + self._ttl_s, unit(vector), answer))
         self._scopes[scope] = entries
+        self._scopes.move_to_end(scope)
+        while len(self._scopes) > self._max_scopes:
+            self._scopes.popitem(last=False)
 
     async def close(self) -> None:
         self._scopes.clear()

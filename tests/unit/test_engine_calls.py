@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import yaml
 
 from aisf.services.common.errors import ModelNotReady
 from aisf.services.common.threads import BlockingPool
+from aisf.services.router.dataplane import STREAM_WINDOW, StreamItem
 from tests.support.dataplanes import routing, rows
 from tests.support.python_models import slow_echo
 
@@ -157,3 +159,25 @@ async def test_instance_count_sizes_the_model_threads(tmp_path: Path, instances:
     async with routing(tmp_path / "models") as router:
         await asyncio.gather(*(router.dataplane.infer(rows("slow-echo", [[i, i]])) for i in range(6)))
         assert router.adapter_model("slow-echo").most_at_once == instances  # type: ignore[attr-defined]
+
+
+async def test_a_stream_whose_reader_stops_reading_stops_taking_requests(tmp_path: Path) -> None:
+    """ModelStreamInfer: answers wait for the transport; once STREAM_WINDOW are in flight or unread, no
+    more requests are read (the landed main freed a window slot before its answer was read, so a slow
+    reader grew the answer queue without limit)."""
+    slow_echo(tmp_path / "models", delay_s=0.0, instance_count=4)
+    async with routing(tmp_path / "models") as router:
+        read = 0
+
+        async def requests() -> AsyncIterator[StreamItem]:
+            nonlocal read
+            for i in range(10 * STREAM_WINDOW):
+                read += 1
+                yield StreamItem("slow-echo", str(i), request=rows("slow-echo", [[i, i]]))
+
+        answers = router.dataplane.infer_stream(requests())
+        first = await anext(answers)  # then the reader stalls
+        await asyncio.sleep(0.3)
+        assert first.error is None and STREAM_WINDOW <= read <= STREAM_WINDOW + 2
+        rest = [answer async for answer in answers]
+        assert len(rest) + 1 == 10 * STREAM_WINDOW and all(a.response is not None for a in rest)

@@ -89,6 +89,18 @@ async def test_entries_expire_after_the_ttl_and_the_oldest_go_first_when_full(
     assert await index.nearest("s", unit(0, 0, 1)) is None
 
 
+async def test_the_in_process_index_keeps_a_bounded_number_of_scopes_least_recently_used_out() -> None:
+    """The landed main kept every scope it had seen (one per tenant, model and parameters) forever."""
+    index = MemoryIndex(ttl_s=60, max_entries=2, clock=Clock(), max_scopes=3)
+    for scope in ("a", "b", "c"):
+        await index.add(scope, unit(1, 0, 0), ANSWER)
+    assert await index.nearest("a", unit(1, 0, 0)) is not None  # "a" is now the most recent
+    await index.add("d", unit(1, 0, 0), ANSWER)
+    assert index.scopes() == 3
+    assert await index.nearest("b", unit(1, 0, 0)) is None
+    assert await index.nearest("a", unit(1, 0, 0)) is not None
+
+
 async def test_an_unreachable_redis_is_reported_as_unavailable() -> None:
     index = RedisIndex("redis://127.0.0.1:1/0", ttl_s=60, max_entries=10)
     with pytest.raises(EngineUnavailable, match="semantic cache index"):
