@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from aisf.gateway.router_client import RouterClient
 from aisf.gateway.server import start_gateway
+from aisf.services.common import heap
 from aisf.services.common.db.engine import open_database
 from aisf.services.common.grpc_server import Registrar, build_server
 from aisf.services.common.settings import Role, Settings
@@ -55,6 +56,8 @@ async def run(settings: Settings, role: Role, announce: Callable[[Endpoints], No
         loop.add_signal_handler(signum, stop.set)
     async with AsyncExitStack() as stack:
         endpoints = await _start(settings, role, stack)
+        if settings.gc_freeze:
+            heap.freeze()  # start-up's objects never stall a collection under load
         announce(endpoints)
         await stop.wait()
         log.info("shutting down", extra={"grace_s": settings.shutdown_grace_s})

@@ -90,15 +90,21 @@ class Dataplane:
         self._started = False
 
     async def infer(self, request: InferRequest) -> InferResponse:
+        timeout = timeout_parameter(request)
+        if timeout is None:
+            return await self._infer(request)
+        with deadlines.bound(timeout):
+            return await self._infer(request)
+
+    async def _infer(self, request: InferRequest) -> InferResponse:
         started = perf_counter_ns()
-        with deadlines.bound(timeout_parameter(request)):
-            model = self._routes.resolve(request.model_name, request.model_version, request.parameters)
-            for _ in range(_MOVES):
-                try:
-                    return await self._infer_on(model, request, started, live=True)
-                except Retired:
-                    model = self._successor(request)
-            raise ModelNotReady(f"model '{request.model_name}' is being reloaded; retry", retry_after=1)
+        model = self._routes.resolve(request.model_name, request.model_version, request.parameters)
+        for _ in range(_MOVES):
+            try:
+                return await self._infer_on(model, request, started, live=True)
+            except Retired:
+                model = self._successor(request)
+        raise ModelNotReady(f"model '{request.model_name}' is being reloaded; retry", retry_after=1)
 
     def _successor(self, request: InferRequest) -> LoadedModel:
         """What serves a request whose engine version retired while it waited for it."""

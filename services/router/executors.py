@@ -80,12 +80,12 @@ BatchKey = tuple[object, ...]
 class _Pending:
     request: InferRequest
     size: int
-    key: BatchKey
     enqueued_ns: int
     deadline: float | None
     future: asyncio.Future[tuple[InferResponse, ExecutionTiming]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    key: BatchKey = ()  # set when the request queues (a request run at once never needs one)
 
 
 def _parameters(values: Mapping[str, ParameterValue]) -> tuple[tuple[str, ParameterValue], ...]:
@@ -134,12 +134,13 @@ class DynamicBatcher:
     async def execute(self, request: InferRequest, batch_size: int) -> tuple[InferResponse, ExecutionTiming]:
         if self._closing:
             raise Retired
-        pending = _Pending(request, batch_size, batch_key(request), perf_counter_ns(), deadlines.current())
+        pending = _Pending(request, batch_size, perf_counter_ns(), deadlines.current())
         if self._delay_ns == 0 and not self._queue and await self._calls.try_acquire():
             # Nothing to wait for or batch with: run now, skipping the dispatcher's hop.
             self._calls.launch(lambda: self._run([pending]))
         else:
             self._calls.admit(len(self._queue))
+            pending.key = batch_key(request)
             self._queue.append(pending)
             self._arrived.set()
         return await pending.future

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aisf.adapters.base import GenerativeAdapter, ModelAdapter, ModelMetadata, ModelSpec
 from aisf.adapters.registry import AdapterRegistry
+from aisf.services.common import heap
 from aisf.services.common.db.model_store import EventKind, ModelStore
 from aisf.services.common.errors import AisfError, InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
 from aisf.services.common.model_config import ModelConfig, TrafficConfig, load_model_config
@@ -133,9 +134,11 @@ class ModelRepository:
             kept = {id(m) for m in loaded.values()}
             for model in loaded.values():
                 await self._store.record(name, str(model.version), config.backend, EventKind.LOADED)
-            for old in previous.values():
-                if id(old) not in kept:
-                    await old.close(self._defaults.drain_timeout_s)
+            retired = [old for old in previous.values() if id(old) not in kept]
+            for old in retired:
+                await old.close(self._defaults.drain_timeout_s)
+            if retired:
+                heap.settle()
             log.info("model loaded", extra={"model": name, "versions": sorted(loaded)})
 
     async def unload(self, name: str) -> None:
@@ -147,6 +150,7 @@ class ModelRepository:
             for model in loaded.values():
                 await model.close(self._defaults.drain_timeout_s)
                 await self._store.record(name, str(model.version), model.config.backend, EventKind.UNLOADED)
+            heap.settle()
             log.info("model unloaded", extra={"model": name})
 
     def get(self, name: str, version: str = "") -> LoadedModel:
