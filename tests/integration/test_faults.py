@@ -23,7 +23,7 @@ from aisf.router.v1 import model_control_pb2 as control_pb
 from aisf.router.v1 import model_control_pb2_grpc as control_grpc
 from aisf.services.llm_samples import LLM_DEMO
 from aisf.services.samples import build_tabular_demo
-from tests.support.llm import build_llm_models
+from tests.support.llm import build_llm_models, scrape
 from tests.support.processes import AisfProcess, running_aisf
 from tests.support.python_models import flaky_sum, slow_echo
 
@@ -102,13 +102,14 @@ def _breaker_state(rest: httpx.Client, model: str) -> str:
 
 
 def test_five_failures_open_the_circuit_and_the_fallback_model_answers_on_both_transports(
-    models: Path, triton: grpcclient.InferenceServerClient, rest: httpx.Client
+    server: AisfProcess, models: Path, triton: grpcclient.InferenceServerClient, rest: httpx.Client
 ) -> None:
     _fail(models, "flaky", True)
     for _ in range(5):
         with pytest.raises(InferenceServerException, match="engine failure on command"):
             triton.infer("flaky", _rows(ROW))
     assert _breaker_state(rest, "flaky") == "BREAKER_STATE_OPEN"
+    assert scrape(server.metrics_port, "aisf_breaker_state", model="flaky", version="1") == 2
     answered = triton.infer("flaky", _rows(ROW))  # the 6th: the engine is not called
     parameters = answered.get_response(as_json=True)["parameters"]
     assert parameters["aisf_fallback"]["string_param"] == "tabular-demo"
@@ -166,6 +167,11 @@ def test_a_full_queue_answers_429_and_resource_exhausted_with_retry_after(
         answers = list(pool.map(lambda _: rest.post("/v2/models/slow/infer", json=body), range(6)))
     refused = [a for a in answers if a.status_code == 429]
     assert len(refused) >= 2 and all(a.status_code in (200, 429) for a in answers)
+    with ThreadPoolExecutor(3) as pool:  # one runs, two wait: the queue-depth gauge says so
+        held = [pool.submit(rest.post, "/v2/models/slow/infer", json=body) for _ in range(3)]
+        time.sleep(0.2)
+        assert scrape(server.metrics_port, "aisf_queue_depth", model="slow", version="1") == 2
+        assert all(h.result().status_code == 200 for h in held)
     assert refused[0].headers["retry-after"] == "1" and "overloaded" in refused[0].json()["error"]
 
     def grpc_call(_: int) -> grpc.StatusCode | None:
