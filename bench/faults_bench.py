@@ -90,16 +90,9 @@ TABULAR_IO = {
 }
 
 
-def _python_model(root: Path, name: str, source: str, config: dict[str, Any]) -> Path:
-    model_dir = root / name
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    (model_dir / "1" / "model.py").write_text(source, encoding="utf-8")
-    (model_dir / "config.yaml").write_text(yaml.safe_dump({"backend": "python", **config}), encoding="utf-8")
-    return model_dir
-
-
 def _repository(root: Path) -> Path:
     from aisf.services.samples import build_tabular_demo
+    from tests.support.python_models import write_python_model as _python_model
 
     models = root / "models"
     build_tabular_demo(models)

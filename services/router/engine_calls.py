@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -125,25 +125,27 @@ class EngineCalls:
         lease = StreamLease(task, asyncio.get_running_loop().create_future())
         self._streams[task] = lease
         try:
-            yield lease
-        except AisfError as error:
-            self.record(error)
-            raise
-        except Exception:
-            self._breaker.record_failure("internal")
-            raise
-        else:
-            self._breaker.record_success()
+            with self._outcome():
+                yield lease
         finally:
             self._streams.pop(task, None)
             self._slots.release()
             lease.released.set_result(None)
 
-    def record(self, error: AisfError | None) -> None:
-        if error is None:
-            self._breaker.record_success()
-        elif error.trips_breaker:
-            self._breaker.record_failure(error.reason)
+    @contextmanager
+    def _outcome(self) -> Iterator[None]:
+        """Tell the breaker how an engine call ended: failures whose type trips it count, successes
+        close a half-open circuit; a caller that left (cancellation) says nothing about the engine."""
+        try:
+            yield
+        except AisfError as error:
+            if error.trips_breaker:
+                self._breaker.record_failure(error.reason)
+            raise
+        except Exception:
+            self._breaker.record_failure("internal")
+            raise
+        self._breaker.record_success()
 
     async def close(self, grace_s: float) -> None:
         """Refuse new calls, let running ones finish. Streams still open after `grace_s` (a long
@@ -170,17 +172,10 @@ class EngineCalls:
 
     async def _hold(self, work: Callable[[], Awaitable[T]]) -> T:
         try:
-            result = await work()
-        except AisfError as error:
-            self.record(error)
-            raise
-        except Exception:
-            self._breaker.record_failure("internal")
-            raise
+            with self._outcome():
+                return await work()
         finally:
             self._slots.release()
-        self._breaker.record_success()
-        return result
 
     def _finished(self, task: asyncio.Future[Any]) -> None:
         self._running.discard(task)
