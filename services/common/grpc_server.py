@@ -4,15 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aisf.services.common.grpc_errors import ErrorInterceptor
+from aisf.services.common.grpc_errors import TypedErrors
 
 Registrar = Callable[[aio.Server], None]
+
+
+class _Registering:
+    """What a generated `add_*Servicer_to_server` sees: it wraps each service's handlers in TypedErrors
+    on their way to the real server."""
+
+    def __init__(self, server: aio.Server, timeouts_s: tuple[float, float]) -> None:
+        self._server = server
+        self._timeouts_s = timeouts_s
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
+        self._server.add_generic_rpc_handlers([TypedErrors(h, *self._timeouts_s) for h in handlers])
+
+    def add_registered_method_handlers(self, service_name: str, handlers: dict[str, Any]) -> None:
+        """grpc.aio does not use these yet (its generic handlers above serve every call)."""
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -48,10 +63,10 @@ def build_server(
 ) -> GrpcServer:
     """Bind `addresses` (host:port with port 0 for a free one, or unix:path) and register services;
     `timeouts_s` are the deadlines of unary and streaming calls that bring none."""
-    interceptor = ErrorInterceptor(*timeouts_s)
-    server = aio.server(interceptors=[interceptor], options=channel_options(max_message_bytes))
+    server = aio.server(options=channel_options(max_message_bytes))
+    registering = cast(aio.Server, _Registering(server, timeouts_s))  # has what the add_* functions call
     for register in registrars:
-        register(server)
+        register(registering)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -12,7 +12,7 @@ from grpc import aio
 
 from aisf.gateway.errors import install_error_handlers
 from aisf.services.common.errors import HTTP_STATUS_BY_CODE, AisfError, Code
-from aisf.services.common.grpc_errors import ErrorInterceptor, error_from_rpc, grpc_status
+from aisf.services.common.grpc_errors import TypedErrors, error_from_rpc, grpc_status
 
 ERRORS = sorted(AisfError._by_reason.values(), key=lambda c: c.reason)
 
@@ -22,9 +22,10 @@ async def raising_channel() -> AsyncIterator[aio.Channel]:
     async def raise_named(request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
         raise AisfError._by_reason[request.decode()](f"{request.decode()} happened")
 
-    server = aio.server(interceptors=[ErrorInterceptor()])
+    server = aio.server()
     handler = grpc.unary_unary_rpc_method_handler(raise_named)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("test.Raiser", {"Raise": handler})])
+    service = grpc.method_handlers_generic_handler("test.Raiser", {"Raise": handler})
+    server.add_generic_rpc_handlers([TypedErrors(service)])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = aio.insecure_channel(f"127.0.0.1:{port}")
