@@ -10,8 +10,8 @@ from fastapi import Depends, FastAPI, Request
 from aisf import __version__
 from aisf.gateway import jobs_routes, openai_routes, v2_routes
 from aisf.gateway.errors import install_error_handlers
-from aisf.gateway.job_client import JobClient
-from aisf.gateway.router_client import RouterClient
+from aisf.services.clients.job_client import JobClient
+from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import deadlines
 from aisf.services.common.settings import Settings
 

@@ -18,9 +18,9 @@ from aisf.gateway.http_body import read_body
 from aisf.gateway.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute, error_body
 from aisf.gateway.openai_models import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from aisf.gateway.openai_responses import CHAT, TEXT, Flavor, answer_body, stream_events
-from aisf.gateway.router_client import RouterClient
 from aisf.gateway.sse import event_stream, sse_response
 from aisf.llm.v1 import llm_pb2 as pb
+from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import llm_codec as codec
 from aisf.services.common.errors import InternalError, InvalidInput, ModelNotFound
 from aisf.services.common.llm_outputs import CacheMode, GenerationChunk, ModelCard

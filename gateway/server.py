@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import uvicorn
 
 from aisf.gateway.app import create_app
-from aisf.gateway.job_client import JobClient
-from aisf.gateway.router_client import RouterClient
+from aisf.services.clients.job_client import JobClient
+from aisf.services.clients.router_client import RouterClient
 from aisf.services.common.settings import Settings
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from aisf.gateway.router_client import RouterClient
 from aisf.gateway.server import start_gateway
+from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import heap
 from aisf.services.common.db.engine import open_database
 from aisf.services.common.grpc_server import Registrar, build_server

@@ -10,7 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from tritonclient.grpc import service_pb2 as pb
 
-from aisf.gateway.router_client import RouterClient
+from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import v2_codec
 from aisf.services.common.errors import AisfError, EngineOutOfMemory
 from aisf.services.common.tensors import InferRequest, InferResponse, Tensor

@@ -15,7 +15,7 @@ from temporalio.common import Priority, SearchAttributeKey, SearchAttributePair,
 from temporalio.service import RPCError
 from tritonclient.grpc import service_pb2 as pb
 
-from aisf.gateway.router_client import RouterClient
+from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import v2_codec
 from aisf.services.common.errors import InvalidInput, JobAlreadyFinished, JobNotFound
 from aisf.services.common.settings import Settings

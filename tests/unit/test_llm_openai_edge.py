@@ -20,8 +20,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aisf.gateway.app import create_app
-from aisf.gateway.job_client import JobClient
-from aisf.gateway.router_client import RouterClient
+from aisf.services.clients.job_client import JobClient
+from aisf.services.clients.router_client import RouterClient
 from aisf.services.common.grpc_server import GrpcServer, build_server
 from aisf.services.common.llm_metrics import LlmMetrics
 from aisf.services.common.llm_types import ChatMessage, GenerateRequest, SamplingParams
