@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aisf.services.common import deadlines
 from aisf.services.common.errors import AisfError, DeadlineExceeded, EngineOverloaded
@@ -33,6 +33,30 @@ class StreamLease:
     revoked: bool = False
 
 
+class _Outcome:
+    """Tells the breaker how an engine call ended: failures whose type trips it count, successes close a
+    half-open circuit; a caller that left (cancellation) says nothing about the engine. One instance
+    serves every call (it keeps no state of its own)."""
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: object
+    ) -> Literal[False]:
+        if error is None:
+            self._breaker.record_success()
+        elif isinstance(error, AisfError):
+            if error.trips_breaker:
+                self._breaker.record_failure(error.reason)
+        elif isinstance(error, Exception):
+            self._breaker.record_failure("internal")
+        return False
+
+
 class EngineCalls:
     """At most `instances` calls at once. A call frees its slot when the engine returns, not when its
     caller stops waiting (a thread cannot be interrupted, and the next call must not share it). At most
@@ -47,6 +71,7 @@ class EngineCalls:
         self._running: set[asyncio.Future[Any]] = set()
         self._streams: dict[asyncio.Task[Any], StreamLease] = {}
         self._closing = False
+        self._outcome = _Outcome(breaker)
 
     @property
     def closing(self) -> bool:
@@ -125,27 +150,12 @@ class EngineCalls:
         lease = StreamLease(task, asyncio.get_running_loop().create_future())
         self._streams[task] = lease
         try:
-            with self._outcome():
+            with self._outcome:
                 yield lease
         finally:
             self._streams.pop(task, None)
             self._slots.release()
             lease.released.set_result(None)
-
-    @contextmanager
-    def _outcome(self) -> Iterator[None]:
-        """Tell the breaker how an engine call ended: failures whose type trips it count, successes
-        close a half-open circuit; a caller that left (cancellation) says nothing about the engine."""
-        try:
-            yield
-        except AisfError as error:
-            if error.trips_breaker:
-                self._breaker.record_failure(error.reason)
-            raise
-        except Exception:
-            self._breaker.record_failure("internal")
-            raise
-        self._breaker.record_success()
 
     async def close(self, grace_s: float) -> None:
         """Refuse new calls, let running ones finish. Streams still open after `grace_s` (a long
@@ -172,7 +182,7 @@ class EngineCalls:
 
     async def _hold(self, work: Callable[[], Awaitable[T]]) -> T:
         try:
-            with self._outcome():
+            with self._outcome:
                 return await work()
         finally:
             self._slots.release()
