@@ -13,11 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from tritonclient.grpc import service_pb2 as v2_pb
 
 from aisf.gateway.errors import ERROR_RESPONSES, error_responses
-from aisf.gateway.v2_rest_codec import request_from_document, response_document
 from aisf.job.v1 import job_service_pb2 as pb
 from aisf.services.clients.job_client import JobClient
 from aisf.services.common import v2_codec
 from aisf.services.common.errors import InvalidInput
+from aisf.services.common.v2_json import request_from_document, response_document
 
 router = APIRouter(
     prefix="/v1/jobs", tags=["jobs"], responses={**ERROR_RESPONSES, **error_responses(409, 413)}

@@ -16,8 +16,6 @@ from pydantic import BaseModel
 
 from aisf.gateway.http_body import read_body
 from aisf.gateway.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute, error_body
-from aisf.gateway.openai_models import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from aisf.gateway.openai_responses import CHAT, TEXT, Flavor, answer_body, stream_events
 from aisf.gateway.sse import event_stream, sse_response
 from aisf.llm.v1 import llm_pb2 as pb
 from aisf.services.clients.router_client import RouterClient
@@ -25,6 +23,8 @@ from aisf.services.common import llm_codec as codec
 from aisf.services.common.errors import InternalError, InvalidInput, ModelNotFound
 from aisf.services.common.llm_outputs import CacheMode, GenerationChunk, ModelCard
 from aisf.services.common.marks import FALLBACK_HEADER
+from aisf.services.common.openai_models import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from aisf.services.common.openai_responses import CHAT, TEXT, Flavor, answer_body, stream_events
 
 router = APIRouter(route_class=OpenAIRoute, responses=OPENAI_ERROR_RESPONSES)
 

@@ -13,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from aisf.gateway.errors import ERROR_RESPONSES, error_responses
 from aisf.gateway.http_body import read_body
 from aisf.gateway.proto_json import to_json
-from aisf.gateway.v2_rest_codec import (
+from aisf.router.v1 import model_control_pb2 as control_pb
+from aisf.router.v1 import model_repository_pb2 as repo_pb
+from aisf.services.clients.router_client import RouterClient
+from aisf.services.common import v2_codec
+from aisf.services.common.errors import InvalidInput, ModelNotReady
+from aisf.services.common.marks import FALLBACK_HEADER, FALLBACK_PARAMETER
+from aisf.services.common.v2_json import (
     BINARY_CONTENT,
     HEADER_LENGTH,
     JSON_CONTENT,
@@ -21,12 +27,6 @@ from aisf.gateway.v2_rest_codec import (
     parse_index_body,
     parse_request,
 )
-from aisf.router.v1 import model_control_pb2 as control_pb
-from aisf.router.v1 import model_repository_pb2 as repo_pb
-from aisf.services.clients.router_client import RouterClient
-from aisf.services.common import v2_codec
-from aisf.services.common.errors import InvalidInput, ModelNotReady
-from aisf.services.common.marks import FALLBACK_HEADER, FALLBACK_PARAMETER
 
 router = APIRouter(responses=ERROR_RESPONSES)
 

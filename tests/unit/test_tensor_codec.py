@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from aisf.gateway.v2_rest_codec import encode_response, parse_request
 from aisf.services.common import v2_codec
 from aisf.services.common.errors import InvalidInput
 from aisf.services.common.tensors import (
@@ -21,6 +20,7 @@ from aisf.services.common.tensors import (
     decode_bytes_tensor,
     encode_bytes_tensor,
 )
+from aisf.services.common.v2_json import encode_response, parse_request
 
 NUMERIC = sorted(k for k in NUMPY_DTYPES if k != "BYTES")
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=5)
