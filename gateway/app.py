@@ -1,4 +1,4 @@
-"""Builds the REST edge application around its gRPC clients (router, job service)."""
+"""Builds the REST edge application around its gRPC clients (router, job service, files and batches)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 
 from aisf import __version__
-from aisf.gateway import jobs_routes, openai_routes, v2_routes
+from aisf.gateway import batch_routes, jobs_routes, openai_routes, v2_routes
 from aisf.gateway.errors import install_error_handlers
+from aisf.services.clients.batch_client import BatchClient
 from aisf.services.clients.job_client import JobClient
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import deadlines
@@ -23,12 +24,13 @@ async def bind_deadline(request: Request) -> None:
         deadlines.bind(deadlines.parse_timeout_ms(header, f"{deadlines.TIMEOUT_HEADER} header"))
 
 
-def create_app(settings: Settings, client: RouterClient, jobs: JobClient) -> FastAPI:
+def create_app(settings: Settings, client: RouterClient, jobs: JobClient, batches: BatchClient) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await client.close()
         await jobs.close()
+        await batches.close()
 
     app = FastAPI(
         title="AI Serving Foundation",
@@ -39,8 +41,10 @@ def create_app(settings: Settings, client: RouterClient, jobs: JobClient) -> Fas
     app.state.settings = settings
     app.state.router = client
     app.state.jobs = jobs
+    app.state.batches = batches
     install_error_handlers(app)
     app.include_router(v2_routes.router)
     app.include_router(jobs_routes.router)
     app.include_router(openai_routes.router)  # LLM lane: OpenAI errors are route-scoped (openai_errors)
+    app.include_router(batch_routes.router)  # the OpenAI Files and Batch APIs
     return app

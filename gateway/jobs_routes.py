@@ -9,10 +9,11 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from google.protobuf.json_format import MessageToDict
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tritonclient.grpc import service_pb2 as v2_pb
 
 from aisf.gateway.errors import ERROR_RESPONSES, error_responses
+from aisf.gateway.http_body import read_body
 from aisf.job.v1 import job_service_pb2 as pb
 from aisf.services.clients.job_client import JobClient
 from aisf.services.common import v2_codec
@@ -24,17 +25,28 @@ router = APIRouter(
 )
 TenantHeader = Annotated[str, Header(alias="X-Aisf-Tenant", description="Tenant the job belongs to")]
 JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+_KINDS = {
+    "": pb.JOB_KIND_V2,
+    "/v1/chat/completions": pb.JOB_KIND_CHAT,
+    "/v1/completions": pb.JOB_KIND_COMPLETION,
+    "/v1/embeddings": pb.JOB_KIND_EMBEDDING,
+}
 
 
 class JobSubmission(BaseModel):
-    """A batch of KServe V2 inference requests run as one durable job."""
+    """Requests run as one durable job: KServe V2 inference requests, or (with `endpoint`) OpenAI request
+    bodies for an LLM or embedding model."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: Annotated[str, Field(min_length=1, description="Model to run every request on")]
     version: str = Field("", description="Model version; empty means the newest ready one")
+    endpoint: Literal["", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"] = Field(
+        "", description="Empty: V2 inference requests; else what the OpenAI bodies in `requests` are for"
+    )
     requests: Annotated[
-        list[dict[str, Any]], Field(min_length=1, description="V2 inference request bodies (JSON tensors)")
+        list[dict[str, Any]],
+        Field(min_length=1, description="V2 request bodies (JSON tensors), or OpenAI request bodies"),
     ]
     idempotency_key: Annotated[str | None, Field(max_length=256)] = None
     priority: Annotated[int, Field(ge=0, le=5, description="0: the tenant tier's; only lower is allowed")] = 0
@@ -67,8 +79,10 @@ def _client(request: Request) -> JobClient:
     return client
 
 
-def _responses(raw: list[bytes]) -> list[dict[str, Any]]:
-    """Finished responses in the same V2 JSON as /v2/models/{m}/infer answers."""
+def _responses(raw: list[bytes], kind: pb.JobKind.ValueType) -> list[dict[str, Any]]:
+    """Finished responses in the same JSON as a direct call answers (V2 JSON, or OpenAI bodies)."""
+    if kind not in (pb.JOB_KIND_V2, pb.JOB_KIND_UNSPECIFIED):
+        return [orjson.loads(item) for item in raw]
     documents = []
     for item in raw:
         response = v2_codec.response_from_proto(v2_pb.ModelInferResponse.FromString(item))
@@ -97,14 +111,18 @@ def job_document(job: pb.Job) -> dict[str, Any]:
         "start_time": times.get("start_time"),
         "end_time": times.get("end_time"),
         "idempotency_key": job.idempotency_key or None,
-        "result": {"responses": _responses(list(job.responses))} if job.result_inline else None,
+        "result": {"responses": _responses(list(job.responses), job.kind)} if job.result_inline else None,
         "result_url": url,
     }
 
 
 def _to_proto(body: JobSubmission, tenant: str) -> pb.SubmitJobRequest:
+    kind = _KINDS[body.endpoint]
     requests = []
     for index, document in enumerate(body.requests):
+        if body.endpoint:
+            requests.append(orjson.dumps(document))
+            continue
         try:
             domain, _ = request_from_document(body.model, body.version, document)
         except InvalidInput as error:
@@ -117,12 +135,35 @@ def _to_proto(body: JobSubmission, tenant: str) -> pb.SubmitJobRequest:
         idempotency_key=body.idempotency_key or "",
         priority=body.priority,
         tenant=tenant,
+        kind=kind,
     )
 
 
-@router.post("", status_code=202, response_model=JobDocument, responses={200: {"model": JobDocument}})
-async def submit_job(request: Request, body: JobSubmission, tenant: TenantHeader = "default") -> JSONResponse:
-    """Accept a job at once (202 + Location); the same idempotency key answers the same job (200)."""
+def _submission(raw: bytes) -> JobSubmission:
+    """The body as JSON whatever its content type says (curl -d sends form-urlencoded), as V2 routes do."""
+    try:
+        return JobSubmission.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise InvalidInput(f"request body is not valid JSON: {first['ctx']['error']}") from None
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidInput(f"{where}: {first['msg']}") from None
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobDocument,
+    responses={200: {"model": JobDocument}},
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"schema": JobSubmission.model_json_schema()}}}
+    },
+)
+async def submit_job(request: Request, tenant: TenantHeader = "default") -> JSONResponse:
+    """Accept a job at once (202 + Location): durable when answered, started right after. The same
+    idempotency key answers the same job (200)."""
+    body = _submission(await read_body(request, request.app.state.settings.max_request_bytes))
     answer = await _client(request).submit(_to_proto(body, tenant))
     location = f"/v1/jobs/{answer.job.job_id}"
     status = 202 if answer.created else 200
@@ -145,7 +186,9 @@ async def get_job_result(
     page = await _client(request).result(
         pb.GetJobResultRequest(job_id=job_id, page_size=page_size, page_token=page_token)
     )
-    return {"responses": _responses(list(page.responses)), "next_page_token": page.next_page_token or None}
+    job = await _client(request).get(job_id)
+    responses = _responses(list(page.responses), job.kind)
+    return {"responses": responses, "next_page_token": page.next_page_token or None}
 
 
 @router.get("/{job_id}/events")

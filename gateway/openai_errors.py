@@ -4,7 +4,6 @@ maps typed and validation errors, so the app-wide V2 handlers never see them."""
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -14,13 +13,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
 from aisf.services.common.errors import AisfError, InternalError
+from aisf.services.common.openai_responses import error_body
 
 log = logging.getLogger(__name__)
-
-# Errors of the LLM lane start with the offending field, `messages[0].role: ...` (any field) or
-# `prompt is 900 tokens; ...` (a known request field): that is the error's `param`.
-_FIELD = re.compile(r"^(([a-z_]+)(?:\[\d+\])*(?:\.[a-z_]+(?:\[\d+\])*)*)(:?) ")
-_REQUEST_FIELDS = {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "input"}
 # pydantic tags union members in error locations (`prompt.str`); those are not fields.
 _UNION_TAGS = {"str", "int", "float", "bool"}
 
@@ -51,30 +46,6 @@ _MEANINGS = {
 OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": OpenAIErrorBody, "description": meaning} for status, meaning in _MEANINGS.items()
 }
-
-
-def _error_type(status: int) -> str:
-    if status == 401:
-        return "authentication_error"
-    if status == 403:
-        return "permission_error"
-    if status == 429:
-        return "rate_limit_error"
-    return "server_error" if status >= 500 else "invalid_request_error"
-
-
-def error_body(error: AisfError) -> dict[str, Any]:
-    """`{"error": {...}}` as OpenAI sends it, in a response body or as an SSE error event."""
-    found = _FIELD.match(error.message)
-    param = found[1] if found and (found[3] or found[2] in _REQUEST_FIELDS) else None
-    return {
-        "error": {
-            "message": error.message,
-            "type": _error_type(error.http_status),
-            "param": param,
-            "code": error.reason,
-        }
-    }
 
 
 def error_response(error: AisfError) -> JSONResponse:

@@ -3,19 +3,17 @@ translation of the router's aisf.llm.v1.LlmService, streamed as server-sent even
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, TypeVar
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from aisf.gateway.http_body import read_body
-from aisf.gateway.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute, error_body
+from aisf.gateway.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
 from aisf.gateway.sse import event_stream, sse_response
 from aisf.llm.v1 import llm_pb2 as pb
 from aisf.services.clients.router_client import RouterClient
@@ -24,7 +22,15 @@ from aisf.services.common.errors import InternalError, InvalidInput, ModelNotFou
 from aisf.services.common.llm_outputs import CacheMode, GenerationChunk, ModelCard
 from aisf.services.common.marks import FALLBACK_HEADER
 from aisf.services.common.openai_models import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from aisf.services.common.openai_responses import CHAT, TEXT, Flavor, answer_body, stream_events
+from aisf.services.common.openai_responses import (
+    CHAT,
+    TEXT,
+    Flavor,
+    answer_body,
+    embeddings_body,
+    error_body,
+    stream_events,
+)
 
 router = APIRouter(route_class=OpenAIRoute, responses=OPENAI_ERROR_RESPONSES)
 
@@ -120,24 +126,11 @@ async def completions(request: Request) -> Response:
     return await _respond(chunks, TEXT, body.stream, body.include_usage)
 
 
-def _encoded(vector: list[float], encoding: str) -> list[float] | str:
-    if encoding == "base64":  # what the openai SDK asks for by default: little-endian float32
-        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
-    return vector
-
-
 @router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     body = await _parse(request, EmbeddingRequest)
     reply = await _client(request).embed(codec.embed_request_to_proto(body.to_domain()), _request_id(request))
-    result = codec.embed_result_from_proto(reply)
-    data = [
-        {"object": "embedding", "index": i, "embedding": _encoded(v, body.encoding_format)}
-        for i, v in enumerate(result.response.vectors)
-    ]
-    tokens = result.response.usage.prompt_tokens
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return _json({"object": "list", "data": data, "model": result.model, "usage": usage})
+    return _json(embeddings_body(codec.embed_result_from_proto(reply), body.encoding_format))
 
 
 def _card(card: ModelCard) -> dict[str, Any]:

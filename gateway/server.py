@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from aisf.gateway.app import create_app
+from aisf.services.clients.batch_client import BatchClient
 from aisf.services.clients.job_client import JobClient
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common.settings import Settings
@@ -28,7 +29,12 @@ class GatewayRuntime:
 
 async def start_gateway(settings: Settings, router_target: str, job_target: str) -> GatewayRuntime:
     limit = settings.max_request_bytes
-    app = create_app(settings, RouterClient(router_target, limit), JobClient(job_target, limit))
+    app = create_app(
+        settings,
+        RouterClient(router_target, limit),
+        JobClient(job_target, limit),
+        BatchClient(job_target, limit),
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -17,8 +17,7 @@ from aisf.services.common import heap
 from aisf.services.common.db.engine import open_database
 from aisf.services.common.grpc_server import Registrar, build_server
 from aisf.services.common.settings import Role, Settings
-from aisf.services.job import servicer as job_servicer
-from aisf.services.job.service import JobService
+from aisf.services.job.server import build_finalizer, build_job_lane, open_storage
 from aisf.services.job.store import JobStore
 from aisf.services.job.temporal import connect, start_dev_server
 from aisf.services.router.server import build_router
@@ -97,19 +96,22 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         stack.push_async_callback(router.close)
         registrars += router.registrars
         names += router.service_names
-    # The job service and the workers of one process share one router channel and one job store.
-    router_client = job_store = None
+    # The job service and the workers of one process share one router channel, job store and file storage.
+    router_client = job_store = storage = None
     if role in ("all", "job", "worker"):
         assert database is not None
         router_client = RouterClient(router_target, settings.max_request_bytes)
         stack.push_async_callback(router_client.close)
         job_store = JobStore(database)
+        storage = open_storage(settings)
+        stack.callback(storage.close)
     if role in ("all", "job"):
-        assert router_client is not None and job_store is not None
+        assert database is not None and router_client is not None and job_store is not None and storage
         temporal = await connect(settings, temporal_address, lazy=True)
-        jobs = JobService(settings, job_store, temporal, router_client)
-        registrars.append(job_servicer.register(jobs))
-        names.append(job_servicer.SERVICE_NAME)
+        lane = build_job_lane(settings, database, job_store, router_client, temporal, storage)
+        stack.push_async_callback(lane.close)
+        registrars += lane.registrars
+        names += lane.service_names
     if registrars:
         tcp = f"{settings.host}:{settings.grpc_port}"
         if co_located:
@@ -128,8 +130,9 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         if router is not None:
             router.dataplane.mark_started()
     if role in ("all", "worker"):
-        assert router_client is not None and job_store is not None
-        await _start_workers(settings, JobActivities(job_store, router_client), temporal_address, stack)
+        assert database is not None and router_client is not None and job_store is not None and storage
+        activities = JobActivities(job_store, router_client, build_finalizer(database, job_store, storage))
+        await _start_workers(settings, activities, temporal_address, stack)
     if role in ("all", "gateway"):
         job_target = own_target or settings.job_address or router_target
         gateway = await start_gateway(settings, router_target, job_target)

@@ -14,15 +14,20 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from aisf.workflows.types import (
+        FINALIZE_BATCH,
         FINISH_JOB,
         INFER_ITEMS,
         NON_RETRYABLE,
         OUT_OF_MEMORY,
         WORKFLOW_NAME,
+        FinalizeBatchInput,
         FinishJobInput,
         InferItemsInput,
         JobInput,
     )
+
+# A batch's final status after each job outcome (an expiry is a failed job, an expired batch).
+_BATCH_STATUS = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled", "expired": "expired"}
 
 
 def _system_retry(maximum_attempts: int = 0, non_retryable: list[str] | None = None) -> RetryPolicy:
@@ -41,34 +46,64 @@ class BatchInferenceWorkflow:
     @workflow.run
     async def run(self, job: JobInput) -> None:
         try:
-            await self._infer_all(job)
+            if job.expires_in_s:
+                await asyncio.wait_for(self._infer_all(job), timeout=job.expires_in_s)
+            else:
+                await self._infer_all(job)
+        except TimeoutError:  # a batch's completion window passed: what was answered is kept
+            await self._outcome(job, "failed", "expired", "the batch's completion window expired")
+            return
         except asyncio.CancelledError:
-            await self._finish(FinishJobInput(job.job_id, "cancelled"))
+            await self._outcome(job, "cancelled")
             raise
         except ActivityError as error:
             cause = error.cause
             if isinstance(cause, CancelledError):
                 # The job was cancelled while its activity ran: the activity stopped, so is the job.
-                await self._finish(FinishJobInput(job.job_id, "cancelled"))
+                await self._outcome(job, "cancelled")
                 raise asyncio.CancelledError from None
             if isinstance(cause, ApplicationError):
                 kind, message = cause.type or "internal", cause.message
             else:
                 kind, message = "internal", str(cause or error)
-            await self._finish(FinishJobInput(job.job_id, "failed", kind, message))
+            await self._outcome(job, "failed", kind, message)
             raise ApplicationError(message, type=kind, non_retryable=True) from None
-        await self._finish(FinishJobInput(job.job_id, "succeeded"))
+        await self._outcome(job, "succeeded")
+
+    async def _outcome(self, job: JobInput, state: str, kind: str = "", message: str = "") -> None:
+        """Write a batch's files and status, then the job's final state."""
+        if job.batch:
+            status = _BATCH_STATUS[kind if kind == "expired" else state]
+            await workflow.execute_activity(
+                FINALIZE_BATCH,
+                FinalizeBatchInput(job.job_id, status, kind, message),
+                start_to_close_timeout=timedelta(minutes=30),
+                retry_policy=_system_retry(),
+            )
+        await self._finish(FinishJobInput(job.job_id, state, kind, message))
 
     async def _infer_all(self, job: JobInput) -> None:
         """Out of memory halves the rows per engine call; below one row, the work moves to the
-        large-GPU task queue (REQ-ORC-02)."""
+        large-GPU task queue (REQ-ORC-02). Either way the next attempt starts where the last one
+        stopped: no answered item is redone."""
         max_rows = 0
+        resume_from = 0
         queue = workflow.info().task_queue
         while True:
             try:
                 await workflow.execute_activity(
                     INFER_ITEMS,
-                    InferItemsInput(job.job_id, job.model_name, job.model_version, job.items_total, max_rows),
+                    InferItemsInput(
+                        job.job_id,
+                        job.model_name,
+                        job.model_version,
+                        job.items_total,
+                        max_rows,
+                        job.kind,
+                        job.tenant,
+                        job.batch,
+                        resume_from,
+                    ),
                     task_queue=queue,
                     start_to_close_timeout=timedelta(hours=6),
                     heartbeat_timeout=timedelta(seconds=job.heartbeat_timeout_s),
@@ -79,9 +114,10 @@ class BatchInferenceWorkflow:
                 )
                 return
             except ActivityError as error:
-                rows = _rows_out_of_memory(error)
-                if rows is None:
+                stopped = _out_of_memory(error)
+                if stopped is None:
                     raise
+                rows, resume_from = stopped
                 if rows > 1:
                     max_rows = rows // 2
                 elif job.large_task_queue and queue != job.large_task_queue:
@@ -96,8 +132,11 @@ class BatchInferenceWorkflow:
         )
 
 
-def _rows_out_of_memory(error: ActivityError) -> int | None:
+def _out_of_memory(error: ActivityError) -> tuple[int, int] | None:
+    """(rows that did not fit, first item not answered) of an out-of-memory failure, else None.
+    Histories recorded before the second detail existed resume from the activity's own checkpoint."""
     cause = error.cause
     if isinstance(cause, ApplicationError) and cause.type == OUT_OF_MEMORY and cause.details:
-        return int(cause.details[0])
+        resume_from = int(cause.details[1]) if len(cause.details) > 1 else 0
+        return int(cause.details[0]), resume_from
     return None

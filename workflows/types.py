@@ -10,6 +10,7 @@ from dataclasses import dataclass
 WORKFLOW_NAME = "aisf.BatchInference"
 INFER_ITEMS = "aisf.infer_items"
 FINISH_JOB = "aisf.finish_job"
+FINALIZE_BATCH = "aisf.finalize_batch"
 
 # ApplicationError types (our error reasons) that no retry can fix.
 NON_RETRYABLE = [
@@ -32,6 +33,12 @@ class JobInput:
     max_attempts: int = 4
     heartbeat_timeout_s: float = 30.0
     large_task_queue: str = ""
+    kind: str = "v2"
+    tenant: str = ""
+    # OpenAI batches: items fail one by one (their errors go to the error file), the lines answered are
+    # written out at the end, and the batch expires after this many seconds (0: never).
+    batch: bool = False
+    expires_in_s: float = 0.0
 
 
 @dataclass
@@ -42,6 +49,11 @@ class InferItemsInput:
     items_total: int
     # Split each request into engine calls of at most this many rows; 0 sends requests whole.
     max_rows: int = 0
+    kind: str = "v2"
+    tenant: str = ""
+    batch: bool = False
+    # Where an earlier activity of this job stopped (out of memory, moved queue): no item redone.
+    resume_from: int = 0
 
 
 @dataclass
@@ -49,4 +61,13 @@ class FinishJobInput:
     job_id: str
     state: str
     error_type: str = ""
+    error_message: str = ""
+
+
+@dataclass
+class FinalizeBatchInput:
+    batch_id: str
+    # The batch's final status: completed, failed, cancelled or expired.
+    status: str
+    error_code: str = ""
     error_message: str = ""

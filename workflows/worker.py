@@ -37,7 +37,7 @@ async def start_workers(
             client,
             task_queue=queue,
             workflows=[BatchInferenceWorkflow],
-            activities=[activities.infer_items, activities.finish_job],
+            activities=[activities.infer_items, activities.finish_job, activities.finalize_batch],
             max_concurrent_activities=max_concurrent_activities,
             graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown_s),
             # Heartbeats carry checkpoints out and cancellation in: send them at least every second.

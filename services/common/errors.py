@@ -118,6 +118,16 @@ class JobNotFound(AisfError):
     reason = "job_not_found"
 
 
+class FileNotFound(AisfError):
+    code = Code.NOT_FOUND
+    reason = "file_not_found"
+
+
+class BatchNotFound(AisfError):
+    code = Code.NOT_FOUND
+    reason = "batch_not_found"
+
+
 class JobAlreadyFinished(AisfError):
     code = Code.FAILED_PRECONDITION
     reason = "job_already_finished"

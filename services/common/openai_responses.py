@@ -2,16 +2,49 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from aisf.services.common.errors import InternalError
-from aisf.services.common.llm_outputs import GenerationChunk
+import numpy as np
+
+from aisf.services.common.errors import AisfError, InternalError
+from aisf.services.common.llm_outputs import EmbedResult, GenerationChunk
 from aisf.services.common.llm_types import TokenChunk, Usage
 
 Body = dict[str, Any]
+
+# Errors of the LLM lane start with the offending field, `messages[0].role: ...` (any field) or
+# `prompt is 900 tokens; ...` (a known request field): that is the error's `param`.
+_FIELD = re.compile(r"^(([a-z_]+)(?:\[\d+\])*(?:\.[a-z_]+(?:\[\d+\])*)*)(:?) ")
+_REQUEST_FIELDS = {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "input"}
+
+
+def _error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_body(error: AisfError) -> dict[str, Any]:
+    """`{"error": {...}}` as OpenAI sends it, in a response body or as an SSE error event."""
+    found = _FIELD.match(error.message)
+    param = found[1] if found and (found[3] or found[2] in _REQUEST_FIELDS) else None
+    return {
+        "error": {
+            "message": error.message,
+            "type": _error_type(error.http_status),
+            "param": param,
+            "code": error.reason,
+        }
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +131,25 @@ async def answer_body(chunks: AsyncIterator[GenerationChunk], flavor: Flavor) ->
         content: Body = {"message": {"role": "assistant", "content": text}} if flavor.chat else {"text": text}
         choices.append({"index": index, **content, "logprobs": None, "finish_reason": finish[index]})
     return {**_head(last, flavor, flavor.answer_object), "choices": choices, "usage": usage_body(usage)}
+
+
+def embeddings_body(result: EmbedResult, encoding: str) -> Body:
+    """The embeddings response; `base64` (what the openai SDK asks for by default) is little-endian
+    float32 bytes."""
+
+    def encoded(vector: list[float]) -> list[float] | str:
+        if encoding == "base64":
+            return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+        return vector
+
+    data = [
+        {"object": "embedding", "index": i, "embedding": encoded(v)}
+        for i, v in enumerate(result.response.vectors)
+    ]
+    tokens = result.response.usage.prompt_tokens
+    return {
+        "object": "list",
+        "data": data,
+        "model": result.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

@@ -78,6 +78,20 @@ class Settings(BaseSettings):
     """Most requests one job may hold; more is a 400."""
     job_inline_result_bytes: int = Field(1024 * 1024, ge=0)
     """Results up to this size come back inline with the job; larger ones page via /result."""
+    files_storage: Literal["local", "s3"] = "local"
+    """Where the bytes of batch files live: a folder (files_dir), or an S3-compatible bucket."""
+    files_dir: Path | None = None
+    """Folder of the local file storage; empty means data_dir/files."""
+    files_s3_bucket: str = ""
+    files_s3_prefix: str = "aisf/files/"
+    files_s3_endpoint_url: str = ""
+    """S3-compatible endpoint (MinIO, Ceph, ...); empty means AWS. Credentials: boto3's (AWS_* variables)."""
+    files_s3_region: str = ""
+    files_max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    """Largest file an upload may be (OpenAI's batch input limit by default)."""
+    job_ack: Literal["durable", "started"] = "durable"
+    """When a submit is answered: once the job is durable in the metadata DB (its workflow starts right
+    after, from the transactional outbox, even if Temporal is down), or only once Temporal started it."""
     tenant_tiers: dict[str, str] = {}
     """Tenant -> tier, e.g. {"acme": "gold"}; unknown tenants get default_tier."""
     default_tier: str = "standard"

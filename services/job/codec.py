@@ -7,7 +7,7 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aisf.job.v1 import job_service_pb2 as pb
-from aisf.services.job.model import Job, JobState
+from aisf.services.job.model import Job, JobKind, JobState
 from aisf.services.job.service import JobView
 
 _STATES = {
@@ -18,6 +18,13 @@ _STATES = {
     JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
 }
 _STATES_BACK = {v: k for k, v in _STATES.items()}
+_KINDS = {
+    JobKind.V2: pb.JOB_KIND_V2,
+    JobKind.CHAT: pb.JOB_KIND_CHAT,
+    JobKind.COMPLETION: pb.JOB_KIND_COMPLETION,
+    JobKind.EMBEDDING: pb.JOB_KIND_EMBEDDING,
+}
+_KINDS_BACK = {v: k for k, v in _KINDS.items()}
 
 
 def _timestamp(moment: datetime | None) -> Timestamp | None:
@@ -49,6 +56,7 @@ def job_to_proto(job: Job, responses: list[bytes] | None = None) -> pb.Job:
         responses=responses or [],
         result_inline=responses is not None,
         resumed_from=job.resumed_from,
+        kind=_KINDS[job.kind],
     )
 
 
@@ -58,3 +66,7 @@ def view_to_proto(view: JobView) -> pb.Job:
 
 def state_from_proto(state: pb.JobState.ValueType) -> JobState | None:
     return _STATES_BACK.get(state)
+
+
+def kind_from_proto(kind: pb.JobKind.ValueType) -> JobKind:
+    return _KINDS_BACK.get(kind, JobKind.V2)

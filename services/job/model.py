@@ -7,6 +7,27 @@ from datetime import datetime
 from enum import StrEnum
 
 
+class JobKind(StrEnum):
+    """What a job's items are: V2 inference requests (protobuf), or OpenAI request bodies (JSON)."""
+
+    V2 = "v2"
+    CHAT = "chat"
+    COMPLETION = "completion"
+    EMBEDDING = "embedding"
+
+    @property
+    def llm(self) -> bool:
+        return self is not JobKind.V2
+
+
+# The endpoint an OpenAI request body (a batch line, a job item) is for.
+ENDPOINTS = {
+    "/v1/chat/completions": JobKind.CHAT,
+    "/v1/completions": JobKind.COMPLETION,
+    "/v1/embeddings": JobKind.EMBEDDING,
+}
+
+
 class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -38,6 +59,38 @@ class Job:
     start_time: datetime | None
     end_time: datetime | None
     idempotency_key: str | None
+    kind: JobKind = JobKind.V2
+    batch: bool = False  # an OpenAI batch: items fail one by one, and it expires at expires_at
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """One request of a new job; an item already answered at submit (a malformed batch line) comes
+    with its status and response."""
+
+    request: bytes
+    custom_id: str | None = None
+    status: int | None = None
+    response: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    idx: int
+    request: bytes
+    custom_id: str | None
+    status: int | None
+    response: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one item got: its response and, where items fail one by one, its status."""
+
+    idx: int
+    response: bytes
+    status: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf.message import DecodeError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import Priority, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
-from tritonclient.grpc import service_pb2 as pb
 
 from aisf.services.clients.router_client import RouterClient
-from aisf.services.common import v2_codec
+from aisf.services.common.db.tables import Base
 from aisf.services.common.errors import InvalidInput, JobAlreadyFinished, JobNotFound
 from aisf.services.common.settings import Settings
-from aisf.services.common.tensors import TensorSpec
-from aisf.services.common.validation import validate_request
-from aisf.services.job.model import Job, JobFilter, JobState
+from aisf.services.job.model import Job, JobFilter, JobKind, JobState, NewItem
+from aisf.services.job.outbox import OutboxDispatcher
 from aisf.services.job.store import JobStore
+from aisf.services.job.submit_checks import SubmitChecks
 from aisf.services.job.temporal import unavailable
 from aisf.workflows.batch_inference import BatchInferenceWorkflow
 from aisf.workflows.types import JobInput
@@ -32,6 +32,7 @@ _MODEL = SearchAttributeKey.for_keyword("AisfModel")
 _TIER = SearchAttributeKey.for_keyword("AisfTier")
 _RPC_TIMEOUT = timedelta(seconds=5)
 _WATCH_INTERVAL_S = 0.1
+_WATCH_MAX_INTERVAL_S = 1.0
 _RECONCILE_EVERY_S = 5.0
 _RECONCILE_MEMORY = 10_000
 
@@ -44,6 +45,7 @@ class Submission:
     tenant: str
     idempotency_key: str | None = None
     priority: int = 0
+    kind: JobKind = JobKind.V2
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +61,57 @@ class JobService:
         self._settings = settings
         self._store = store
         self._temporal = temporal
-        self._router = router
         self._last_reconciled: dict[str, float] = {}
+        self._checks = SubmitChecks(router, settings.job_max_items)
+        self._outbox = OutboxDispatcher(store, self._start_accepted)
+
+    def start(self) -> None:
+        """Start the outbox dispatcher: workflows of jobs accepted before a restart start now."""
+        self._outbox.run_in_background()
+
+    async def close(self) -> None:
+        await self._outbox.close()
+        self._checks.close()
 
     async def submit(self, submission: Submission) -> tuple[Job, bool]:
-        """Validate against the model, record the job, start its workflow; only then answer."""
+        """Validate against the model, then make the job durable (job, items and outbox row in one
+        transaction) and answer: the workflow starts right after, from the outbox, even if Temporal is
+        down now. With AISF_JOB_ACK=started the answer waits for the workflow start instead."""
         if submission.idempotency_key:
             existing = await self._store.by_idempotency_key(submission.tenant, submission.idempotency_key)
             if existing is not None:
                 return existing, False
-        await self._validate(submission)
+        await self._checks.check(
+            submission.kind, submission.model_name, submission.model_version, submission.requests
+        )
+        job = self.new_job(submission)
+        durable = self._settings.job_ack == "durable"
+        job, created = await self._store.create(
+            job, [NewItem(r) for r in submission.requests], outbox=durable
+        )
+        if not created:
+            return job, False
+        if durable:
+            self._outbox.wake()
+            return job, True
+        try:
+            await self._start_workflow(job)
+        except (RPCError, RuntimeError) as error:
+            await self._store.delete(job.job_id)
+            raise unavailable(error) from None
+        return job, True
+
+    def new_job(
+        self,
+        submission: Submission,
+        job_id: str = "",
+        batch: bool = False,
+        expires_at: datetime | None = None,
+    ) -> Job:
+        """A queued job for `submission`, at its tenant tier's priority."""
         tier, priority = self._priority(submission.tenant, submission.priority)
-        job = Job(
-            job_id=f"job-{uuid.uuid4().hex}",
+        return Job(
+            job_id=job_id or f"job-{uuid.uuid4().hex}",
             state=JobState.QUEUED,
             model_name=submission.model_name,
             model_version=submission.model_version,
@@ -88,16 +128,27 @@ class JobService:
             start_time=None,
             end_time=None,
             idempotency_key=submission.idempotency_key or None,
+            kind=submission.kind,
+            batch=batch,
+            expires_at=expires_at,
         )
-        job, created = await self._store.create(job, submission.requests)
-        if not created:
-            return job, False
+
+    async def _start_accepted(self, job: Job) -> None:
+        """The outbox's start of one job: skipped if it was cancelled meanwhile; a workflow a repeat
+        start finds already there is the job's own."""
+        current = await self._store.get(job.job_id)
+        if current is None or current.state.final:
+            return
         try:
-            await self._start_workflow(job)
+            await self._start_workflow(current)
+        except WorkflowAlreadyStartedError:
+            pass
         except (RPCError, RuntimeError) as error:
-            await self._store.delete(job.job_id)
             raise unavailable(error) from None
-        return job, True
+        after = await self._store.get(job.job_id)
+        if after is not None and after.state is JobState.CANCELLED:  # cancelled while it was starting
+            with contextlib.suppress(RPCError, RuntimeError):
+                await self._temporal.get_workflow_handle(job.job_id).cancel(rpc_timeout=_RPC_TIMEOUT)
 
     async def _start_workflow(self, job: Job) -> None:
         settings = self._settings
@@ -111,6 +162,10 @@ class JobService:
                 max_attempts=settings.job_max_attempts,
                 heartbeat_timeout_s=settings.job_heartbeat_timeout_s,
                 large_task_queue=settings.job_large_task_queue,
+                kind=job.kind.value,
+                tenant=job.tenant,
+                batch=job.batch,
+                expires_in_s=_seconds_left(job.expires_at),
             ),
             id=job.job_id,
             task_queue=settings.job_task_queue,
@@ -126,6 +181,12 @@ class JobService:
             rpc_timeout=_RPC_TIMEOUT,
         )
 
+    async def accept(self, job: Job, items: Sequence[NewItem], also: Sequence[Base] = ()) -> None:
+        """Make an already checked job durable (with `also`: rows of its own, e.g. a batch's) and have
+        its workflow started from the outbox."""
+        await self._store.create(job, items, outbox=True, also=also)
+        self._outbox.wake()
+
     def _priority(self, tenant: str, asked: int) -> tuple[str, int]:
         settings = self._settings
         tier = settings.tenant_tiers.get(tenant, settings.default_tier)
@@ -135,25 +196,6 @@ class JobService:
         if not granted <= asked <= 5:
             raise InvalidInput(f"priority: {asked} is not allowed for tier '{tier}' (allowed {granted}..5)")
         return tier, asked
-
-    async def _validate(self, submission: Submission) -> None:
-        if not submission.requests:
-            raise InvalidInput("requests: a job needs at least one request")
-        limit = self._settings.job_max_items
-        if len(submission.requests) > limit:
-            raise InvalidInput(f"requests: {len(submission.requests)} exceed the limit of {limit} per job")
-        metadata = await self._router.model_metadata(submission.model_name, submission.model_version)
-        config = (await self._router.model_config(submission.model_name, submission.model_version)).config
-        inputs = [TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.inputs]
-        outputs = [TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.outputs]
-        for index, raw in enumerate(submission.requests):
-            try:
-                request = v2_codec.request_from_proto(pb.ModelInferRequest.FromString(raw))
-                validate_request(metadata.name, inputs, outputs, config.max_batch_size, request)
-            except DecodeError:
-                raise InvalidInput(f"requests[{index}]: not a valid inference request") from None
-            except InvalidInput as error:
-                raise InvalidInput(f"requests[{index}]: {error.message}") from None
 
     async def get(self, job_id: str) -> JobView:
         job = await self._reconciled(await self._job(job_id))
@@ -208,20 +250,26 @@ class JobService:
         return True
 
     async def watch(self, job_id: str) -> AsyncIterator[Job]:
+        """The job on every change, until it ends. Reconciled with its workflow like a GET (a workflow
+        terminated outside aisf ends the watch as failed); polls back off to once a second."""
         last: Job | None = None
+        interval = _WATCH_INTERVAL_S
         while True:
-            job = await self._job(job_id)
+            job = await self._reconciled(await self._job(job_id))
             if job != last:
                 yield job
-                last = job
+                last, interval = job, _WATCH_INTERVAL_S
             if job.state.final:
                 return
-            await asyncio.sleep(_WATCH_INTERVAL_S)
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, _WATCH_MAX_INTERVAL_S)
 
     async def cancel(self, job_id: str) -> Job:
         job = await self._job(job_id)
         if job.state.final:
             raise JobAlreadyFinished(f"job '{job_id}' already {job.state.value}; nothing to cancel")
+        if await self._store.cancel_unstarted(job_id):
+            return await self._job(job_id)
         try:
             await self._temporal.get_workflow_handle(job_id).cancel(rpc_timeout=_RPC_TIMEOUT)
         except (RPCError, RuntimeError) as error:
@@ -243,3 +291,10 @@ class JobService:
         responses = await self._store.responses(job_id, offset, size)
         following = offset + len(responses)
         return responses, str(following) if following < job.items_total else ""
+
+
+def _seconds_left(moment: datetime | None) -> float:
+    """Seconds until `moment` (0: no expiry; a moment already past leaves the workflow a second)."""
+    if moment is None:
+        return 0.0
+    return max(1.0, (moment - datetime.now(UTC)).total_seconds())

@@ -30,6 +30,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 request.tenant or "default",
                 request.idempotency_key or None,
                 request.priority,
+                codec.kind_from_proto(request.kind),
             )
         )
         return pb.SubmitJobResponse(job=codec.job_to_proto(job), created=created)

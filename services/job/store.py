@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -12,9 +12,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aisf.services.common.db.engine import Database
-from aisf.services.common.db.tables import JobItemRow, JobRow
+from aisf.services.common.db.tables import Base, JobItemRow, JobOutboxRow, JobRow
 from aisf.services.common.errors import InvalidInput
-from aisf.services.job.model import Job, JobFilter, JobState
+from aisf.services.job.model import Answer, Job, JobFilter, JobKind, JobState, NewItem, StoredItem
 
 T = TypeVar("T")
 
@@ -45,6 +45,9 @@ def _job(row: JobRow) -> Job:
         start_time=_aware(row.start_time),
         end_time=_aware(row.end_time),
         idempotency_key=row.idempotency_key,
+        kind=JobKind(row.kind),
+        batch=row.batch,
+        expires_at=_aware(row.expires_at),
     )
 
 
@@ -72,13 +75,18 @@ class JobStore:
 
         return await self._database.run(in_session)
 
-    async def create(self, job: Job, requests: Sequence[bytes]) -> tuple[Job, bool]:
-        """Insert the job and its items atomically; an idempotency key seen before returns that job."""
+    async def create(
+        self, job: Job, items: Sequence[NewItem], outbox: bool = True, also: Sequence[Base] = ()
+    ) -> tuple[Job, bool]:
+        """Insert the job, its items, (with `outbox`) its outbox row and `also` (a batch's own row) in one
+        transaction: once this returns, the job is durable and its workflow will be started. An
+        idempotency key seen before returns that job."""
 
         def insert(session: Session) -> Job:
             session.add(
                 JobRow(
                     job_id=job.job_id,
+                    kind=job.kind.value,
                     tenant=job.tenant,
                     tier=job.tier,
                     priority=job.priority,
@@ -93,10 +101,33 @@ class JobStore:
                     error_type="",
                     error_message="",
                     create_time=job.create_time,
+                    batch=job.batch,
+                    expires_at=job.expires_at,
                 )
             )
             session.flush()
-            session.add_all(JobItemRow(job_id=job.job_id, idx=i, request=r) for i, r in enumerate(requests))
+            session.add_all(
+                JobItemRow(
+                    job_id=job.job_id,
+                    idx=i,
+                    request=item.request,
+                    custom_id=item.custom_id,
+                    status=item.status,
+                    response=item.response,
+                )
+                for i, item in enumerate(items)
+            )
+            if outbox:
+                session.add(
+                    JobOutboxRow(
+                        job_id=job.job_id,
+                        created_at=job.create_time,
+                        next_attempt_at=job.create_time,
+                        attempts=0,
+                        last_error="",
+                    )
+                )
+            session.add_all(also)
             return job
 
         try:
@@ -142,15 +173,15 @@ class JobStore:
 
         await self._run(write)
 
-    async def save_responses(self, job_id: str, responses: Sequence[tuple[int, bytes]], done: int) -> None:
-        """Store responses by item index (a re-run overwrites, so each item appears once) and progress."""
+    async def save_responses(self, job_id: str, answers: Sequence[Answer], done: int) -> None:
+        """Store answers by item index (a re-run overwrites, so each item appears once) and progress."""
 
         def write(session: Session) -> None:
-            for idx, response in responses:
+            for answer in answers:
                 session.execute(
                     update(JobItemRow)
-                    .where(JobItemRow.job_id == job_id, JobItemRow.idx == idx)
-                    .values(response=response)
+                    .where(JobItemRow.job_id == job_id, JobItemRow.idx == answer.idx)
+                    .values(response=answer.response, status=answer.status)
                 )
             session.execute(
                 update(JobRow)
@@ -172,17 +203,80 @@ class JobStore:
 
         await self._run(write)
 
-    async def items(self, job_id: str, offset: int, limit: int) -> list[tuple[int, bytes]]:
-        def read(session: Session) -> list[tuple[int, bytes]]:
+    async def items(self, job_id: str, offset: int, limit: int) -> list[StoredItem]:
+        def read(session: Session) -> list[StoredItem]:
             query = (
-                select(JobItemRow.idx, JobItemRow.request)
+                select(JobItemRow)
                 .where(JobItemRow.job_id == job_id, JobItemRow.idx >= offset)
                 .order_by(JobItemRow.idx)
                 .limit(limit)
             )
-            return [(idx, request) for idx, request in session.execute(query)]
+            return [
+                StoredItem(r.idx, r.request, r.custom_id, r.status, r.response)
+                for r in session.scalars(query)
+            ]
 
         return await self._run(read)
+
+    async def status_counts(self, job_id: str) -> dict[int | None, int]:
+        """How many items have each status (None: not answered yet, or answered without one)."""
+
+        def count(session: Session) -> dict[int | None, int]:
+            query = (
+                select(JobItemRow.status, func.count())
+                .where(JobItemRow.job_id == job_id)
+                .group_by(JobItemRow.status)
+            )
+            return {status: int(n) for status, n in session.execute(query)}
+
+        return await self._run(count)
+
+    # --- the transactional outbox: jobs accepted whose workflow is not started yet ---
+
+    async def due_outbox(self, limit: int) -> list[Job]:
+        """Jobs whose workflow start is due, oldest first. Two dispatchers may read the same row: the
+        second start is harmless (the workflow id is the job id)."""
+
+        def read(session: Session) -> list[Job]:
+            query = (
+                select(JobRow)
+                .join(JobOutboxRow, JobOutboxRow.job_id == JobRow.job_id)
+                .where(JobOutboxRow.next_attempt_at <= datetime.now(UTC))
+                .order_by(JobOutboxRow.created_at)
+                .limit(limit)
+            )
+            return [_job(r) for r in session.scalars(query)]
+
+        return await self._run(read)
+
+    async def outbox_started(self, job_id: str) -> None:
+        await self._run(lambda s: s.execute(delete(JobOutboxRow).where(JobOutboxRow.job_id == job_id)))
+
+    async def outbox_postponed(self, job_id: str, error: str, delay_s: float) -> None:
+        def write(session: Session) -> None:
+            row = session.get(JobOutboxRow, job_id)
+            if row is not None:
+                row.attempts += 1
+                row.last_error = error[:2000]
+                row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay_s)
+
+        await self._run(write)
+
+    async def cancel_unstarted(self, job_id: str) -> bool:
+        """Cancel a job whose workflow was never started: its outbox row goes, it ends cancelled.
+        False when it has no outbox row (its workflow exists, or it is being started)."""
+
+        def write(session: Session) -> bool:
+            removed = session.execute(delete(JobOutboxRow).where(JobOutboxRow.job_id == job_id))
+            if not removed.rowcount:  # type: ignore[attr-defined]
+                return False
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is not None and not JobState(row.state).final:
+                row.state, row.end_time = JobState.CANCELLED.value, datetime.now(UTC)
+                row.error_type, row.error_message = "cancelled", "cancelled before it started"
+            return True
+
+        return await self._run(write)
 
     async def responses(self, job_id: str, offset: int, limit: int) -> list[bytes]:
         def read(session: Session) -> list[bytes]:

@@ -179,7 +179,8 @@ def test_openapi_documents_the_jobs_api(rest: httpx.Client) -> None:
     assert {"post", "get"} <= set(schema["paths"]["/v1/jobs"])
     assert "delete" in schema["paths"]["/v1/jobs/{job_id}"]
     assert "/v1/jobs/{job_id}/events" in schema["paths"]
-    assert "JobSubmission" in schema["components"]["schemas"]
+    body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"model", "requests", "endpoint", "idempotency_key"} <= set(body["properties"])
 
 
 def test_grpc_clients_submit_and_watch_through_the_job_contract(jobs_server: AisfProcess) -> None:

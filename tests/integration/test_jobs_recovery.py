@@ -126,11 +126,48 @@ def test_restarting_temporal_mid_job_loses_no_job(slow_repository: Path, tmp_pat
     np.testing.assert_allclose(answers, expected, rtol=1e-5)
 
 
-def test_submitting_while_temporal_is_down_is_503_and_writes_nothing(
+def test_a_job_submitted_while_temporal_is_down_is_accepted_and_runs_when_it_returns(
+    sample_repository: Path, tmp_path: Path
+) -> None:
+    """The job is durable in the metadata DB when the 202 leaves; its workflow starts from the outbox
+    once Temporal is back (the landed main answered 503 and kept nothing)."""
+    with running_temporal(tmp_path) as temporal:
+        env = {"AISF_TEMPORAL_ADDRESS": temporal.address}
+        with running_aisf(sample_repository, tmp_path / "data", env=env) as server:
+            with httpx.Client(base_url=f"http://{server.http_url}", timeout=30) as rest:
+                temporal.stop()
+                body = {"model": "tabular-demo", "requests": [tabular_request([1, 2, 3, 4])] * 3}
+                started = time.monotonic()
+                accepted = submit(rest, body, tenant="down")
+                assert accepted.status_code == 202 and time.monotonic() - started < 2
+                job_id = accepted.json()["job_id"]
+                time.sleep(1.5)
+                assert rest.get(f"/v1/jobs/{job_id}").json()["state"] == "queued"
+                temporal.start()
+                finished = wait_final(rest, job_id, timeout_s=60)
+    assert finished["state"] == "succeeded" and len(finished["result"]["responses"]) == 3
+
+
+def test_a_job_accepted_before_a_restart_starts_after_it(sample_repository: Path, tmp_path: Path) -> None:
+    """Nothing accepted is lost: the outbox is read again when the job service starts."""
+    with running_temporal(tmp_path) as temporal:
+        env = {"AISF_TEMPORAL_ADDRESS": temporal.address}
+        with running_aisf(sample_repository, tmp_path / "data", env=env) as server:
+            with httpx.Client(base_url=f"http://{server.http_url}", timeout=30) as rest:
+                temporal.stop()
+                body = {"model": "tabular-demo", "requests": [tabular_request([1, 2, 3, 4])]}
+                job_id = submit(rest, body, tenant="restart").json()["job_id"]
+        temporal.start()
+        with running_aisf(sample_repository, tmp_path / "data", env=env) as server:
+            with httpx.Client(base_url=f"http://{server.http_url}", timeout=30) as rest:
+                assert wait_final(rest, job_id, timeout_s=60)["state"] == "succeeded"
+
+
+def test_with_ack_started_a_submit_while_temporal_is_down_is_503_and_writes_nothing(
     sample_repository: Path, tmp_path: Path
 ) -> None:
     with running_temporal(tmp_path) as temporal:
-        env = {"AISF_TEMPORAL_ADDRESS": temporal.address}
+        env = {"AISF_TEMPORAL_ADDRESS": temporal.address, "AISF_JOB_ACK": "started"}
         with running_aisf(sample_repository, tmp_path / "data", env=env) as server:
             with httpx.Client(base_url=f"http://{server.http_url}", timeout=30) as rest:
                 temporal.stop()

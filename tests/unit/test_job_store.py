@@ -10,7 +10,7 @@ import pytest
 
 from aisf.services.common.db.engine import open_database
 from aisf.services.common.errors import InvalidInput
-from aisf.services.job.model import Job, JobFilter, JobState
+from aisf.services.job.model import Answer, Job, JobFilter, JobState, NewItem
 from aisf.services.job.store import JobStore
 from tests.support.databases import fresh_database
 
@@ -45,22 +45,26 @@ def _job(job_id: str, key: str | None = None, tenant: str = "t", minutes: int = 
     )
 
 
+def _items(*requests: bytes) -> list[NewItem]:
+    return [NewItem(r) for r in requests]
+
+
 async def test_an_idempotency_key_maps_to_one_job_per_tenant(store: JobStore) -> None:
-    first, created = await store.create(_job("j1", key="k"), [b"a", b"b", b"c"])
-    again, created_again = await store.create(_job("j2", key="k"), [b"x"])
-    other, created_other = await store.create(_job("j3", key="k", tenant="u"), [b"y"])
+    first, created = await store.create(_job("j1", key="k"), _items(b"a", b"b", b"c"))
+    again, created_again = await store.create(_job("j2", key="k"), _items(b"x"))
+    other, created_other = await store.create(_job("j3", key="k", tenant="u"), _items(b"y"))
     assert (created, created_again, created_other) == (True, False, True)
     assert again.job_id == "j1" and other.job_id == "j3"
-    assert await store.items("j1", 0, 10) == [(0, b"a"), (1, b"b"), (2, b"c")]
+    assert [(i.idx, i.request) for i in await store.items("j1", 0, 10)] == [(0, b"a"), (1, b"b"), (2, b"c")]
     assert await store.get("j2") is None
 
 
 async def test_rerun_items_overwrite_so_each_response_appears_once(store: JobStore) -> None:
-    await store.create(_job("j1"), [b"a", b"b", b"c"])
+    await store.create(_job("j1"), _items(b"a", b"b", b"c"))
     await store.mark_running("j1", attempt=1, resumed_from=0)
-    await store.save_responses("j1", [(0, b"r0"), (1, b"r1")], done=2)
+    await store.save_responses("j1", [Answer(0, b"r0"), Answer(1, b"r1")], done=2)
     await store.mark_running("j1", attempt=2, resumed_from=1)
-    await store.save_responses("j1", [(1, b"r1'"), (2, b"r2")], done=3)
+    await store.save_responses("j1", [Answer(1, b"r1'"), Answer(2, b"r2")], done=3)
     await store.save_responses("j1", [], done=1)
     assert await store.responses("j1", 0, 10) == [b"r0", b"r1'", b"r2"]
     job = await store.get("j1")
@@ -74,7 +78,7 @@ async def test_rerun_items_overwrite_so_each_response_appears_once(store: JobSto
 
 async def test_list_pages_newest_first_with_filters(store: JobStore) -> None:
     for minute in range(5):
-        await store.create(_job(f"j{minute}", minutes=minute), [b"a"])
+        await store.create(_job(f"j{minute}", minutes=minute), _items(b"a"))
     await store.finish("j4", JobState.CANCELLED)
     page, token = await store.list(JobFilter(), 2, "")
     rest, last = await store.list(JobFilter(), 3, token)
@@ -87,7 +91,35 @@ async def test_list_pages_newest_first_with_filters(store: JobStore) -> None:
 
 
 async def test_delete_removes_a_job_and_its_items(store: JobStore) -> None:
-    await store.create(_job("j1"), [b"a"])
+    await store.create(_job("j1"), _items(b"a"))
     await store.delete("j1")
     assert await store.get("j1") is None
     assert await store.items("j1", 0, 10) == []
+
+
+async def test_an_accepted_job_stays_in_the_outbox_until_its_workflow_started(store: JobStore) -> None:
+    await store.create(_job("j1"), _items(b"a"))
+    await store.create(_job("j2", minutes=1), _items(b"b"))
+    await store.create(_job("j3", minutes=2), _items(b"c"), outbox=False)  # started before answering
+    assert [j.job_id for j in await store.due_outbox(10)] == ["j1", "j2"]
+    await store.outbox_postponed("j1", "Temporal is down", delay_s=60)
+    await store.outbox_started("j2")
+    assert await store.due_outbox(10) == []  # j1 waits its backoff, j2 is started
+
+
+async def test_a_job_cancelled_before_its_start_leaves_the_outbox_cancelled(store: JobStore) -> None:
+    await store.create(_job("j1"), _items(b"a"))
+    assert await store.cancel_unstarted("j1")
+    assert not await store.cancel_unstarted("j1")  # no outbox row left: its workflow is the one to cancel
+    job = await store.get("j1")
+    assert job is not None and job.state is JobState.CANCELLED and job.end_time is not None
+    assert await store.due_outbox(10) == []
+
+
+async def test_items_keep_their_batch_status_and_counts(store: JobStore) -> None:
+    items = [NewItem(b"a", "c1"), NewItem(b"", "c2", 400, b'{"error": "bad"}'), NewItem(b"c", "c3")]
+    await store.create(_job("j1"), items)
+    await store.save_responses("j1", [Answer(0, b"ok", 200), Answer(2, b"{}", 503)], done=3)
+    stored = await store.items("j1", 0, 10)
+    assert [(i.custom_id, i.status) for i in stored] == [("c1", 200), ("c2", 400), ("c3", 503)]
+    assert await store.status_counts("j1") == {200: 1, 400: 1, 503: 1}

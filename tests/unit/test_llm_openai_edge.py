@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aisf.gateway.app import create_app
+from aisf.services.clients.batch_client import BatchClient
 from aisf.services.clients.job_client import JobClient
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common.grpc_server import GrpcServer, build_server
@@ -80,7 +81,9 @@ async def serving(repository: ModelRepository, cache: bool = True) -> AsyncItera
     try:
         target = f"127.0.0.1:{server.ports['127.0.0.1:0']}"
         settings = Settings(max_request_bytes=1 << 20)
-        app = create_app(settings, RouterClient(target, 1 << 20), JobClient(target, 1 << 20))
+        app = create_app(
+            settings, RouterClient(target, 1 << 20), JobClient(target, 1 << 20), BatchClient(target, 1 << 20)
+        )
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app):
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -50,6 +60,8 @@ class JobRow(Base):
     )
 
     job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # What the items are: v2 (inference requests), chat, completion or embedding (LLM request bodies).
+    kind: Mapped[str] = mapped_column(String(16), default="v2")
     tenant: Mapped[str] = mapped_column(String(128))
     tier: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(Integer)
@@ -66,10 +78,15 @@ class JobRow(Base):
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     start_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # An OpenAI batch: its items fail one by one, and it expires (unfinished lines fail) at expires_at.
+    batch: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class JobItemRow(Base):
-    """One request of a job and, once inferred, its response (both serialized V2 protobuf)."""
+    """One request of a job and, once answered, its response: serialized V2 protobuf for v2 jobs, JSON
+    bodies for LLM jobs. `status` is the answer's HTTP-like status where items fail one by one
+    (OpenAI batches); `custom_id` is the batch line's."""
 
     __tablename__ = "job_items"
 
@@ -77,3 +94,55 @@ class JobItemRow(Base):
     idx: Mapped[int] = mapped_column(Integer, primary_key=True)
     request: Mapped[bytes] = mapped_column(LargeBinary)
     response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    custom_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+
+
+class JobOutboxRow(Base):
+    """A job accepted but whose workflow is not started yet: written with the job in one transaction,
+    removed once Temporal has the workflow (the transactional outbox)."""
+
+    __tablename__ = "job_outbox"
+    __table_args__ = (Index("ix_job_outbox_due", "next_attempt_at"),)
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class FileRow(Base):
+    """An uploaded or produced file (OpenAI Files API); its bytes live in the file storage."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_created", "tenant", "created_at"),)
+
+    file_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(512))
+    size: Mapped[int] = mapped_column(Integer)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BatchRow(Base):
+    """An OpenAI batch: the job (same id) runs its lines; this row keeps what the Batch API shows."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_tenant_created", "tenant", "created_at"),)
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id", ondelete="CASCADE"), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    endpoint: Mapped[str] = mapped_column(String(255))
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    metadata_json: Mapped[str] = mapped_column(Text, default="{}")
+    output_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # When each status was reached (in_progress_at, finalizing_at, completed_at, ...), as JSON.
+    times_json: Mapped[str] = mapped_column(Text, default="{}")

@@ -25,41 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61isf/job/v1/job_service.proto\x12\x0b\x61isf.job.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.aisf.job.v1.JobState\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x0c\n\x04tier\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x12\n\nitems_done\x18\x08 \x01(\x03\x12\x13\n\x0bitems_total\x18\t \x01(\x03\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x12\n\nerror_type\x18\x0b \x01(\t\x12\x15\n\rerror_message\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x10 \x01(\t\x12\x11\n\tresponses\x18\x11 \x03(\x0c\x12\x15\n\rresult_inline\x18\x12 \x01(\x08\x12\x14\n\x0cresumed_from\x18\x13 \x01(\x03\"\x8a\x01\n\x10SubmitJobRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x03(\x0c\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x0e\n\x06tenant\x18\x06 \x01(\t\"C\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.aisf.job.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.aisf.job.v1.Job\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\x10WatchJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.aisf.job.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.aisf.job.v1.Job\"\x82\x01\n\x0fListJobsRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.aisf.job.v1.JobState\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.aisf.job.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"L\n\x13GetJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"B\n\x14GetJobResultResponse\x12\x11\n\tresponses\x18\x01 \x03(\x0c\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xd0\x03\n\nJobService\x12J\n\tSubmitJob\x12\x1d.aisf.job.v1.SubmitJobRequest\x1a\x1e.aisf.job.v1.SubmitJobResponse\x12\x41\n\x06GetJob\x12\x1a.aisf.job.v1.GetJobRequest\x1a\x1b.aisf.job.v1.GetJobResponse\x12I\n\x08WatchJob\x12\x1c.aisf.job.v1.WatchJobRequest\x1a\x1d.aisf.job.v1.WatchJobResponse0\x01\x12J\n\tCancelJob\x12\x1d.aisf.job.v1.CancelJobRequest\x1a\x1e.aisf.job.v1.CancelJobResponse\x12G\n\x08ListJobs\x12\x1c.aisf.job.v1.ListJobsRequest\x1a\x1d.aisf.job.v1.ListJobsResponse\x12S\n\x0cGetJobResult\x12 .aisf.job.v1.GetJobResultRequest\x1a!.aisf.job.v1.GetJobResultResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61isf/job/v1/job_service.proto\x12\x0b\x61isf.job.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.aisf.job.v1.JobState\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12\x0c\n\x04tier\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12\x12\n\nitems_done\x18\x08 \x01(\x03\x12\x13\n\x0bitems_total\x18\t \x01(\x03\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x12\n\nerror_type\x18\x0b \x01(\t\x12\x15\n\rerror_message\x18\x0c \x01(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fidempotency_key\x18\x10 \x01(\t\x12\x11\n\tresponses\x18\x11 \x03(\x0c\x12\x15\n\rresult_inline\x18\x12 \x01(\x08\x12\x14\n\x0cresumed_from\x18\x13 \x01(\x03\x12\"\n\x04kind\x18\x14 \x01(\x0e\x32\x14.aisf.job.v1.JobKind\"\xae\x01\n\x10SubmitJobRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x03(\x0c\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12\"\n\x04kind\x18\x07 \x01(\x0e\x32\x14.aisf.job.v1.JobKind\"C\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.aisf.job.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.aisf.job.v1.Job\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"1\n\x10WatchJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.aisf.job.v1.Job\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.aisf.job.v1.Job\"\x82\x01\n\x0fListJobsRequest\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.aisf.job.v1.JobState\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.aisf.job.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"L\n\x13GetJobResultRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"B\n\x14GetJobResultResponse\x12\x11\n\tresponses\x18\x01 \x03(\x0c\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*x\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bJOB_KIND_V2\x10\x01\x12\x11\n\rJOB_KIND_CHAT\x10\x02\x12\x17\n\x13JOB_KIND_COMPLETION\x10\x03\x12\x16\n\x12JOB_KIND_EMBEDDING\x10\x04*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x32\xd0\x03\n\nJobService\x12J\n\tSubmitJob\x12\x1d.aisf.job.v1.SubmitJobRequest\x1a\x1e.aisf.job.v1.SubmitJobResponse\x12\x41\n\x06GetJob\x12\x1a.aisf.job.v1.GetJobRequest\x1a\x1b.aisf.job.v1.GetJobResponse\x12I\n\x08WatchJob\x12\x1c.aisf.job.v1.WatchJobRequest\x1a\x1d.aisf.job.v1.WatchJobResponse0\x01\x12J\n\tCancelJob\x12\x1d.aisf.job.v1.CancelJobRequest\x1a\x1e.aisf.job.v1.CancelJobResponse\x12G\n\x08ListJobs\x12\x1c.aisf.job.v1.ListJobsRequest\x1a\x1d.aisf.job.v1.ListJobsResponse\x12S\n\x0cGetJobResult\x12 .aisf.job.v1.GetJobResultRequest\x1a!.aisf.job.v1.GetJobResultResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aisf.job.v1.job_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1389
-  _globals['_JOBSTATE']._serialized_end=1543
+  _globals['_JOBKIND']._serialized_start=1460
+  _globals['_JOBKIND']._serialized_end=1580
+  _globals['_JOBSTATE']._serialized_start=1583
+  _globals['_JOBSTATE']._serialized_end=1737
   _globals['_JOB']._serialized_start=80
-  _globals['_JOB']._serialized_end=564
-  _globals['_SUBMITJOBREQUEST']._serialized_start=567
-  _globals['_SUBMITJOBREQUEST']._serialized_end=705
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=707
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=774
-  _globals['_GETJOBREQUEST']._serialized_start=776
-  _globals['_GETJOBREQUEST']._serialized_end=807
-  _globals['_GETJOBRESPONSE']._serialized_start=809
-  _globals['_GETJOBRESPONSE']._serialized_end=856
-  _globals['_WATCHJOBREQUEST']._serialized_start=858
-  _globals['_WATCHJOBREQUEST']._serialized_end=891
-  _globals['_WATCHJOBRESPONSE']._serialized_start=893
-  _globals['_WATCHJOBRESPONSE']._serialized_end=942
-  _globals['_CANCELJOBREQUEST']._serialized_start=944
-  _globals['_CANCELJOBREQUEST']._serialized_end=978
-  _globals['_CANCELJOBRESPONSE']._serialized_start=980
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1030
-  _globals['_LISTJOBSREQUEST']._serialized_start=1033
-  _globals['_LISTJOBSREQUEST']._serialized_end=1163
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1165
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1240
-  _globals['_GETJOBRESULTREQUEST']._serialized_start=1242
-  _globals['_GETJOBRESULTREQUEST']._serialized_end=1318
-  _globals['_GETJOBRESULTRESPONSE']._serialized_start=1320
-  _globals['_GETJOBRESULTRESPONSE']._serialized_end=1386
-  _globals['_JOBSERVICE']._serialized_start=1546
-  _globals['_JOBSERVICE']._serialized_end=2010
+  _globals['_JOB']._serialized_end=600
+  _globals['_SUBMITJOBREQUEST']._serialized_start=603
+  _globals['_SUBMITJOBREQUEST']._serialized_end=777
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=779
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=846
+  _globals['_GETJOBREQUEST']._serialized_start=848
+  _globals['_GETJOBREQUEST']._serialized_end=879
+  _globals['_GETJOBRESPONSE']._serialized_start=881
+  _globals['_GETJOBRESPONSE']._serialized_end=928
+  _globals['_WATCHJOBREQUEST']._serialized_start=930
+  _globals['_WATCHJOBREQUEST']._serialized_end=963
+  _globals['_WATCHJOBRESPONSE']._serialized_start=965
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1014
+  _globals['_CANCELJOBREQUEST']._serialized_start=1016
+  _globals['_CANCELJOBREQUEST']._serialized_end=1050
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1052
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1102
+  _globals['_LISTJOBSREQUEST']._serialized_start=1105
+  _globals['_LISTJOBSREQUEST']._serialized_end=1235
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1237
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1312
+  _globals['_GETJOBRESULTREQUEST']._serialized_start=1314
+  _globals['_GETJOBRESULTREQUEST']._serialized_end=1390
+  _globals['_GETJOBRESULTRESPONSE']._serialized_start=1392
+  _globals['_GETJOBRESULTRESPONSE']._serialized_end=1458
+  _globals['_JOBSERVICE']._serialized_start=1740
+  _globals['_JOBSERVICE']._serialized_end=2204
 # @@protoc_insertion_point(module_scope)

@@ -20,6 +20,38 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _JobKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_KIND_UNSPECIFIED: _JobKind.ValueType  # 0
+    """Read as JOB_KIND_V2."""
+    JOB_KIND_V2: _JobKind.ValueType  # 1
+    """Serialized inference.ModelInferRequest messages; answers are ModelInferResponse messages."""
+    JOB_KIND_CHAT: _JobKind.ValueType  # 2
+    """OpenAI request bodies (JSON) for /v1/chat/completions, /v1/completions or /v1/embeddings;
+    answers are the OpenAI response bodies (JSON).
+    """
+    JOB_KIND_COMPLETION: _JobKind.ValueType  # 3
+    JOB_KIND_EMBEDDING: _JobKind.ValueType  # 4
+
+class JobKind(_JobKind, metaclass=_JobKindEnumTypeWrapper):
+    """What a job's items are."""
+
+JOB_KIND_UNSPECIFIED: JobKind.ValueType  # 0
+"""Read as JOB_KIND_V2."""
+JOB_KIND_V2: JobKind.ValueType  # 1
+"""Serialized inference.ModelInferRequest messages; answers are ModelInferResponse messages."""
+JOB_KIND_CHAT: JobKind.ValueType  # 2
+"""OpenAI request bodies (JSON) for /v1/chat/completions, /v1/completions or /v1/embeddings;
+answers are the OpenAI response bodies (JSON).
+"""
+JOB_KIND_COMPLETION: JobKind.ValueType  # 3
+JOB_KIND_EMBEDDING: JobKind.ValueType  # 4
+Global___JobKind: _TypeAlias = JobKind  # noqa: Y015
+
 class _JobState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -66,6 +98,7 @@ class Job(_message.Message):
     RESPONSES_FIELD_NUMBER: _builtins.int
     RESULT_INLINE_FIELD_NUMBER: _builtins.int
     RESUMED_FROM_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     state: Global___JobState.ValueType
     model_name: _builtins.str
@@ -86,6 +119,7 @@ class Job(_message.Message):
     result_inline: _builtins.bool
     resumed_from: _builtins.int
     """Item offset a resumed attempt started from (spot-instance recovery); 0 if never resumed."""
+    kind: Global___JobKind.ValueType
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -94,8 +128,9 @@ class Job(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def responses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """Each a serialized inference.ModelInferResponse, in request order; set when the job
-        succeeded and its result is small enough to inline (else use GetJobResult).
+        """The answers in request order (serialized inference.ModelInferResponse, or OpenAI response
+        bodies as JSON, per kind); set when the job succeeded and its result is small enough to
+        inline (else use GetJobResult).
         """
 
     def __init__(
@@ -120,10 +155,11 @@ class Job(_message.Message):
         responses: _abc.Iterable[_builtins.bytes] | None = ...,
         result_inline: _builtins.bool = ...,
         resumed_from: _builtins.int = ...,
+        kind: Global___JobKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "end_time", b"end_time", "error_message", b"error_message", "error_type", b"error_type", "idempotency_key", b"idempotency_key", "items_done", b"items_done", "items_total", b"items_total", "job_id", b"job_id", "model_name", b"model_name", "model_version", b"model_version", "priority", b"priority", "responses", b"responses", "result_inline", b"result_inline", "resumed_from", b"resumed_from", "start_time", b"start_time", "state", b"state", "tenant", b"tenant", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "end_time", b"end_time", "error_message", b"error_message", "error_type", b"error_type", "idempotency_key", b"idempotency_key", "items_done", b"items_done", "items_total", b"items_total", "job_id", b"job_id", "kind", b"kind", "model_name", b"model_name", "model_version", b"model_version", "priority", b"priority", "responses", b"responses", "result_inline", b"result_inline", "resumed_from", b"resumed_from", "start_time", b"start_time", "state", b"state", "tenant", b"tenant", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -139,16 +175,19 @@ class SubmitJobRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     model_version: _builtins.str
     idempotency_key: _builtins.str
     priority: _builtins.int
     """0 takes the tenant tier's priority; a tenant may only lower its own priority (a larger key)."""
     tenant: _builtins.str
+    kind: Global___JobKind.ValueType
+    """What `requests` holds (see JobKind); unspecified means V2."""
     @_builtins.property
     def requests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """Each a serialized inference.ModelInferRequest (the KServe V2 / Triton message); their
-        model_name fields are ignored.
+        """Per `kind`: serialized inference.ModelInferRequest messages (their model_name fields are
+        ignored), or OpenAI request bodies as JSON (their model fields are ignored).
         """
 
     def __init__(
@@ -160,10 +199,11 @@ class SubmitJobRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         priority: _builtins.int = ...,
         tenant: _builtins.str = ...,
+        kind: Global___JobKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "model_name", b"model_name", "model_version", b"model_version", "priority", b"priority", "requests", b"requests", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "kind", b"kind", "model_name", b"model_name", "model_version", b"model_version", "priority", b"priority", "requests", b"requests", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,205 @@
+"""The OpenAI Files and Batch APIs (/v1/files, /v1/batches) as the openai SDK calls them: a translation of
+the job role's aisf.job.v1.FileService and BatchService."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Header, Query, Request, Response, UploadFile
+from fastapi.responses import StreamingResponse
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aisf.gateway.http_body import read_body
+from aisf.gateway.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
+from aisf.job.v1 import batch_service_pb2 as pb
+from aisf.services.clients.batch_client import BatchClient
+from aisf.services.common.errors import InvalidInput, RequestTooLarge
+
+router = APIRouter(route_class=OpenAIRoute, responses=OPENAI_ERROR_RESPONSES, tags=["batches"])
+TenantHeader = Annotated[
+    str, Header(alias="X-Aisf-Tenant", description="Tenant the files and batches belong to")
+]
+_CHUNK = 1024 * 1024
+_STATUS = {
+    pb.BATCH_STATUS_VALIDATING: "validating",
+    pb.BATCH_STATUS_FAILED: "failed",
+    pb.BATCH_STATUS_IN_PROGRESS: "in_progress",
+    pb.BATCH_STATUS_FINALIZING: "finalizing",
+    pb.BATCH_STATUS_COMPLETED: "completed",
+    pb.BATCH_STATUS_EXPIRED: "expired",
+    pb.BATCH_STATUS_CANCELLING: "cancelling",
+    pb.BATCH_STATUS_CANCELLED: "cancelled",
+}
+
+
+class BatchCreation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: Annotated[str, Field(min_length=1)]
+    endpoint: Annotated[str, Field(min_length=1)]
+    completion_window: str = "24h"
+    metadata: dict[str, str] | None = None
+
+
+def _client(request: Request) -> BatchClient:
+    client: BatchClient = request.app.state.batches
+    return client
+
+
+def _seconds(stamp: Timestamp) -> int | None:
+    return int(stamp.seconds) if stamp.seconds else None
+
+
+def file_object(file: pb.File) -> dict[str, Any]:
+    return {
+        "id": file.file_id,
+        "object": "file",
+        "bytes": file.size,
+        "created_at": _seconds(file.create_time),
+        "filename": file.filename,
+        "purpose": file.purpose,
+        "status": "processed",
+        "status_details": None,
+        "expires_at": None,
+    }
+
+
+def batch_object(batch: pb.Batch) -> dict[str, Any]:
+    times = {
+        name: _seconds(getattr(batch, f"{name.removesuffix('_at')}_time"))
+        for name in (
+            "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
+            "cancelling_at", "cancelled_at",
+        )
+    }  # fmt: skip
+    errors = None
+    if batch.error_code:
+        error = {"code": batch.error_code, "message": batch.error_message, "param": None, "line": None}
+        errors = {"object": "list", "data": [error]}
+    return {
+        "id": batch.batch_id,
+        "object": "batch",
+        "endpoint": batch.endpoint,
+        "errors": errors,
+        "input_file_id": batch.input_file_id,
+        "completion_window": batch.completion_window,
+        "status": _STATUS[batch.status],
+        "output_file_id": batch.output_file_id or None,
+        "error_file_id": batch.error_file_id or None,
+        "created_at": _seconds(batch.create_time),
+        **times,
+        "request_counts": {
+            "total": batch.total_requests,
+            "completed": batch.completed_requests,
+            "failed": batch.failed_requests,
+        },
+        "metadata": dict(batch.metadata) or None,
+        "model": batch.model_name,
+    }
+
+
+def _page(objects: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": objects,
+        "first_id": objects[0]["id"] if objects else None,
+        "last_id": objects[-1]["id"] if objects else None,
+        "has_more": more,
+    }
+
+
+async def _chunks(upload: UploadFile, limit: int) -> AsyncIterator[bytes]:
+    size = 0
+    while chunk := await upload.read(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"file exceeds the limit of {limit} bytes")
+        yield chunk
+
+
+@router.post("/v1/files")
+async def upload_file(
+    request: Request,
+    file: Annotated[UploadFile, Form()],
+    purpose: Annotated[str, Form()],
+    tenant: TenantHeader = "default",
+) -> dict[str, Any]:
+    """A batch input file (purpose "batch", JSON lines), kept in the file storage."""
+    header = pb.UploadFileHeader(filename=file.filename or "", purpose=purpose, tenant=tenant)
+    limit = request.app.state.settings.files_max_bytes
+    return file_object(await _client(request).upload(header, _chunks(file, limit)))
+
+
+@router.get("/v1/files")
+async def list_files(
+    request: Request,
+    purpose: str = "",
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    after: str = "",
+    tenant: TenantHeader = "default",
+) -> dict[str, Any]:
+    reply = await _client(request).files(
+        pb.ListFilesRequest(tenant=tenant, purpose=purpose, limit=limit, after=after)
+    )
+    return _page([file_object(f) for f in reply.files], reply.has_more)
+
+
+@router.get("/v1/files/{file_id}")
+async def retrieve_file(request: Request, file_id: str, tenant: TenantHeader = "default") -> dict[str, Any]:
+    return file_object(await _client(request).file(file_id, tenant))
+
+
+@router.get("/v1/files/{file_id}/content")
+async def file_content(request: Request, file_id: str, tenant: TenantHeader = "default") -> Response:
+    client = _client(request)
+    info = await client.file(file_id, tenant)  # a missing file is a 404 before any byte is sent
+    media = "application/jsonl" if info.filename.endswith(".jsonl") else "application/octet-stream"
+    return StreamingResponse(client.file_content(file_id, tenant), media_type=media)
+
+
+@router.delete("/v1/files/{file_id}")
+async def delete_file(request: Request, file_id: str, tenant: TenantHeader = "default") -> dict[str, Any]:
+    reply = await _client(request).delete_file(file_id, tenant)
+    return {"id": reply.file_id, "object": "file", "deleted": reply.deleted}
+
+
+@router.post("/v1/batches")
+async def create_batch(request: Request, tenant: TenantHeader = "default") -> dict[str, Any]:
+    """A file of requests run as one durable job; `endpoint` is /v1/chat/completions, /v1/completions,
+    /v1/embeddings or /v2/models/{model}/infer."""
+    try:
+        body = BatchCreation.model_validate_json(await read_body(request, 64 * 1024))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}") from None
+    creation = pb.CreateBatchRequest(
+        input_file_id=body.input_file_id,
+        endpoint=body.endpoint,
+        completion_window=body.completion_window,
+        metadata=body.metadata or {},
+        tenant=tenant,
+    )
+    return batch_object(await _client(request).create_batch(creation))
+
+
+@router.get("/v1/batches/{batch_id}")
+async def retrieve_batch(request: Request, batch_id: str, tenant: TenantHeader = "default") -> dict[str, Any]:
+    return batch_object(await _client(request).batch(batch_id, tenant))
+
+
+@router.post("/v1/batches/{batch_id}/cancel")
+async def cancel_batch(request: Request, batch_id: str, tenant: TenantHeader = "default") -> dict[str, Any]:
+    return batch_object(await _client(request).cancel_batch(batch_id, tenant))
+
+
+@router.get("/v1/batches")
+async def list_batches(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str = "",
+    tenant: TenantHeader = "default",
+) -> dict[str, Any]:
+    reply = await _client(request).batches(pb.ListBatchesRequest(tenant=tenant, limit=limit, after=after))
+    return _page([batch_object(b) for b in reply.batches], reply.has_more)

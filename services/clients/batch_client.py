@@ -1,0 +1,80 @@
+"""The gRPC client of the job role's Files and Batch APIs (aisf.job.v1.FileService, BatchService)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from grpc import aio
+
+from aisf.job.v1 import batch_service_pb2 as pb
+from aisf.job.v1 import batch_service_pb2_grpc as pb_grpc
+from aisf.services.common import deadlines
+from aisf.services.common.grpc_errors import error_from_rpc
+from aisf.services.common.grpc_server import channel_options
+
+Reply = TypeVar("Reply")
+_TRANSFER_TIMEOUT_S = 600.0  # uploads and downloads of up to a few hundred MB
+
+
+class BatchClient:
+    def __init__(self, target: str, max_message_bytes: int, timeout_s: float = 30.0) -> None:
+        self._channel = aio.insecure_channel(target, options=channel_options(max_message_bytes))
+        self._files = pb_grpc.FileServiceStub(self._channel)
+        self._batches = pb_grpc.BatchServiceStub(self._channel)
+        self._timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
+        try:
+            return await method(request, timeout=deadlines.timeout_or(self._timeout_s))
+        except aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    async def upload(self, header: pb.UploadFileHeader, chunks: AsyncIterator[bytes]) -> pb.File:
+        async def parts() -> AsyncIterator[pb.UploadFileRequest]:
+            yield pb.UploadFileRequest(header=header)
+            async for chunk in chunks:
+                yield pb.UploadFileRequest(chunk=chunk)
+
+        try:
+            reply = await self._files.UploadFile(parts(), timeout=deadlines.timeout_or(_TRANSFER_TIMEOUT_S))
+        except aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        return reply.file
+
+    async def file(self, file_id: str, tenant: str) -> pb.File:
+        return (await self._call(self._files.GetFile, pb.GetFileRequest(file_id=file_id, tenant=tenant))).file
+
+    async def file_content(self, file_id: str, tenant: str) -> AsyncGenerator[bytes, None]:
+        request = pb.GetFileContentRequest(file_id=file_id, tenant=tenant)
+        call = self._files.GetFileContent(request, timeout=deadlines.timeout_or(_TRANSFER_TIMEOUT_S))
+        try:
+            async for part in call:
+                yield part.chunk
+        except aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+
+    async def files(self, request: pb.ListFilesRequest) -> pb.ListFilesResponse:
+        return await self._call(self._files.ListFiles, request)
+
+    async def delete_file(self, file_id: str, tenant: str) -> pb.DeleteFileResponse:
+        return await self._call(self._files.DeleteFile, pb.DeleteFileRequest(file_id=file_id, tenant=tenant))
+
+    async def create_batch(self, request: pb.CreateBatchRequest) -> pb.Batch:
+        return (await self._call(self._batches.CreateBatch, request)).batch
+
+    async def batch(self, batch_id: str, tenant: str) -> pb.Batch:
+        request = pb.GetBatchRequest(batch_id=batch_id, tenant=tenant)
+        return (await self._call(self._batches.GetBatch, request)).batch
+
+    async def cancel_batch(self, batch_id: str, tenant: str) -> pb.Batch:
+        request = pb.CancelBatchRequest(batch_id=batch_id, tenant=tenant)
+        return (await self._call(self._batches.CancelBatch, request)).batch
+
+    async def batches(self, request: pb.ListBatchesRequest) -> pb.ListBatchesResponse:
+        return await self._call(self._batches.ListBatches, request)

@@ -1,0 +1,70 @@
+"""Assembles the job role: the job service, the Files and Batch APIs, their file storage, and the gRPC
+services the caller serves; and what a worker needs to finish batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from temporalio.client import Client
+
+from aisf.services.clients.router_client import RouterClient
+from aisf.services.common.db.engine import Database
+from aisf.services.common.grpc_server import Registrar
+from aisf.services.common.settings import Settings
+from aisf.services.job import batch_servicer, servicer
+from aisf.services.job.batch_output import BatchFinalizer
+from aisf.services.job.batch_store import BatchStore
+from aisf.services.job.batches import BatchService, FileService
+from aisf.services.job.file_storage import FileStorage, LocalFileStorage, S3FileStorage
+from aisf.services.job.service import JobService
+from aisf.services.job.store import JobStore
+from aisf.services.job.submit_checks import SubmitChecks
+
+
+def open_storage(settings: Settings) -> FileStorage:
+    if settings.files_storage == "s3":
+        return S3FileStorage(
+            settings.files_s3_bucket,
+            settings.files_s3_prefix,
+            settings.files_s3_endpoint_url,
+            settings.files_s3_region,
+        )
+    return LocalFileStorage((settings.files_dir or settings.data_dir / "files").resolve())
+
+
+def build_finalizer(database: Database, jobs: JobStore, storage: FileStorage) -> BatchFinalizer:
+    return BatchFinalizer(jobs, BatchStore(database), storage)
+
+
+@dataclass(slots=True)
+class JobLane:
+    jobs: JobService
+    checks: SubmitChecks
+    registrars: list[Registrar] = field(default_factory=list)
+    service_names: list[str] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.jobs.close()
+        self.checks.close()
+
+
+def build_job_lane(
+    settings: Settings,
+    database: Database,
+    store: JobStore,
+    router: RouterClient,
+    temporal: Client,
+    storage: FileStorage,
+) -> JobLane:
+    jobs = JobService(settings, store, temporal, router)
+    batch_store = BatchStore(database)
+    files = FileService(batch_store, storage, settings.files_max_bytes)
+    checks = SubmitChecks(router, settings.job_max_items)
+    batches = BatchService(jobs, store, batch_store, files, checks)
+    jobs.start()
+    return JobLane(
+        jobs,
+        checks,
+        [servicer.register(jobs), batch_servicer.register(files, batches)],
+        [servicer.SERVICE_NAME, batch_servicer.FILE_SERVICE, batch_servicer.BATCH_SERVICE],
+    )
