@@ -6,6 +6,7 @@ Deterministic: no I/O here; the activities (workflows/activities.py) do it all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -46,13 +47,9 @@ class BatchInferenceWorkflow:
     @workflow.run
     async def run(self, job: JobInput) -> None:
         try:
-            if job.expires_in_s:
-                await asyncio.wait_for(self._infer_all(job), timeout=job.expires_in_s)
-            else:
-                await self._infer_all(job)
-        except TimeoutError:  # a batch's completion window passed: what was answered is kept
-            await self._outcome(job, "failed", "expired", "the batch's completion window expired")
-            return
+            if not await self._within_window(job):  # what was answered before it expired is kept
+                await self._outcome(job, "failed", "expired", "the batch's completion window expired")
+                return
         except asyncio.CancelledError:
             await self._outcome(job, "cancelled")
             raise
@@ -69,6 +66,20 @@ class BatchInferenceWorkflow:
             await self._outcome(job, "failed", kind, message)
             raise ApplicationError(message, type=kind, non_retryable=True) from None
         await self._outcome(job, "succeeded")
+
+    async def _within_window(self, job: JobInput) -> bool:
+        """Run every item; False when a batch's completion window closed first (its running activity is
+        cancelled and has saved what it answered)."""
+        infer = asyncio.ensure_future(self._infer_all(job))
+        if job.expires_in_s:
+            done, _ = await asyncio.wait([infer], timeout=job.expires_in_s)
+            if not done:
+                infer.cancel()
+                with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                    await infer
+                return False
+        await infer
+        return True
 
     async def _outcome(self, job: JobInput, state: str, kind: str = "", message: str = "") -> None:
         """Write a batch's files and status, then the job's final state."""

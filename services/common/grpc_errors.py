@@ -116,6 +116,10 @@ class TypedErrors(grpc.GenericRpcHandler):  # type: ignore[type-arg]
             return grpc.unary_unary_rpc_method_handler(
                 _unary(handler.unary_unary, method, unary), parse, handler.response_serializer
             )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _uploading(handler.stream_unary, method, streams), parse, handler.response_serializer
+            )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _streaming(handler.unary_stream, method, streams, stream_in=False),
@@ -152,6 +156,11 @@ def _unary(behavior: Callable[..., Any], method: str, timeout_s: float) -> Calla
             await _crashed(method, context, exc)
 
     return call
+
+
+def _uploading(behavior: Callable[..., Any], method: str, timeout_s: float) -> Callable[..., Awaitable[Any]]:
+    """A client stream in, one answer out (file uploads): its errors map as a unary call's do."""
+    return _unary(lambda requests, context: behavior(_checked_stream(requests), context), method, timeout_s)
 
 
 def _streaming(

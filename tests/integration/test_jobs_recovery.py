@@ -17,8 +17,8 @@ from aisf.job.v1 import job_service_pb2 as pb
 from aisf.job.v1 import job_service_pb2_grpc as pb_grpc
 from tests.support.databases import fresh_database
 from tests.support.jobs import submit, tabular_request, wait_final
-from tests.support.models import build_memory_hungry
 from tests.support.processes import running_aisf, stop_process
+from tests.support.python_models import recorded, recorder
 from tests.support.temporal import running_temporal
 
 pytestmark = pytest.mark.integration
@@ -27,22 +27,27 @@ ITEMS = 1000
 
 
 def _slow_items() -> tuple[list[bytes], np.ndarray]:  # type: ignore[type-arg]
-    """1000 single-row requests to a model that takes milliseconds per row; row i holds i."""
-    rows = np.zeros((ITEMS, 1024), dtype=np.float32)
+    """1000 single-row requests to the recording model, ~3 ms each; row i holds i."""
+    rows = np.zeros((ITEMS, 2), dtype=np.float32)
     rows[:, 0] = np.arange(ITEMS)
     requests = []
     for row in rows:
         request = v2_pb.ModelInferRequest()
-        request.inputs.add(name="x", datatype="FP32", shape=[1, 1024])
+        request.inputs.add(name="x", datatype="FP32", shape=[1, 2])
         request.raw_input_contents.append(row.tobytes())
         requests.append(request.SerializeToString())
-    return requests, rows.sum(axis=1) * 1024
+    return requests, rows[:, 0]
 
 
 @pytest.fixture
 def slow_repository(tmp_path: Path) -> Path:
-    build_memory_hungry(tmp_path / "models", "slow", memory_limit_bytes=0)
+    recorder(tmp_path / "models", "slow", delay_s=0.003)
     return tmp_path / "models"
+
+
+def _each_item_ran_once(repository: Path) -> None:
+    """Counted at the engine, across every process that served it: no item skipped, none repeated."""
+    assert sorted(recorded(repository / "slow")) == [float(i) for i in range(ITEMS)]
 
 
 def _job(stub: pb_grpc.JobServiceStub, job_id: str) -> pb.Job:
@@ -95,6 +100,7 @@ def test_sigterm_worker_checkpoints_and_another_worker_resumes_exactly_once(
         for r in job.responses
     ]
     np.testing.assert_allclose(answers, expected, rtol=1e-5)
+    _each_item_ran_once(slow_repository)
     log = worker_a.log_text()
     assert "Traceback" not in log
 
@@ -124,6 +130,7 @@ def test_restarting_temporal_mid_job_loses_no_job(slow_repository: Path, tmp_pat
         for r in job.responses
     ]
     np.testing.assert_allclose(answers, expected, rtol=1e-5)
+    _each_item_ran_once(slow_repository)
 
 
 def test_a_job_submitted_while_temporal_is_down_is_accepted_and_runs_when_it_returns(

@@ -94,3 +94,47 @@ def flaky_sum(repository: Path, name: str = "flaky", **config: object) -> Path:
         **config,
     }
     return write_python_model(repository, name, FLAKY_SUM, settings)
+
+
+# FP32 [N, 2] `x` -> `y`: records the first column of every row it runs (one line each) in calls.log beside
+# model.py, from any process that serves it; out of memory (MemoryError, as an engine's allocator) when
+# one call has more than `oom_rows` rows. The log is what "each item ran once" is checked against.
+RECORDER = """
+import os, time
+from pathlib import Path
+import numpy as np
+
+LOG = Path(__file__).parent / "calls.log"
+
+
+class Model:
+    def load(self, config):
+        self.delay_s = float(config.get("delay_s", 0.0))
+        self.oom_rows = int(config.get("oom_rows", 0))
+
+    def infer(self, inputs, parameters):
+        rows = inputs["x"]
+        if self.oom_rows and rows.shape[0] > self.oom_rows:
+            raise MemoryError(f"out of memory: {rows.shape[0]} rows")
+        time.sleep(self.delay_s)
+        with open(LOG, "a") as log:
+            log.write("".join(f"{float(v)!r}\\n" for v in rows[:, 0]))
+        return {"y": rows}
+"""
+
+
+def recorder(repository: Path, name: str = "recorder", **parameters: object) -> Path:
+    settings: dict[str, object] = {
+        "max_batch_size": 64,
+        "instance_count": 1,
+        "inputs": [{"name": "x", "datatype": "FP32", "dims": [2]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "dims": [2]}],
+        "parameters": parameters,
+    }
+    return write_python_model(repository, name, RECORDER, settings)
+
+
+def recorded(model_dir: Path) -> list[float]:
+    """Every row value the recorder ran, in the order it ran them (all processes)."""
+    log = model_dir / "1" / "calls.log"
+    return [float(line) for line in log.read_text().split()] if log.exists() else []
