@@ -72,7 +72,7 @@ class BatchInferenceWorkflow:
         cancelled and has saved what it answered)."""
         infer = asyncio.ensure_future(self._infer_all(job))
         if job.expires_in_s:
-            done, _ = await asyncio.wait([infer], timeout=job.expires_in_s)
+            done, _ = await workflow.wait([infer], timeout=job.expires_in_s)
             if not done:
                 infer.cancel()
                 with contextlib.suppress(ActivityError, asyncio.CancelledError):

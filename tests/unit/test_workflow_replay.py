@@ -27,9 +27,9 @@ async def test_recorded_history_replays_without_nondeterminism(path: Path) -> No
     assert result.replay_failure is None
 
 
-def test_the_recorded_histories_cover_success_out_of_memory_and_cancellation() -> None:
+def test_the_recorded_histories_cover_success_out_of_memory_cancellation_and_batches() -> None:
     kinds = {p.stem for p in HISTORIES}
-    assert kinds == {"succeeded", "out_of_memory_halved", "cancelled"}
+    assert kinds == {"succeeded", "out_of_memory_halved", "cancelled", "batch_completed", "batch_expired"}
     events = json.loads((Path(__file__).parent / "histories" / "out_of_memory_halved.json").read_text())[
         "events"
     ]
