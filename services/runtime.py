@@ -131,7 +131,8 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
             router.dataplane.mark_started()
     if role in ("all", "worker"):
         assert database is not None and router_client is not None and job_store is not None and storage
-        activities = JobActivities(job_store, router_client, build_finalizer(database, job_store, storage))
+        finalizer = build_finalizer(database, job_store, storage)
+        activities = JobActivities(job_store, router_client, finalizer, settings.job_item_concurrency)
         await _start_workers(settings, activities, temporal_address, stack)
     if role in ("all", "gateway"):
         job_target = own_target or settings.job_address or router_target

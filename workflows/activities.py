@@ -4,6 +4,7 @@ the workflow."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import orjson
 from temporalio import activity
@@ -13,7 +14,7 @@ from aisf.services.clients.router_client import RouterClient
 from aisf.services.common.errors import AisfError, EngineOutOfMemory
 from aisf.services.common.openai_responses import error_body
 from aisf.services.job.batch_output import BatchFinalizer
-from aisf.services.job.model import Answer, JobKind, JobState
+from aisf.services.job.model import Answer, JobKind, JobState, StoredItem
 from aisf.services.job.store import JobStore
 from aisf.workflows.item_runner import ItemRunner
 from aisf.workflows.types import (
@@ -41,15 +42,19 @@ def _item_error(error: AisfError, kind: JobKind) -> Answer | None:
 
 
 class JobActivities:
-    def __init__(self, store: JobStore, router: RouterClient, finalizer: BatchFinalizer) -> None:
+    def __init__(
+        self, store: JobStore, router: RouterClient, finalizer: BatchFinalizer, concurrency: int = 8
+    ) -> None:
         self._store = store
         self._runner = ItemRunner(router)
         self._finalizer = finalizer
+        self._concurrency = concurrency
 
     @activity.defn(name=INFER_ITEMS)
     async def infer_items(self, params: InferItemsInput) -> int:
-        """Answer items from the last checkpoint on; a SIGTERM'd worker saves, checkpoints and hands over.
-        Out of memory saves what was answered and says where the next attempt starts."""
+        """Answer items from the last checkpoint on, the items of a group at once (a batching engine
+        merges them); a SIGTERM'd worker saves, checkpoints and hands over. Out of memory saves what was
+        answered and says where the next attempt starts; an item already answered never runs again."""
         info = activity.info()
         checkpoint = int(info.heartbeat_details[0]) if info.heartbeat_details else 0
         resumed = max(checkpoint, params.resume_from)
@@ -61,20 +66,7 @@ class JobActivities:
             items = await self._store.items(params.job_id, done, GROUP)
             if not items:
                 break
-            answers: list[Answer] = []
-            try:
-                for item in items:
-                    if activity.is_worker_shutdown():
-                        break
-                    if item.status is None:  # not answered at submit (a malformed batch line was)
-                        answers.append(await self._answer(item.idx, item.request, params))
-                    done = item.idx + 1
-            finally:
-                if answers:
-                    await asyncio.shield(self._store.save_responses(params.job_id, answers, done))
-                elif done > resumed:
-                    await asyncio.shield(self._store.save_responses(params.job_id, [], done))
-                activity.heartbeat(done)
+            done = await self._group(items, params)
             if activity.is_worker_shutdown():
                 # Benign: a planned hand-over (spot reclaim), not a failure worth a traceback in the logs.
                 raise ApplicationError(
@@ -83,6 +75,44 @@ class JobActivities:
                     type=WORKER_SHUTDOWN,
                     category=ApplicationErrorCategory.BENIGN,
                 )
+        return done
+
+    async def _group(self, items: list[StoredItem], params: InferItemsInput) -> int:
+        """Answer one group; save every answer it got, whatever ended it, and return the checkpoint: the
+        first item not answered (the first failed one, or one a shutdown left), else past the group."""
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def answer(item: StoredItem) -> Answer | None:
+            async with slots:
+                if activity.is_worker_shutdown():
+                    return None
+                return await self._answer(item.idx, item.request, params)
+
+        # Answered before (a malformed batch line at submit, or an attempt stopped mid-group): not again.
+        running = {asyncio.ensure_future(answer(item)): item for item in items if item.response is None}
+        unanswered = {item.idx for item in running.values()}
+        failure: tuple[int, BaseException] | None = None  # the first failed item's
+        answers: list[Answer] = []
+        try:
+            if running:
+                await asyncio.wait(running)
+        finally:
+            for task, item in running.items():
+                if not task.done():
+                    task.cancel()
+                elif task.cancelled():
+                    continue
+                elif (error := task.exception()) is not None:
+                    if failure is None or item.idx < failure[0]:
+                        failure = (item.idx, error)
+                elif (found := task.result()) is not None:
+                    answers.append(found)
+                    unanswered.discard(item.idx)
+            done = min(unanswered, default=items[-1].idx + 1)
+            await asyncio.shield(self._store.save_responses(params.job_id, answers, done))
+            activity.heartbeat(done)
+        if failure is not None:
+            raise failure[1]
         return done
 
     async def _answer(self, idx: int, raw: bytes, params: InferItemsInput) -> Answer:
@@ -98,7 +128,11 @@ class JobActivities:
             if failed is not None:
                 return Answer(idx, failed.response, failed.status)
             retryable = error.reason not in NON_RETRYABLE
-            raise ApplicationError(error.message, type=error.reason, non_retryable=not retryable) from None
+            # An open circuit says when it may close: retrying sooner only spends an attempt.
+            wait = timedelta(seconds=error.retry_after) if (error.retry_after or 0) > 1 else None
+            raise ApplicationError(
+                error.message, type=error.reason, non_retryable=not retryable, next_retry_delay=wait
+            ) from None
         return Answer(idx, response, 200 if params.batch else None)
 
     @activity.defn(name=FINISH_JOB)

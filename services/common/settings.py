@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     worker_task_queues: list[str] = []
     """Queues this process's workers poll; empty means job_task_queue."""
     worker_max_concurrent_activities: int = Field(4, ge=1)
+    job_item_concurrency: int = Field(8, ge=1, le=256)
+    """Items of one job a worker answers at once (a dynamic batcher merges them)."""
     job_max_attempts: int = Field(4, ge=1, le=10)
     """Attempts of the inference activity on system errors (exponential backoff from 1 s, x2)."""
     job_heartbeat_timeout_s: float = Field(30.0, gt=0)
