@@ -280,11 +280,14 @@ async def _client_batch(api: Api, args: argparse.Namespace) -> dict[str, Any]:
     )
     created.raise_for_status()
     batch_id, created_s = created.json()["id"], time.perf_counter() - started
-    while (batch := (await api.http.get(f"/v1/batches/{batch_id}")).json())["status"] not in FINAL + (
-        "expired",
-    ):
+    print(f"[bench] batch {batch_id} created in {created_s:.2f} s", file=sys.stderr, flush=True)
+    deadline = time.perf_counter() + CLIENT_TIMEOUT_S / 2
+    while (batch := (await api.http.get(f"/v1/batches/{batch_id}")).json())["status"] not in BATCH_FINAL:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"batch still {batch['status']} after {CLIENT_TIMEOUT_S / 2:.0f} s: {batch}")
         await asyncio.sleep(0.25)
     batch_s = time.perf_counter() - started
+    print(f"[bench] batch {batch['status']} after {batch_s:.1f} s", file=sys.stderr, flush=True)
     if batch["status"] != "completed" or batch["request_counts"]["completed"] != args.batch_lines:
         raise RuntimeError(f"batch ended {batch['status']}: {batch['request_counts']}")
     started = time.perf_counter()
