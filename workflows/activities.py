@@ -129,7 +129,8 @@ class JobActivities:
                 return Answer(idx, failed.response, failed.status)
             retryable = error.reason not in NON_RETRYABLE
             # An open circuit says when it may close: retrying sooner only spends an attempt.
-            wait = timedelta(seconds=error.retry_after) if (error.retry_after or 0) > 1 else None
+            after = error.retry_after or 0
+            wait = timedelta(seconds=after) if after > 1 else None
             raise ApplicationError(
                 error.message, type=error.reason, non_retryable=not retryable, next_retry_delay=wait
             ) from None
