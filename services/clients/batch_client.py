@@ -2,36 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 
 from grpc import aio
 
 from aisf.job.v1 import batch_service_pb2 as pb
 from aisf.job.v1 import batch_service_pb2_grpc as pb_grpc
+from aisf.services.clients.grpc_client import GrpcClient
 from aisf.services.common import deadlines
 from aisf.services.common.grpc_errors import error_from_rpc
-from aisf.services.common.grpc_server import channel_options
 
-Reply = TypeVar("Reply")
 _TRANSFER_TIMEOUT_S = 600.0  # uploads and downloads of up to a few hundred MB
 
 
-class BatchClient:
+class BatchClient(GrpcClient):
     def __init__(self, target: str, max_message_bytes: int, timeout_s: float = 30.0) -> None:
-        self._channel = aio.insecure_channel(target, options=channel_options(max_message_bytes))
+        super().__init__(target, max_message_bytes, timeout_s)
         self._files = pb_grpc.FileServiceStub(self._channel)
         self._batches = pb_grpc.BatchServiceStub(self._channel)
-        self._timeout_s = timeout_s
-
-    async def close(self) -> None:
-        await self._channel.close(None)
-
-    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any) -> Reply:
-        try:
-            return await method(request, timeout=deadlines.timeout_or(self._timeout_s))
-        except aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from None
 
     async def upload(self, header: pb.UploadFileHeader, chunks: AsyncIterator[bytes]) -> pb.File:
         async def parts() -> AsyncIterator[pb.UploadFileRequest]:
@@ -50,14 +39,9 @@ class BatchClient:
 
     async def file_content(self, file_id: str, tenant: str) -> AsyncGenerator[bytes, None]:
         request = pb.GetFileContentRequest(file_id=file_id, tenant=tenant)
-        call = self._files.GetFileContent(request, timeout=deadlines.timeout_or(_TRANSFER_TIMEOUT_S))
-        try:
-            async for part in call:
+        async with aclosing(self._read(self._files.GetFileContent, request, _TRANSFER_TIMEOUT_S)) as parts:
+            async for part in parts:
                 yield part.chunk
-        except aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from None
-        finally:
-            call.cancel()
 
     async def files(self, request: pb.ListFilesRequest) -> pb.ListFilesResponse:
         return await self._call(self._files.ListFiles, request)

@@ -3,10 +3,9 @@ errors in, request id and deadline out (the caller's remaining deadline when it 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
-from grpc import aio
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -16,49 +15,36 @@ from aisf.router.v1 import model_control_pb2 as control_pb
 from aisf.router.v1 import model_control_pb2_grpc as control_grpc
 from aisf.router.v1 import model_repository_pb2 as repo_pb
 from aisf.router.v1 import model_repository_pb2_grpc as repo_grpc
-from aisf.services.common import deadlines
-from aisf.services.common.grpc_errors import REQUEST_ID_KEY, error_from_rpc
-from aisf.services.common.grpc_server import channel_options
+from aisf.services.clients.grpc_client import GrpcClient
+from aisf.services.common.grpc_errors import REQUEST_ID_KEY
 from aisf.services.common.llm_codec import TENANT_KEY
 
-Reply = TypeVar("Reply")
 # A generation streams for as long as the engine needs: its deadline is far longer than a unary call's.
 _STREAM_TIMEOUT_S = 600.0
 
 
-class RouterClient:
+class RouterClient(GrpcClient):
     def __init__(self, target: str, max_message_bytes: int, timeout_s: float = 60.0) -> None:
-        self._channel = aio.insecure_channel(target, options=channel_options(max_message_bytes))
+        super().__init__(target, max_message_bytes, timeout_s)
         self._v2 = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._repository = repo_grpc.ModelRepositoryServiceStub(self._channel)
         self._llm = llm_grpc.LlmServiceStub(self._channel)
         self._control = control_grpc.ModelControlServiceStub(self._channel)
-        self._timeout_s = timeout_s
-
-    async def close(self) -> None:
-        await self._channel.close(None)
-
-    async def _call(self, method: Callable[..., Awaitable[Reply]], request: Any, request_id: str) -> Reply:
-        metadata = ((REQUEST_ID_KEY, request_id),) if request_id else None
-        try:
-            return await method(request, timeout=deadlines.timeout_or(self._timeout_s), metadata=metadata)
-        except aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from None
 
     async def infer(self, request: pb.ModelInferRequest, request_id: str = "") -> pb.ModelInferResponse:
         return await self._call(self._v2.ModelInfer, request, request_id)
 
     async def server_live(self) -> bool:
-        return bool((await self._call(self._v2.ServerLive, pb.ServerLiveRequest(), "")).live)
+        return bool((await self._call(self._v2.ServerLive, pb.ServerLiveRequest())).live)
 
     async def server_ready(self) -> bool:
-        return bool((await self._call(self._v2.ServerReady, pb.ServerReadyRequest(), "")).ready)
+        return bool((await self._call(self._v2.ServerReady, pb.ServerReadyRequest())).ready)
 
     async def server_metadata(self) -> pb.ServerMetadataResponse:
-        return await self._call(self._v2.ServerMetadata, pb.ServerMetadataRequest(), "")
+        return await self._call(self._v2.ServerMetadata, pb.ServerMetadataRequest())
 
     async def model_ready(self, name: str, version: str) -> bool:
-        reply = await self._call(self._v2.ModelReady, pb.ModelReadyRequest(name=name, version=version), "")
+        reply = await self._call(self._v2.ModelReady, pb.ModelReadyRequest(name=name, version=version))
         return bool(reply.ready)
 
     async def model_metadata(self, name: str, version: str) -> pb.ModelMetadataResponse:
@@ -67,7 +53,7 @@ class RouterClient:
         )
 
     async def model_config(self, name: str, version: str) -> pb.ModelConfigResponse:
-        return await self._call(self._v2.ModelConfig, pb.ModelConfigRequest(name=name, version=version), "")
+        return await self._call(self._v2.ModelConfig, pb.ModelConfigRequest(name=name, version=version))
 
     async def model_statistics(self, name: str, version: str) -> pb.ModelStatisticsResponse:
         return await self._call(
@@ -75,54 +61,46 @@ class RouterClient:
         )
 
     async def repository_index(self, ready: bool) -> pb.RepositoryIndexResponse:
-        return await self._call(self._v2.RepositoryIndex, pb.RepositoryIndexRequest(ready=ready), "")
+        return await self._call(self._v2.RepositoryIndex, pb.RepositoryIndexRequest(ready=ready))
 
     async def load_model(self, name: str) -> None:
-        await self._call(self._v2.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name=name), "")
+        await self._call(self._v2.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name=name))
 
     async def unload_model(self, name: str) -> None:
-        await self._call(self._v2.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name=name), "")
+        await self._call(self._v2.RepositoryModelUnload, pb.RepositoryModelUnloadRequest(model_name=name))
 
     async def model_events(self, request: repo_pb.ListModelEventsRequest) -> repo_pb.ListModelEventsResponse:
-        return await self._call(self._repository.ListModelEvents, request, "")
+        return await self._call(self._repository.ListModelEvents, request)
 
     # --- operating models (aisf.router.v1.ModelControlService) ---
     async def model_status(self, name: str) -> control_pb.GetModelStatusResponse:
         request = control_pb.GetModelStatusRequest(model_name=name)
-        return await self._call(self._control.GetModelStatus, request, "")
+        return await self._call(self._control.GetModelStatus, request)
 
     async def set_breaker_mode(
         self, name: str, version: str, mode: control_pb.BreakerMode.ValueType
     ) -> control_pb.SetBreakerModeResponse:
         request = control_pb.SetBreakerModeRequest(model_name=name, model_version=version, mode=mode)
-        return await self._call(self._control.SetBreakerMode, request, "")
+        return await self._call(self._control.SetBreakerMode, request)
 
     async def shadow_report(self, name: str) -> control_pb.ShadowReport:
         request = control_pb.GetShadowReportRequest(model_name=name)
-        return (await self._call(self._control.GetShadowReport, request, "")).report
+        return (await self._call(self._control.GetShadowReport, request)).report
 
     async def promote_shadow(self, name: str, force: bool) -> control_pb.ShadowReport:
         request = control_pb.PromoteShadowRequest(model_name=name, force=force)
-        return (await self._call(self._control.PromoteShadow, request, "")).report
+        return (await self._call(self._control.PromoteShadow, request)).report
 
     # --- LLM lane (aisf.llm.v1.LlmService) ---
     @staticmethod
     def _llm_metadata(request_id: str, tenant: str) -> tuple[tuple[str, str], ...]:
         return tuple((k, v) for k, v in ((REQUEST_ID_KEY, request_id), (TENANT_KEY, tenant)) if v)
 
-    async def _stream(
+    def _stream(
         self, method: Callable[..., Any], request: Any, request_id: str, tenant: str
     ) -> AsyncGenerator[Any, None]:
         """Yield the router's messages; closing this generator cancels the call, which stops the engine."""
-        timeout = deadlines.timeout_or(_STREAM_TIMEOUT_S)
-        call = method(request, timeout=timeout, metadata=self._llm_metadata(request_id, tenant))
-        try:
-            async for message in call:
-                yield message
-        except aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from None
-        finally:
-            call.cancel()
+        return self._read(method, request, _STREAM_TIMEOUT_S, self._llm_metadata(request_id, tenant))
 
     def chat_completion(
         self, request: llm_pb.ChatCompletionRequest, request_id: str = "", tenant: str = ""
@@ -138,6 +116,6 @@ class RouterClient:
         return await self._call(self._llm.Embed, request, request_id)
 
     async def list_models(self) -> llm_pb.ListModelsResponse:
-        return await self._call(self._llm.ListModels, llm_pb.ListModelsRequest(), "")
+        return await self._call(self._llm.ListModels, llm_pb.ListModelsRequest())
 
     # --- end LLM lane ---

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from aisf.job.v1 import batch_service_pb2 as pb
 from aisf.services.job.batch_store import FileInfo
 from aisf.services.job.batches import BatchView
+from aisf.services.job.codec import timestamp
 
 _STATUSES = {
     "validating": pb.BATCH_STATUS_VALIDATING,
@@ -23,19 +20,11 @@ _STATUSES = {
 STATUS_NAMES = {wire: name for name, wire in _STATUSES.items()}
 
 
-def _timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def file_to_proto(info: FileInfo) -> pb.File:
     return pb.File(
         file_id=info.file_id,
         size=info.size,
-        create_time=_timestamp(info.created_at),
+        create_time=timestamp(info.created_at),
         filename=info.filename,
         purpose=info.purpose,
         tenant=info.tenant,
@@ -53,15 +42,15 @@ def batch_to_proto(view: BatchView) -> pb.Batch:
         status=_STATUSES[batch.status],
         output_file_id=batch.output_file_id or "",
         error_file_id=batch.error_file_id or "",
-        create_time=_timestamp(batch.created_at),
-        in_progress_time=_timestamp(times.get("in_progress_at")),
-        expires_time=_timestamp(batch.expires_at),
-        finalizing_time=_timestamp(times.get("finalizing_at")),
-        completed_time=_timestamp(times.get("completed_at")),
-        failed_time=_timestamp(times.get("failed_at")),
-        expired_time=_timestamp(times.get("expired_at")),
-        cancelling_time=_timestamp(times.get("cancelling_at")),
-        cancelled_time=_timestamp(times.get("cancelled_at")),
+        create_time=timestamp(batch.created_at),
+        in_progress_time=timestamp(times.get("in_progress_at")),
+        expires_time=timestamp(batch.expires_at),
+        finalizing_time=timestamp(times.get("finalizing_at")),
+        completed_time=timestamp(times.get("completed_at")),
+        failed_time=timestamp(times.get("failed_at")),
+        expired_time=timestamp(times.get("expired_at")),
+        cancelling_time=timestamp(times.get("cancelling_at")),
+        cancelled_time=timestamp(times.get("cancelled_at")),
         total_requests=job.items_total,
         completed_requests=view.completed,
         failed_requests=view.failed,

@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from aisf.services.common.db.engine import Database
 from aisf.services.common.db.tables import BatchRow, FileRow
 
 T = TypeVar("T")
+R = TypeVar("R", FileRow, BatchRow)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -81,6 +82,16 @@ def _times_json(times: dict[str, datetime]) -> str:
     return json.dumps({name: moment.isoformat() for name, moment in times.items()})
 
 
+def _page(session: Session, query: Select[R], row: type[R], after: str, limit: int) -> Select[R]:
+    """Newest first, after the row whose id is `after` (by its creation time) when given."""
+    if after:
+        anchor = session.get(row, after)
+        if anchor is not None:
+            query = query.where(row.created_at < anchor.created_at)
+    ids = row.__table__.primary_key
+    return query.order_by(row.created_at.desc(), *(column.desc() for column in ids)).limit(limit)
+
+
 def _file(row: FileRow) -> FileInfo:
     return FileInfo(
         row.file_id, row.tenant, row.purpose, row.filename, row.size, row.storage_key, _aware(row.created_at)
@@ -134,12 +145,7 @@ class BatchStore:
             query = select(FileRow).where(FileRow.tenant == tenant)
             if purpose:
                 query = query.where(FileRow.purpose == purpose)
-            if after:
-                anchor = session.get(FileRow, after)
-                if anchor is not None:
-                    query = query.where(FileRow.created_at < anchor.created_at)
-            query = query.order_by(FileRow.created_at.desc(), FileRow.file_id.desc()).limit(limit)
-            return [_file(r) for r in session.scalars(query)]
+            return [_file(r) for r in session.scalars(_page(session, query, FileRow, after, limit))]
 
         return await self._run(read)
 
@@ -162,12 +168,7 @@ class BatchStore:
     async def batches(self, tenant: str, limit: int, after: str) -> list[BatchInfo]:
         def read(session: Session) -> list[BatchInfo]:
             query = select(BatchRow).where(BatchRow.tenant == tenant)
-            if after:
-                anchor = session.get(BatchRow, after)
-                if anchor is not None:
-                    query = query.where(BatchRow.created_at < anchor.created_at)
-            query = query.order_by(BatchRow.created_at.desc(), BatchRow.batch_id.desc()).limit(limit)
-            return [_batch(r) for r in session.scalars(query)]
+            return [_batch(r) for r in session.scalars(_page(session, query, BatchRow, after, limit))]
 
         return await self._run(read)
 

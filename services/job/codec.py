@@ -27,7 +27,8 @@ _KINDS = {
 _KINDS_BACK = {v: k for k, v in _KINDS.items()}
 
 
-def _timestamp(moment: datetime | None) -> Timestamp | None:
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    """A protobuf Timestamp for a moment that may not have happened yet."""
     if moment is None:
         return None
     stamp = Timestamp()
@@ -49,9 +50,9 @@ def job_to_proto(job: Job, responses: list[bytes] | None = None) -> pb.Job:
         attempts=job.attempts,
         error_type=job.error_type,
         error_message=job.error_message,
-        create_time=_timestamp(job.create_time),
-        start_time=_timestamp(job.start_time),
-        end_time=_timestamp(job.end_time),
+        create_time=timestamp(job.create_time),
+        start_time=timestamp(job.start_time),
+        end_time=timestamp(job.end_time),
         idempotency_key=job.idempotency_key or "",
         responses=responses or [],
         result_inline=responses is not None,

@@ -36,12 +36,6 @@ def models(sample_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AisfProcess]:
-    with running_aisf(models, tmp_path_factory.mktemp("data")) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
 def client(server: AisfProcess) -> OpenAI:
     return OpenAI(base_url=f"http://{server.http_url}/v1", api_key="unused", max_retries=0)
 

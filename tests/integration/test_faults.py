@@ -24,7 +24,7 @@ from aisf.router.v1 import model_control_pb2_grpc as control_grpc
 from aisf.services.llm_samples import LLM_DEMO
 from aisf.services.samples import build_tabular_demo
 from tests.support.llm import build_llm_models, scrape
-from tests.support.processes import AisfProcess, running_aisf
+from tests.support.processes import AisfProcess
 from tests.support.python_models import flaky_sum, slow_echo
 
 pytestmark = pytest.mark.integration
@@ -51,20 +51,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AisfProcess]:
-    with running_aisf(models, tmp_path_factory.mktemp("data")) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
 def triton(server: AisfProcess) -> Iterator[grpcclient.InferenceServerClient]:
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def rest(server: AisfProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://{server.http_url}", timeout=30) as client:
         yield client
 
 

@@ -8,7 +8,6 @@ import asyncio
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -24,7 +23,7 @@ from aisf.job.v1 import job_service_pb2 as pb
 from aisf.job.v1 import job_service_pb2_grpc as pb_grpc
 from aisf.services.llm_samples import LLM_DEMO
 from tests.support.jobs import submit, tabular_request, wait_final
-from tests.support.processes import AisfProcess, running_aisf
+from tests.support.processes import AisfProcess
 from tests.support.python_models import recorded, recorder, slow_echo
 
 pytestmark = pytest.mark.integration
@@ -44,16 +43,8 @@ def models(sample_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AisfProcess]:
-    env = {"AISF_MAX_REQUEST_BYTES": str(LIMIT), "AISF_JOB_MAX_ITEMS": "100000"}
-    with running_aisf(models, tmp_path_factory.mktemp("data"), env=env) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def rest(server: AisfProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://{server.http_url}", timeout=60) as client:
-        yield client
+def server_env() -> dict[str, str]:
+    return {"AISF_MAX_REQUEST_BYTES": str(LIMIT), "AISF_JOB_MAX_ITEMS": "100000"}
 
 
 def _x(rows: np.ndarray) -> dict[str, object]:  # type: ignore[type-arg]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,7 +17,7 @@ import yaml
 
 from aisf.router.v1 import model_control_pb2 as control_pb
 from aisf.router.v1 import model_control_pb2_grpc as control_grpc
-from tests.support.processes import AisfProcess, running_aisf
+from tests.support.processes import AisfProcess
 from tests.support.python_models import slow_echo
 
 pytestmark = pytest.mark.integration
@@ -42,18 +41,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shadow = {"version": "2", "sample": 1.0, "promote": {"min_compared": 50, "max_p99_ratio": 10}}
     _versions(root, "shadowed", shadow=shadow)
     return root
-
-
-@pytest.fixture(scope="module")
-def server(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AisfProcess]:
-    with running_aisf(models, tmp_path_factory.mktemp("data")) as process:
-        yield process
-
-
-@pytest.fixture(scope="module")
-def rest(server: AisfProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://{server.http_url}", timeout=30) as client:
-        yield client
 
 
 def _x(value: float) -> list[grpcclient.InferInput]:

@@ -1,0 +1,52 @@
+"""What every internal gRPC client shares: one channel, typed errors in, request id and deadline out (the
+caller's remaining deadline when it has one, else the client's default)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from grpc import aio
+
+from aisf.services.common import deadlines
+from aisf.services.common.grpc_errors import REQUEST_ID_KEY, error_from_rpc
+from aisf.services.common.grpc_server import channel_options
+
+Reply = TypeVar("Reply")
+
+
+class GrpcClient:
+    def __init__(self, target: str, max_message_bytes: int, timeout_s: float) -> None:
+        self._channel = aio.insecure_channel(target, options=channel_options(max_message_bytes))
+        self._timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def _call(
+        self, method: Callable[..., Awaitable[Reply]], request: Any, request_id: str = ""
+    ) -> Reply:
+        metadata = ((REQUEST_ID_KEY, request_id),) if request_id else None
+        try:
+            return await method(request, timeout=deadlines.timeout_or(self._timeout_s), metadata=metadata)
+        except aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    async def _read(
+        self,
+        method: Callable[..., Any],
+        request: Any,
+        timeout_s: float | None,
+        metadata: tuple[tuple[str, str], ...] | None = None,
+    ) -> AsyncGenerator[Any, None]:
+        """Yield a server stream's messages (`timeout_s` None: as long as it lasts, e.g. a watch); closing
+        the generator cancels the call."""
+        timeout = None if timeout_s is None else deadlines.timeout_or(timeout_s)
+        call = method(request, timeout=timeout, metadata=metadata)
+        try:
+            async for message in call:
+                yield message
+        except aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
