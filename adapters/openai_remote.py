@@ -14,8 +14,10 @@ from aisf.adapters.base import Health, ModelMetadata, ModelSpec
 from aisf.adapters.remote_retries import with_retries
 from aisf.services.common import deadlines
 from aisf.services.common.errors import (
+    MISCONFIGURED_HTTP_STATUSES,
     AisfError,
     DeadlineExceeded,
+    EngineMisconfigured,
     EngineUnavailable,
     InternalError,
     ModelLoadFailed,
@@ -40,8 +42,10 @@ _FINISH: dict[str, FinishReason] = {"length": "length", "abort": "cancelled", "c
 
 
 def upstream_error(status: int, body: str, retry_after: str | None, where: str) -> AisfError:
-    """The typed error for an upstream HTTP status, through the one shared table (401/403 have no class
-    of their own there: our key is wrong, an internal error); the upstream's Retry-After is kept."""
+    """The typed error for an upstream HTTP status, through the one shared table (refused credentials
+    and a model the upstream lacks are our deployment's fault); the upstream's Retry-After is kept."""
+    if status in MISCONFIGURED_HTTP_STATUSES:
+        return EngineMisconfigured(f"{where}: HTTP {status}: {_message(body)}")
     error_cls = AisfError.class_for("", code_for_http_status(status))
     wait = int(retry_after) if retry_after and retry_after.isdigit() else None
     return error_cls(f"{where}: HTTP {status}: {_message(body)}", wait)
@@ -219,7 +223,9 @@ class OpenAIRemoteAdapter:
         except httpx.TimeoutException as exc:
             raise DeadlineExceeded(f"{self._where}: no answer in time ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
-            # Also a pooled keep-alive connection the server closed meanwhile: nothing reached it.
+            # No answer began: not connected, or (most often) a pooled keep-alive connection the server
+            # had closed. Retried, as the OpenAI SDK does; a server that did start on the request and then
+            # died may so run it twice, which beats failing every request behind a stale connection.
             raise EngineUnavailable(f"{self._where}: unreachable: {exc!r}") from exc
         if response.status_code >= 400:
             try:

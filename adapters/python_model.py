@@ -30,8 +30,9 @@ from aisf.services.common.threads import BlockingPool
 _modules = itertools.count()
 
 
-def _import(path: Path, name: str) -> Any:
-    """Run a model's source as a module of its own (two versions of one model never share state)."""
+def _import(path: Path, name: str) -> tuple[str, Any]:
+    """Run a model's source as a module of its own (two versions of one model never share state); the
+    module stays in sys.modules (pickling and dataclasses look it up there) until the model unloads."""
     module_name = f"aisf_python_model_{next(_modules)}_{name.replace('-', '_')}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -43,7 +44,7 @@ def _import(path: Path, name: str) -> Any:
     except BaseException:
         sys.modules.pop(module_name, None)
         raise
-    return module
+    return module_name, module
 
 
 class PythonModelAdapter:
@@ -55,6 +56,7 @@ class PythonModelAdapter:
         self._name = ""
         self._threads: BlockingPool | None = None
         self._outputs: dict[str, str] = {}
+        self._module = ""
 
     async def load(self, spec: ModelSpec) -> ModelMetadata:
         config = spec.config
@@ -63,8 +65,10 @@ class PythonModelAdapter:
                 f"model '{spec.name}': backend python needs inputs and outputs in config.yaml"
             )
         params = dict(config.parameters)
-        path = spec.path / str(params.pop("module", "model.py"))
+        path = (spec.path / str(params.pop("module", "model.py"))).resolve()
         class_name = str(params.pop("class", "Model"))
+        if not path.is_relative_to(spec.path.resolve()):
+            raise ModelLoadFailed(f"model '{spec.name}': parameters.module must lie in the version folder")
         if not path.is_file():
             raise ModelLoadFailed(f"model '{spec.name}' version {spec.version}: {path.name} not found")
         self._name, self._threads = spec.name, spec.threads
@@ -80,7 +84,8 @@ class PythonModelAdapter:
         return ModelMetadata(specs(config.inputs), specs(config.outputs), platform="python")
 
     def _build(self, path: Path, class_name: str, params: dict[str, Any]) -> Any:
-        model_class = getattr(_import(path, self._name), class_name, None)
+        self._module, module = _import(path, self._name)
+        model_class = getattr(module, class_name, None)
         if model_class is None:
             raise ModelLoadFailed(f"model '{self._name}': {path.name} defines no class {class_name}")
         model = model_class()
@@ -99,11 +104,12 @@ class PythonModelAdapter:
                 outputs = await model.infer(inputs, parameters)
             else:
                 outputs = await threads.run(model.infer, inputs, parameters)
+            tensors = self._tensors(outputs)
         except AisfError:
             raise
         except Exception as exc:
             raise engine_failure(exc, self._name) from exc
-        return InferResponse(request.model_name, request.model_version, self._tensors(outputs), request.id)
+        return InferResponse(request.model_name, request.model_version, tensors, request.id)
 
     def _tensors(self, outputs: Any) -> list[Tensor]:
         if not isinstance(outputs, dict):
@@ -114,7 +120,10 @@ class PythonModelAdapter:
         tensors = []
         for name, datatype in self._outputs.items():
             array = np.asarray(outputs[name])
-            returned = datatype_of(array)
+            try:
+                returned = datatype_of(array)
+            except AisfError as exc:  # the model's output, not the caller's input, is wrong
+                raise InternalError(f"model '{self._name}': output '{name}': {exc.message}") from None
             if returned != datatype:
                 raise InternalError(
                     f"model '{self._name}': output '{name}' is {returned}, config.yaml says {datatype}"
@@ -132,5 +141,8 @@ class PythonModelAdapter:
 
     async def unload(self) -> None:
         model, self._model = self._model, None
-        if model is not None and callable(getattr(model, "unload", None)) and self._threads is not None:
-            await self._threads.run(model.unload)
+        try:
+            if model is not None and callable(getattr(model, "unload", None)) and self._threads is not None:
+                await self._threads.run(model.unload)
+        finally:
+            sys.modules.pop(self._module, None)  # its module-level state goes with the model

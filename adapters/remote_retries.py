@@ -1,5 +1,7 @@
-"""Retries of idempotent calls to remote engines: transient failures only, jittered backoff, never past
-the request's deadline, never while the model's circuit is open (retrying would only feed the outage)."""
+"""Retries of calls to remote engines that did not reach them: the remote unreachable or restarting, with
+jittered backoff, never past the request's deadline, never while the model's circuit is open (retrying
+would only feed the outage). A full remote is not retried: its backpressure answers the client (429 with
+the remote's Retry-After), and a retry would only add to its load."""
 
 from __future__ import annotations
 
@@ -11,15 +13,15 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
 from aisf.services.common import deadlines
-from aisf.services.common.errors import EngineOverloaded, EngineUnavailable
+from aisf.services.common.errors import EngineUnavailable
 
 T = TypeVar("T")
-_MIN_LEFT_S = 0.005  # a retry needs at least this much of the deadline left to be worth sending
+_MIN_LEFT_S = 0.05  # a retry needs at least this much of the deadline left to be worth sending
 
 
 def transient(error: BaseException) -> bool:
-    """Failures a repeat of the same call may not meet: the remote unreachable, restarting or full."""
-    return isinstance(error, EngineUnavailable | EngineOverloaded)
+    """Failures a repeat of the same call may not meet: the remote unreachable or restarting."""
+    return isinstance(error, EngineUnavailable)
 
 
 class _StopWhen(stop_base):
@@ -31,7 +33,7 @@ class _StopWhen(stop_base):
 
 
 class _WithinDeadline(wait_base):
-    """The backoff, shortened so the retry still starts before the deadline."""
+    """The backoff, shortened so the retry still has _MIN_LEFT_S of the deadline to run in."""
 
     def __init__(self, wait: wait_base) -> None:
         self._wait = wait
@@ -44,7 +46,7 @@ class _WithinDeadline(wait_base):
 
 def _deadline_near() -> bool:
     left = deadlines.remaining()
-    return left is not None and left < 2 * _MIN_LEFT_S
+    return left is not None and left < _MIN_LEFT_S
 
 
 async def with_retries(

@@ -13,7 +13,15 @@ from tritonclient.grpc import service_pb2_grpc
 from aisf.adapters.base import Health, ModelMetadata, ModelSpec
 from aisf.adapters.remote_retries import with_retries
 from aisf.services.common import deadlines, v2_codec
-from aisf.services.common.errors import AisfError, ModelLoadFailed, ModelNotReady
+from aisf.services.common.errors import (
+    AisfError,
+    EngineMisconfigured,
+    EngineOverloaded,
+    ModelLoadFailed,
+    ModelNotFound,
+    ModelNotReady,
+    RequestTooLarge,
+)
 from aisf.services.common.grpc_errors import error_from_rpc
 from aisf.services.common.grpc_server import channel_options
 from aisf.services.common.tensors import InferRequest, InferResponse, TensorSpec
@@ -25,9 +33,16 @@ _MAX_MESSAGE_BYTES = 1 << 30
 
 def remote_failure(error: aio.AioRpcError, where: str) -> AisfError:
     """The remote's status (and, from another aisf, its reason and Retry-After) through the one shared
-    table, so retries, the breaker and HTTP treat it like a local error of the same kind."""
+    table, so retries, the breaker and HTTP treat it like a local error of the same kind. Two statuses
+    mean something else from behind a model that exists here: the remote lacks the model (our
+    deployment is wrong), or its transport refused a message over its size limit."""
     typed = error_from_rpc(error)
-    return type(typed)(f"{where}: {typed.message}", typed.retry_after)
+    message = f"{where}: {typed.message}"
+    if isinstance(typed, ModelNotFound):
+        return EngineMisconfigured(message)
+    if isinstance(typed, EngineOverloaded) and "larger than max" in typed.message:
+        return RequestTooLarge(message)
+    return type(typed)(message, typed.retry_after)
 
 
 class V2RemoteAdapter:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Header, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from aisf.gateway.http_body import read_body
 from aisf.gateway.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
@@ -110,7 +111,7 @@ def _page(objects: list[dict[str, Any]], more: bool) -> dict[str, Any]:
     }
 
 
-async def _chunks(upload: UploadFile, limit: int) -> AsyncIterator[bytes]:
+async def _chunks(upload: StarletteUpload, limit: int) -> AsyncIterator[bytes]:
     size = 0
     while chunk := await upload.read(_CHUNK):
         size += len(chunk)
@@ -119,17 +120,42 @@ async def _chunks(upload: UploadFile, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@router.post("/v1/files")
-async def upload_file(
-    request: Request,
-    file: Annotated[UploadFile, Form()],
-    purpose: Annotated[str, Form()],
-    tenant: TenantHeader = "default",
-) -> dict[str, Any]:
-    """A batch input file (purpose "batch", JSON lines), kept in the file storage."""
-    header = pb.UploadFileHeader(filename=file.filename or "", purpose=purpose, tenant=tenant)
+_UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "example": "batch"},
+                    },
+                }
+            }
+        },
+    }
+}
+_FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the purpose field, beyond the file itself
+
+
+@router.post("/v1/files", openapi_extra=_UPLOAD_FORM)
+async def upload_file(request: Request, tenant: TenantHeader = "default") -> dict[str, Any]:
+    """A batch input file (purpose "batch", JSON lines), kept in the file storage. The form is parsed
+    here, after the declared size was checked: an oversized upload is refused before it is spooled."""
     limit = request.app.state.settings.files_max_bytes
-    return file_object(await _client(request).upload(header, _chunks(file, limit)))
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + _FORM_OVERHEAD:
+        raise RequestTooLarge(f"file exceeds the limit of {limit} bytes")
+    async with request.form(max_files=1, max_fields=4) as form:
+        file, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(file, StarletteUpload):
+            raise InvalidInput("file: a file part is required")
+        if not isinstance(purpose, str) or not purpose:
+            raise InvalidInput("purpose: required")
+        header = pb.UploadFileHeader(filename=file.filename or "", purpose=purpose, tenant=tenant)
+        return file_object(await _client(request).upload(header, _chunks(file, limit)))
 
 
 @router.get("/v1/files")

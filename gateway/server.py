@@ -31,7 +31,7 @@ async def start_gateway(settings: Settings, router_target: str, job_target: str)
     limit = settings.max_request_bytes
     app = create_app(
         settings,
-        RouterClient(router_target, limit),
+        RouterClient(router_target, limit, settings.request_timeout_s, settings.stream_timeout_s),
         JobClient(job_target, limit),
         BatchClient(job_target, limit),
     )

@@ -100,7 +100,9 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
     router_client = job_store = storage = None
     if role in ("all", "job", "worker"):
         assert database is not None
-        router_client = RouterClient(router_target, settings.max_request_bytes)
+        router_client = RouterClient(
+            router_target, settings.max_request_bytes, settings.request_timeout_s, settings.stream_timeout_s
+        )
         stack.push_async_callback(router_client.close)
         job_store = JobStore(database)
         storage = open_storage(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 
@@ -11,6 +12,7 @@ from aisf.job.v1 import batch_service_pb2 as pb
 from aisf.job.v1 import batch_service_pb2_grpc as pb_grpc
 from aisf.services.clients.grpc_client import GrpcClient
 from aisf.services.common import deadlines
+from aisf.services.common.errors import AisfError
 from aisf.services.common.grpc_errors import error_from_rpc
 
 _TRANSFER_TIMEOUT_S = 600.0  # uploads and downloads of up to a few hundred MB
@@ -23,14 +25,25 @@ class BatchClient(GrpcClient):
         self._batches = pb_grpc.BatchServiceStub(self._channel)
 
     async def upload(self, header: pb.UploadFileHeader, chunks: AsyncIterator[bytes]) -> pb.File:
+        """Stream the file; an error `chunks` raises (e.g. over the size limit) is raised as it was."""
+        failed: list[AisfError] = []
+
         async def parts() -> AsyncIterator[pb.UploadFileRequest]:
             yield pb.UploadFileRequest(header=header)
-            async for chunk in chunks:
-                yield pb.UploadFileRequest(chunk=chunk)
+            try:
+                async for chunk in chunks:
+                    yield pb.UploadFileRequest(chunk=chunk)
+            except AisfError as error:
+                failed.append(error)  # grpc.aio only cancels the call; the caller must hear why
+                raise
 
         try:
             reply = await self._files.UploadFile(parts(), timeout=deadlines.timeout_or(_TRANSFER_TIMEOUT_S))
-        except aio.AioRpcError as exc:
+        except (aio.AioRpcError, asyncio.CancelledError) as exc:
+            if failed:
+                raise failed[0] from None
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise error_from_rpc(exc) from None
         return reply.file
 

@@ -19,13 +19,16 @@ from aisf.services.clients.grpc_client import GrpcClient
 from aisf.services.common.grpc_errors import REQUEST_ID_KEY
 from aisf.services.common.llm_codec import TENANT_KEY
 
-# A generation streams for as long as the engine needs: its deadline is far longer than a unary call's.
-_STREAM_TIMEOUT_S = 600.0
-
 
 class RouterClient(GrpcClient):
-    def __init__(self, target: str, max_message_bytes: int, timeout_s: float = 60.0) -> None:
+    """Unary calls get `timeout_s` and generations `stream_timeout_s` (a generation streams for as long
+    as the engine needs) unless the caller's own deadline is sooner."""
+
+    def __init__(
+        self, target: str, max_message_bytes: int, timeout_s: float = 60.0, stream_timeout_s: float = 600.0
+    ) -> None:
         super().__init__(target, max_message_bytes, timeout_s)
+        self._stream_timeout_s = stream_timeout_s
         self._v2 = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._repository = repo_grpc.ModelRepositoryServiceStub(self._channel)
         self._llm = llm_grpc.LlmServiceStub(self._channel)
@@ -100,7 +103,7 @@ class RouterClient(GrpcClient):
         self, method: Callable[..., Any], request: Any, request_id: str, tenant: str
     ) -> AsyncGenerator[Any, None]:
         """Yield the router's messages; closing this generator cancels the call, which stops the engine."""
-        return self._read(method, request, _STREAM_TIMEOUT_S, self._llm_metadata(request_id, tenant))
+        return self._read(method, request, self._stream_timeout_s, self._llm_metadata(request_id, tenant))
 
     def chat_completion(
         self, request: llm_pb.ChatCompletionRequest, request_id: str = "", tenant: str = ""

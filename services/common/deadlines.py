@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from aisf.services.common.errors import DeadlineExceeded, InvalidInput
 
 TIMEOUT_HEADER = "x-aisf-timeout-ms"
+# The longest deadline a request may ask for; far longer ones overflow gRPC's deadline arithmetic.
+MAX_TIMEOUT_S = 86_400.0
 # Triton's per-request timeout parameter, in microseconds.
 TIMEOUT_PARAMETER = "timeout"
 
@@ -77,12 +79,26 @@ def bound(timeout_s: float | None) -> Iterator[None]:
         _deadline.reset(token)
 
 
+@contextmanager
+def bound_at(deadline: float | None) -> Iterator[None]:
+    """Run under an absolute deadline (time.monotonic() seconds; None: none), narrowing one already set."""
+    outer = _deadline.get()
+    if outer is not None and (deadline is None or outer < deadline):
+        deadline = outer
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
 def parse_timeout_ms(value: str, where: str) -> float:
     """A timeout in milliseconds, as sent in a header; a clear error otherwise."""
     try:
         millis = float(value)
     except ValueError:
         raise InvalidInput(f"{where}: '{value}' is not a number of milliseconds") from None
-    if not 0 < millis < float("inf"):  # NaN fails this too
-        raise InvalidInput(f"{where}: must be a positive number of milliseconds, got '{value}'")
+    if not 0 < millis <= MAX_TIMEOUT_S * 1000:  # NaN fails this too
+        longest = f"{MAX_TIMEOUT_S * 1000:.0f}"
+        raise InvalidInput(f"{where}: must be a positive number of milliseconds up to {longest}: '{value}'")
     return millis / 1000

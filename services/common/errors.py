@@ -134,6 +134,11 @@ class JobAlreadyFinished(AisfError):
     http_status = 409
 
 
+class ShadowNotFound(AisfError):
+    code = Code.NOT_FOUND
+    reason = "shadow_not_found"
+
+
 class ShadowNotPromotable(AisfError):
     code = Code.FAILED_PRECONDITION
     reason = "shadow_gates_failed"
@@ -164,6 +169,19 @@ class EngineUnavailable(AisfError):
     reason = "engine_unavailable"
     retry_after = 1
     trips_breaker = True
+
+
+class EngineMisconfigured(AisfError):
+    """A remote engine refuses our credentials or lacks the model: our deployment is wrong, not the
+    caller's request, and no retry of the same call can succeed (unlike EngineUnavailable)."""
+
+    code = Code.UNAVAILABLE
+    reason = "engine_misconfigured"
+    trips_breaker = True
+
+
+# Statuses a remote engine answers that mean its deployment behind us is wrong.
+MISCONFIGURED_HTTP_STATUSES = frozenset({401, 403, 404})
 
 
 class CircuitOpen(AisfError):
@@ -206,6 +224,7 @@ _GENERIC_BY_CODE: dict[Code, type[AisfError]] = {
 # HTTP statuses a remote engine answers that the code table does not produce itself.
 _CODE_BY_EXTRA_HTTP_STATUS = {
     408: Code.DEADLINE_EXCEEDED,
+    409: Code.INVALID_ARGUMENT,
     413: Code.INVALID_ARGUMENT,
     422: Code.INVALID_ARGUMENT,
     502: Code.UNAVAILABLE,

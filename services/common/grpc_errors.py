@@ -98,16 +98,19 @@ class TypedErrors(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         self._inner = inner
         self._unary_timeout_s = unary_timeout_s
         self._stream_timeout_s = stream_timeout_s
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
-        if method not in self._wrapped:
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
             handler = self._inner.service(handler_call_details)
-            self._wrapped[method] = None if handler is None else self._wrap(handler, method)
-        return self._wrapped[method]
+            if handler is None:  # not cached: a client naming random methods must not grow the cache
+                return None
+            wrapped = self._wrapped[method] = self._wrap(handler, method)
+        return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         parse = _lenient(handler.request_deserializer)

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from aisf.services.common.deadlines import MAX_TIMEOUT_S
+
 Role = Literal["all", "router", "gateway", "job", "worker"]
 
 
@@ -36,9 +38,9 @@ class Settings(BaseSettings):
     database_threads: int = Field(8, ge=1, le=64)
     """Threads for metadata-database calls (their own pool: busy engines never hold them up)."""
     # --- dataplane under faults: deadlines, backpressure, drains ---
-    request_timeout_s: float = Field(60.0, gt=0)
+    request_timeout_s: float = Field(60.0, gt=0, le=MAX_TIMEOUT_S)
     """Deadline of a unary call that brings none (gRPC deadline, X-Aisf-Timeout-Ms, Triton's timeout)."""
-    stream_timeout_s: float = Field(600.0, gt=0)
+    stream_timeout_s: float = Field(600.0, gt=0, le=MAX_TIMEOUT_S)
     """Deadline of a streamed generation that brings none."""
     max_queue_size: int = Field(256, ge=0)
     """Requests that may wait for one model version's engine unless its config.yaml says otherwise;

@@ -17,7 +17,6 @@ _STATUSES = {
     "cancelling": pb.BATCH_STATUS_CANCELLING,
     "cancelled": pb.BATCH_STATUS_CANCELLED,
 }
-STATUS_NAMES = {wire: name for name, wire in _STATUSES.items()}
 
 
 def file_to_proto(info: FileInfo) -> pb.File:

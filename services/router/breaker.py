@@ -36,6 +36,18 @@ STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.
 
 
 @dataclass(frozen=True, slots=True)
+class Permit:
+    """A request let through by `enter`; `probe` when it is one of a half-open circuit's probes, whose slot
+    frees when the request ends (`leave`), however it ends: a probe must never hold the door shut."""
+
+    probe: bool
+    round: int
+
+
+_THROUGH = Permit(probe=False, round=-1)
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerStatus:
     state: BreakerState
     mode: BreakerMode
@@ -56,17 +68,16 @@ class CircuitBreaker:
         version: str,
         config: CircuitBreakerConfig,
         clock: Clock = time.monotonic,
-        on_open: Callable[[], None] | None = None,
     ) -> None:
         self._model, self._version = model, version
         self._config = config
         self._clock = clock
-        self._on_open = on_open
         self._mode = BreakerMode.AUTO
         self._state = BreakerState.CLOSED
         self._failures: collections.deque[float] = collections.deque()
         self._opened_at = 0.0
-        self._probes: list[float] = []  # start times of half-open probes not yet answered
+        self._probes = 0  # half-open probes under way
+        self._round = 0  # counts half-open periods: a permit of an earlier one frees nothing
         self._probe_successes = 0
         self._opened_count = 0
         self._rejected = 0
@@ -92,29 +103,32 @@ class CircuitBreaker:
             self._mode is BreakerMode.FORCED_OPEN or self._clock() < self._opened_at + self._config.cooldown_s
         )
 
-    def allow(self) -> bool:
-        """Whether a request may reach the engine now; False counts it as stopped by the breaker."""
+    def enter(self) -> Permit | None:
+        """A permit when a request may reach the engine now (hand it back with `leave` once the request
+        ends); None counts the request as stopped by the breaker."""
+        if self._mode is BreakerMode.FORCED_OPEN:
+            self._rejected += 1
+            return None
         if self._mode is BreakerMode.FORCED_CLOSED or not self._config.enabled:
-            return True
-        if self._mode is BreakerMode.AUTO:
-            if self._state is BreakerState.CLOSED:
-                return True
-            now = self._clock()
-            if self._state is BreakerState.OPEN and now >= self._opened_at + self._config.cooldown_s:
-                self._state, self._probes, self._probe_successes = BreakerState.HALF_OPEN, [], 0
-            if self._state is BreakerState.HALF_OPEN:
-                # A probe whose caller vanished before the engine answered must not hold the door shut.
-                self._probes = [t for t in self._probes if now - t < self._config.cooldown_s]
-                if len(self._probes) < self._config.half_open_probes:
-                    self._probes.append(now)
-                    return True
+            return _THROUGH
+        if self._state is BreakerState.CLOSED:
+            return _THROUGH
+        if self._state is BreakerState.OPEN and self._clock() >= self._opened_at + self._config.cooldown_s:
+            self._state, self._probes, self._probe_successes = BreakerState.HALF_OPEN, 0, 0
+            self._round += 1
+        if self._state is BreakerState.HALF_OPEN and self._probes < self._config.half_open_probes:
+            self._probes += 1
+            return Permit(probe=True, round=self._round)
         self._rejected += 1
-        return False
+        return None
+
+    def leave(self, permit: Permit) -> None:
+        """The request `permit` let through has ended (answered, failed, refused further on, or gone)."""
+        if permit.probe and permit.round == self._round and self._state is BreakerState.HALF_OPEN:
+            self._probes = max(0, self._probes - 1)
 
     def record_success(self) -> None:
         if self._state is BreakerState.HALF_OPEN:
-            if self._probes:
-                self._probes.pop(0)
             self._probe_successes += 1
             if self._probe_successes >= self._config.half_open_probes:
                 self._close()
@@ -146,9 +160,11 @@ class CircuitBreaker:
         )
 
     def retry_after_s(self) -> int:
-        """Seconds until the next probe may run (at least 1)."""
-        if self.state is not BreakerState.OPEN or self._mode is BreakerMode.FORCED_OPEN:
+        """Seconds until the next probe may run (at least 1): half-open, as soon as a probe answers."""
+        if self._mode is BreakerMode.FORCED_OPEN:
             return max(1, math.ceil(self._config.cooldown_s))
+        if self.state is not BreakerState.OPEN:
+            return 1
         return max(1, math.ceil(self._opened_at + self._config.cooldown_s - self._clock()))
 
     def status(self) -> BreakerStatus:
@@ -168,7 +184,7 @@ class CircuitBreaker:
         )
 
     def _open(self, now: float) -> None:
-        self._state, self._opened_at, self._probes = BreakerState.OPEN, now, []
+        self._state, self._opened_at, self._probes = BreakerState.OPEN, now, 0
         self._opened_count += 1
         self._failures.clear()
         log.warning(
@@ -180,11 +196,9 @@ class CircuitBreaker:
                 "reason": self._last_failure,
             },
         )
-        if self._on_open is not None:
-            self._on_open()
 
     def _close(self) -> None:
         if self._state is not BreakerState.CLOSED:
             log.info("circuit closed", extra={"model": self._model, "version": self._version})
-        self._state, self._probes, self._probe_successes = BreakerState.CLOSED, [], 0
+        self._state, self._probes, self._probe_successes = BreakerState.CLOSED, 0, 0
         self._failures.clear()

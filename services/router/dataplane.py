@@ -4,20 +4,20 @@ execute, account, mirror to a shadow."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from time import perf_counter_ns
 
 from aisf import __version__
 from aisf.services.common import deadlines
-from aisf.services.common.errors import AisfError, CircuitOpen, InvalidInput, ModelNotReady
+from aisf.services.common.errors import AisfError, InternalError, InvalidInput, ModelNotReady
 from aisf.services.common.marks import FALLBACK_PARAMETER
 from aisf.services.common.metrics import EngineGauges, InferenceMetrics
-from aisf.services.common.tensors import InferRequest, InferResponse
+from aisf.services.common.tensors import InferRequest, InferResponse, ParameterValue
 from aisf.services.common.validation import select_outputs, validate_request
 from aisf.services.router.breaker import STATE_VALUES
-from aisf.services.router.engine_calls import Retired
-from aisf.services.router.fallback import rule_answer
+from aisf.services.router.engine_calls import on_successor
+from aisf.services.router.fallback import RULE, circuit_open, rule_answer
 from aisf.services.router.repository import IndexEntry, LoadedModel, ModelRepository
 from aisf.services.router.routing import TrafficRouter
 from aisf.services.router.shadow import tensors_agree
@@ -33,8 +33,6 @@ EXTENSIONS = (
     "binary_tensor_data",
     "model_configuration",
 )
-# A request whose engine version retires while it waits moves to the model's new version, this often.
-_MOVES = 3
 STREAM_WINDOW = 64  # requests of one ModelStreamInfer stream in flight or answered but not yet sent
 
 
@@ -68,8 +66,15 @@ def timeout_parameter(request: InferRequest) -> float | None:
     value = request.parameters.get(deadlines.TIMEOUT_PARAMETER)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidInput(f"parameters.timeout: must be a positive number of microseconds, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 < value <= deadlines.MAX_TIMEOUT_S * 1e6
+    ):
+        raise InvalidInput(
+            f"parameters.timeout: must be a positive number of microseconds up to "
+            f"{deadlines.MAX_TIMEOUT_S * 1e6:.0f}, got {value!r}"
+        )
     return value / 1e6
 
 
@@ -99,20 +104,20 @@ class Dataplane:
     async def _infer(self, request: InferRequest) -> InferResponse:
         started = perf_counter_ns()
         model = self._routes.resolve(request.model_name, request.model_version, request.parameters)
-        for _ in range(_MOVES):
-            try:
-                return await self._infer_on(model, request, started, live=True)
-            except Retired:
-                model = self._successor(request)
-        raise ModelNotReady(f"model '{request.model_name}' is being reloaded; retry", retry_after=1)
+        return await on_successor(
+            model,
+            lambda on: self._infer_on(on, request, started, live=True),
+            lambda: self._successor(request.model_name, request.model_version, request.parameters),
+            f"model '{request.model_name}'",
+        )
 
-    def _successor(self, request: InferRequest) -> LoadedModel:
+    def _successor(self, name: str, version: str, parameters: Mapping[str, ParameterValue]) -> LoadedModel:
         """What serves a request whose engine version retired while it waited for it."""
         try:
-            return self._routes.resolve(request.model_name, request.model_version, request.parameters)
+            return self._routes.resolve(name, version, parameters)
         except AisfError as exc:
             raise ModelNotReady(
-                f"model '{request.model_name}' was unloaded while the request waited: {exc.message}"
+                f"model '{name}' was unloaded while the request waited: {exc.message}"
             ) from None
 
     async def _infer_on(
@@ -124,9 +129,13 @@ class Dataplane:
                 model.name, model.inputs, model.outputs, model.config.max_batch_size, request
             )
             deadlines.check(f"model '{model.name}'")
-            if not model.breaker.allow():
+            permit = model.breaker.enter()
+            if permit is None:
                 return await self._fallback(model, request, batch_size, live)
-            response, timing = await model.executor.execute(request, batch_size)
+            try:
+                response, timing = await model.executor.execute(request, batch_size)
+            finally:
+                model.breaker.leave(permit)
         except AisfError as exc:
             elapsed = perf_counter_ns() - started
             model.stats.record_failure(elapsed)
@@ -146,13 +155,8 @@ class Dataplane:
     ) -> InferResponse:
         """The open circuit's answer: the configured fallback (model or rule), else UNAVAILABLE."""
         version, fallback = str(model.version), model.config.fallback
-        wait = model.breaker.retry_after_s()
-        if fallback is None or not live or (not fallback.model and not fallback.outputs):
-            raise CircuitOpen(
-                f"model '{model.name}' version {version}: circuit open after repeated engine failures; "
-                f"retry in {wait} s",
-                retry_after=wait,
-            )
+        if fallback is None or not live or fallback.message:  # a message answers the LLM lane only
+            raise circuit_open(model)
         if fallback.model:
             try:
                 target = self._repository.get(fallback.model, fallback.version)
@@ -163,16 +167,14 @@ class Dataplane:
                     live=False,
                 )
             except AisfError as exc:
-                raise CircuitOpen(
-                    f"model '{model.name}' version {version}: circuit open, and its fallback "
-                    f"'{fallback.model}' failed too: {exc.message}",
-                    retry_after=wait,
+                raise circuit_open(
+                    model, f", and its fallback '{fallback.model}' failed too: {exc.message}"
                 ) from None
             kind = target.name
         else:
             response = rule_answer(fallback, request, model.config.max_batch_size > 0, batch_size)
             response.model_name, response.model_version = model.name, version
-            kind = "rule"
+            kind = RULE
         response.parameters[FALLBACK_PARAMETER] = kind
         self._metrics.fallback(model.name, version, kind)
         return response
@@ -185,9 +187,14 @@ class Dataplane:
         target, target_version = shadow_target(live.name, config)
 
         async def copy(request: InferRequest) -> InferResponse:
-            model = self._repository.get(target, target_version)
-            moved = replace(request, model_name=model.name, model_version=str(model.version))
-            return await self._infer_on(model, moved, perf_counter_ns(), live=False)
+            def on(model: LoadedModel) -> Awaitable[InferResponse]:
+                moved = replace(request, model_name=model.name, model_version=str(model.version))
+                return self._infer_on(model, moved, perf_counter_ns(), live=False)
+
+            shadow = self._repository.get(target, target_version)
+            return await on_successor(
+                shadow, on, lambda: self._successor(target, target_version, {}), f"shadow '{target}'"
+            )
 
         def agree(mine: InferResponse, theirs: InferResponse) -> bool:
             return tensors_agree(mine, theirs, config.rtol, config.atol)
@@ -211,6 +218,9 @@ class Dataplane:
                 answers.put_nowait(StreamAnswer(item.model_name, item.id, response=response))
             except AisfError as error:
                 answers.put_nowait(StreamAnswer(item.model_name, item.id, error=error))
+            except Exception as error:  # every request gets an answer, or the window would leak a slot
+                failed = InternalError(f"{type(error).__name__}: {error}")
+                answers.put_nowait(StreamAnswer(item.model_name, item.id, error=failed))
 
         async def read_all() -> None:
             try:

@@ -11,12 +11,16 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from aisf.services.common import deadlines
-from aisf.services.common.errors import AisfError, DeadlineExceeded, EngineOverloaded
+from aisf.services.common.errors import AisfError, DeadlineExceeded, EngineOverloaded, ModelNotReady
 from aisf.services.router.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+M = TypeVar("M")
 _REVOKE_GRACE_S = 2.0  # a revoked stream's consumer stops at its next chunk; one that does not is cancelled
+_MOVES = 3  # a request follows at most this many reloads before it is told to retry
+# A remote call cut at the caller's remaining time ends within this of its deadline.
+_DEADLINE_SLACK_S = 0.005
 
 
 class Retired(Exception):
@@ -28,9 +32,30 @@ class Retired(Exception):
 class StreamLease:
     """A stream's hold on an engine slot; `revoked` once the engine must drain and the stream stop."""
 
-    consumer: asyncio.Task[Any]
     released: asyncio.Future[None]
     revoked: bool = False
+
+
+def callers_own_deadline(error: AisfError) -> bool:
+    """A timeout that the caller's deadline caused (its budget ran out, whatever the engine's health):
+    it says nothing about the engine, and must not open the circuit for everyone else."""
+    if not isinstance(error, DeadlineExceeded):
+        return False
+    left = deadlines.remaining()
+    return left is not None and left <= _DEADLINE_SLACK_S
+
+
+async def on_successor(
+    model: M, attempt: Callable[[M], Awaitable[T]], successor: Callable[[], M], what: str
+) -> T:
+    """Run `attempt` on `model`; when its engine version retired before the request reached it (a reload
+    or an unload), run it again on whatever `successor` says serves the request now."""
+    for _ in range(_MOVES):
+        try:
+            return await attempt(model)
+        except Retired:
+            model = successor()
+    raise ModelNotReady(f"{what} is being reloaded; retry", retry_after=1)
 
 
 class _Outcome:
@@ -50,7 +75,7 @@ class _Outcome:
         if error is None:
             self._breaker.record_success()
         elif isinstance(error, AisfError):
-            if error.trips_breaker:
+            if error.trips_breaker and not callers_own_deadline(error):
                 self._breaker.record_failure(error.reason)
         elif isinstance(error, Exception):
             self._breaker.record_failure("internal")
@@ -72,13 +97,6 @@ class EngineCalls:
         self._streams: dict[asyncio.Task[Any], StreamLease] = {}
         self._closing = False
         self._outcome = _Outcome(breaker)
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
-
-    def busy(self) -> bool:
-        return self._slots.locked()
 
     def in_flight(self) -> int:
         return len(self._running) + len(self._streams)
@@ -147,7 +165,7 @@ class EngineCalls:
         await self.acquire()
         task = asyncio.current_task()
         assert task is not None
-        lease = StreamLease(task, asyncio.get_running_loop().create_future())
+        lease = StreamLease(asyncio.get_running_loop().create_future())
         self._streams[task] = lease
         try:
             with self._outcome:

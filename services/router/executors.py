@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from aisf.adapters.base import ModelAdapter
+from aisf.adapters.base import ModelAdapter, engine_failure
 from aisf.services.common import deadlines
 from aisf.services.common.errors import AisfError, DeadlineExceeded, InternalError
 from aisf.services.common.model_config import DynamicBatching
@@ -61,7 +61,12 @@ class DirectExecutor:
 
     async def _infer(self, request: InferRequest, batch_size: int) -> tuple[InferResponse, int]:
         started = perf_counter_ns()
-        response = await self._adapter.infer(request)
+        try:
+            response = await self._adapter.infer(request)
+        except AisfError:
+            raise
+        except Exception as exc:  # a plugin's own exception: typed, and counted by the breaker
+            raise engine_failure(exc, request.model_name) from exc
         done = perf_counter_ns()
         self._stats.record_execution(ExecutionTiming(0, 0, done - started, 0, batch_size))
         return response, done
@@ -86,6 +91,8 @@ class _Pending:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     key: BatchKey = ()  # set when the request queues (a request run at once never needs one)
+    queued: bool = False  # counted in the batcher's queue (until taken into a batch, or it is gone)
+    expiry: asyncio.TimerHandle | None = None
 
 
 def _parameters(values: Mapping[str, ParameterValue]) -> tuple[tuple[str, ParameterValue], ...]:
@@ -123,7 +130,10 @@ class DynamicBatcher:
         self._delay_ns = policy.max_queue_delay_microseconds * 1000
         self._preferred = frozenset(policy.preferred_batch_size)
         # Every pending request is in exactly one place: this queue, or a batch running on the engine.
+        # The queue may still hold entries whose caller left or whose deadline passed (skipped when met);
+        # `_queued` counts the live ones, which are what admission and the autoscaling signal see.
         self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued = 0
         self._arrived = asyncio.Event()
         self._closing = False
         # A fresh context: the dispatcher must not inherit the deadline of the call that loaded the model.
@@ -139,14 +149,39 @@ class DynamicBatcher:
             # Nothing to wait for or batch with: run now, skipping the dispatcher's hop.
             self._calls.launch(lambda: self._run([pending]))
         else:
-            self._calls.admit(len(self._queue))
-            pending.key = batch_key(request)
-            self._queue.append(pending)
-            self._arrived.set()
+            self._calls.admit(self._queued)
+            self._enqueue(pending)
         return await pending.future
 
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return self._queued
+
+    def _enqueue(self, pending: _Pending) -> None:
+        pending.key = batch_key(pending.request)
+        pending.queued = True
+        self._queued += 1
+        pending.future.add_done_callback(lambda _: self._dequeue(pending))
+        if pending.deadline is not None:
+            # Answered 504 when the deadline passes in the queue, even while every instance is busy.
+            loop = asyncio.get_running_loop()
+            pending.expiry = loop.call_later(
+                max(0.0, pending.deadline - deadlines.now()), self._expire, pending
+            )
+        self._queue.append(pending)
+        self._arrived.set()
+
+    def _dequeue(self, pending: _Pending) -> None:
+        """`pending` leaves the count: taken into a batch, answered, or its caller gone."""
+        if pending.queued:
+            pending.queued = False
+            self._queued -= 1
+            if pending.expiry is not None:
+                pending.expiry.cancel()
+
+    def _expire(self, pending: _Pending) -> None:
+        if pending.queued and not pending.future.done():
+            pending.future.set_exception(_dropped(f"model '{pending.request.model_name}'"))
+            self._dequeue(pending)
 
     async def close(self, grace_s: float) -> None:
         self._closing = True
@@ -194,7 +229,10 @@ class DynamicBatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), max(wait_s, 0.0))
                 continue
-            return [self._queue.popleft() for _ in range(take)]
+            batch = [self._queue.popleft() for _ in range(take)]
+            for pending in batch:
+                self._dequeue(pending)
+            return batch
 
     def _plan(self, first: _Pending) -> tuple[int, int, int, bool]:
         """From the queue's head: (requests that can join, their rows, requests up to the largest
@@ -213,19 +251,24 @@ class DynamicBatcher:
 
     def _drop_gone(self) -> None:
         """A client that gave up, or whose deadline passed, while queued costs no engine time."""
-        if not any(p.future.done() or _expired(p) for p in self._queue):
-            return
-        keep: collections.deque[_Pending] = collections.deque()
+        gone = False
         for pending in self._queue:
-            if pending.future.done():
-                continue
-            if _expired(pending):
+            if not pending.future.done() and _expired(pending):
                 pending.future.set_exception(_dropped(f"model '{pending.request.model_name}'"))
-                continue
-            keep.append(pending)
-        self._queue = keep
+            if pending.future.done():
+                self._dequeue(pending)  # now: its done callback runs only on the loop's next turn
+                gone = True
+        if gone:
+            self._queue = collections.deque(p for p in self._queue if p.queued)
 
     async def _run(self, batch: list[_Pending]) -> None:
+        # The engine call (a remote one especially) may take as long as the most patient member allows.
+        members = [p.deadline for p in batch]
+        latest = None if None in members else max(m for m in members if m is not None)
+        with deadlines.bound_at(latest):
+            await self._run_bound(batch)
+
+    async def _run_bound(self, batch: list[_Pending]) -> None:
         try:
             dispatched = perf_counter_ns()
             merged = batch[0].request if len(batch) == 1 else _merge(batch)

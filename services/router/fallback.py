@@ -1,13 +1,13 @@
-"""Answers while a model's circuit is open (REQ-DEP-02): the configured rule, marked as a fallback."""
+"""Answers while a model's circuit is open (REQ-DEP-02): the configured rule, or why there is none."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from aisf.services.common.errors import InvalidInput
-from aisf.services.common.marks import FALLBACK_PARAMETER
+from aisf.services.common.errors import CircuitOpen
 from aisf.services.common.model_config import ConstantTensor, FallbackConfig
 from aisf.services.common.tensors import NUMPY_DTYPES, InferRequest, InferResponse, Tensor
+from aisf.services.router.repository import LoadedModel
 
 RULE = "rule"
 
@@ -29,13 +29,19 @@ def rule_answer(
 ) -> InferResponse:
     """The rule's constant outputs, one row per request row for batched models, filtered to the outputs
     the request asked for."""
-    if not fallback.outputs:
-        raise InvalidInput(
-            f"model '{request.model_name}': its fallback is a message, which answers text only"
-        )
     rows = batch_size if batched else None
     outputs = [_constant(t, rows) for t in fallback.outputs]
     asked = [o.name for o in request.outputs]
     if asked:
         outputs = [t for t in outputs if t.name in asked]
-    return InferResponse(request.model_name, "", outputs, request.id, {FALLBACK_PARAMETER: RULE})
+    return InferResponse(request.model_name, "", outputs, request.id)
+
+
+def circuit_open(model: LoadedModel, why: str = "") -> CircuitOpen:
+    """UNAVAILABLE for a request the open circuit stopped and no fallback answered (`why` says why not)."""
+    wait = model.breaker.retry_after_s()
+    return CircuitOpen(
+        f"model '{model.name}' version {model.version}: circuit open after repeated engine failures"
+        f"{why}; retry in {wait} s",
+        retry_after=wait,
+    )

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from aisf.adapters.base import EmbeddingAdapter, GenerativeAdapter, engine_failure
 from aisf.services.common import deadlines
-from aisf.services.common.errors import AisfError, CircuitOpen, EngineUnavailable, InvalidInput, ModelNotReady
+from aisf.services.common.errors import AisfError, EngineUnavailable, InvalidInput, ModelNotReady
 from aisf.services.common.llm_metrics import EngineCounters, LlmMetrics, Trace
 from aisf.services.common.llm_outputs import CacheMode, EmbedResult, GenerationChunk, ModelCard, ModelKind
 from aisf.services.common.llm_types import (
@@ -29,7 +29,9 @@ from aisf.services.common.llm_types import (
     Usage,
 )
 from aisf.services.common.settings import Settings
-from aisf.services.router.engine_calls import Retired, StreamLease
+from aisf.services.router.breaker import Permit
+from aisf.services.router.engine_calls import StreamLease, on_successor
+from aisf.services.router.fallback import circuit_open
 from aisf.services.router.llm_validation import validate_embed, validate_generate
 from aisf.services.router.repository import LoadedModel, ModelRepository
 from aisf.services.router.routing import TrafficRouter
@@ -40,7 +42,6 @@ from aisf.services.router.shadows import ShadowRegistry, shadow_target
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_MOVES = 3  # a request whose engine version retires before it starts moves to the new one, this often
 
 
 def engine_counters(repository: ModelRepository) -> Iterator[EngineCounters]:
@@ -160,12 +161,12 @@ class LlmDataplane:
         self, model: LoadedModel, asked: tuple[str, str], work: Callable[[LoadedModel], Awaitable[T]]
     ) -> T:
         """One engine call; it moves to the model's new version if the one it waited for retired."""
-        for _ in range(_MOVES):
-            try:
-                return await model.calls.call(functools.partial(work, model))
-            except Retired:
-                model = self._resolve(*asked, "", moved=True)
-        raise ModelNotReady(f"model '{asked[0]}' is being reloaded; retry", retry_after=1)
+        return await on_successor(
+            model,
+            lambda on: on.calls.call(functools.partial(work, on)),
+            lambda: self._resolve(*asked, "", moved=True),
+            f"model '{asked[0]}'",
+        )
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         model = self._resolve(request.model_name, request.model_version, "")
@@ -181,13 +182,13 @@ class LlmDataplane:
 
         try:
             deadlines.check(f"model '{model.name}'")
-            if not model.breaker.allow():
-                raise CircuitOpen(
-                    f"model '{model.name}' version {model.version}: circuit open after repeated engine "
-                    f"failures; retry in {model.breaker.retry_after_s()} s",
-                    retry_after=model.breaker.retry_after_s(),
-                )
-            response = await self._call(model, (request.model_name, request.model_version), embed_on)
+            permit = model.breaker.enter()
+            if permit is None:
+                raise circuit_open(model)
+            try:
+                response = await self._call(model, (request.model_name, request.model_version), embed_on)
+            finally:
+                model.breaker.leave(permit)
         except AisfError as exc:
             trace.finish(exc.reason, None)
             raise
@@ -221,15 +222,19 @@ class LlmDataplane:
         answer = _Answer(request.params.n)
         outcome = "cancelled"
         started = perf_counter_ns()
+        permit: Permit | None = None
         try:
             validate_generate(request, adapter.context_length())
             deadlines.check(f"model '{model.name}'")
-            lookup, fallback = _Lookup(), ""
-            if not model.breaker.allow():
-                source, fallback = self._fallback(model, request), "rule"
+            lookup = await self._lookup(request, mode, trace)
+            fallback = ""
+            if lookup.hit:  # a cached answer costs the engine nothing: no permit, no probe spent
+                source = _replay(lookup.hit)
+            elif (permit := model.breaker.enter()) is None:
+                lookup = _Lookup()
+                source, fallback = self._fallback(model, request, trace)
             else:
-                lookup = await self._lookup(request, mode, trace)
-                source = _replay(lookup.hit) if lookup.hit else self._run(model, asked, request, trace)
+                source = self._run(model, asked, request, trace)
             cached = lookup.hit is not None
             head = replace(head, cached=cached, fallback=fallback)
             async with aclosing(source) as chunks:
@@ -247,31 +252,57 @@ class LlmDataplane:
             outcome = exc.reason
             raise
         finally:
+            if permit is not None:
+                model.breaker.leave(permit)
             trace.finish(outcome, answer.usage())
 
-    def _fallback(self, model: LoadedModel, request: GenerateRequest) -> AsyncGenerator[TokenChunk, None]:
+    def _fallback(
+        self, model: LoadedModel, request: GenerateRequest, trace: Trace
+    ) -> tuple[AsyncGenerator[TokenChunk, None], str]:
+        """The open circuit's answer and what gave it: another generative model, or a canned message."""
         fallback = model.config.fallback
-        wait = model.breaker.retry_after_s()
-        if fallback is None or not fallback.message:
-            raise CircuitOpen(
-                f"model '{model.name}' version {model.version}: circuit open after repeated engine "
-                f"failures; retry in {wait} s",
-                retry_after=wait,
-            )
-        return _canned(fallback.message, request.params.n)  # counted as outcome "fallback"
+        if fallback is None:
+            raise circuit_open(model)
+        if fallback.message:
+            return _canned(fallback.message, request.params.n), "rule"  # counted as outcome "fallback"
+        try:
+            target = self._repository.get(fallback.model, fallback.version)
+        except AisfError as exc:
+            raise circuit_open(
+                model, f", and its fallback '{fallback.model}' is not serving: {exc.message}"
+            ) from None
+        if not isinstance(target.adapter, GenerativeAdapter):
+            raise circuit_open(model, f", and its fallback '{target.name}' does not generate text")
+        return self._on_fallback(target, request, trace), target.name
+
+    async def _on_fallback(
+        self, target: LoadedModel, request: GenerateRequest, trace: Trace
+    ) -> AsyncGenerator[TokenChunk, None]:
+        permit = target.breaker.enter()
+        if permit is None:
+            raise circuit_open(target)
+        moved = replace(request, model_name=target.name, model_version=str(target.version))
+        try:
+            async with aclosing(
+                self._run(target, (target.name, moved.model_version), moved, trace)
+            ) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            target.breaker.leave(permit)
 
     async def _held(
         self, model: LoadedModel, asked: tuple[str, str], tenant: str
     ) -> tuple[LoadedModel, StreamLease, AsyncExitStack]:
         """An engine slot for a stream, on whatever serves the model once the slot is free."""
-        for _ in range(_MOVES):
+
+        async def hold(on: LoadedModel) -> tuple[LoadedModel, StreamLease, AsyncExitStack]:
             stack = AsyncExitStack()
-            try:
-                lease = await stack.enter_async_context(model.calls.stream())
-                return model, lease, stack
-            except Retired:
-                model = self._resolve(*asked, tenant, moved=True)
-        raise ModelNotReady(f"model '{asked[0]}' is being reloaded; retry", retry_after=1)
+            return on, await stack.enter_async_context(on.calls.stream()), stack
+
+        return await on_successor(
+            model, hold, lambda: self._resolve(*asked, tenant, moved=True), f"model '{asked[0]}'"
+        )
 
     async def _run(
         self, model: LoadedModel, asked: tuple[str, str], request: GenerateRequest, trace: Trace
@@ -310,14 +341,22 @@ class LlmDataplane:
             moved = replace(original, model_name=model.name, model_version=str(model.version))
             trace = self._metrics.trace(model.name, str(model.version), "shadow", moved.params)
             shadowed = _Answer(moved.params.n)
+            outcome = "cancelled"
+            permit = model.breaker.enter()  # an open shadow circuit gets no copies either
             try:
-                async with aclosing(
-                    self._run(model, (model.name, str(model.version)), moved, trace)
-                ) as chunks:
+                if permit is None:
+                    raise circuit_open(model)
+                async with aclosing(self._run(model, (target, target_version), moved, trace)) as chunks:
                     async for chunk in chunks:
                         shadowed.add(chunk)
+                outcome = "success"
+            except AisfError as exc:
+                outcome = exc.reason
+                raise
             finally:
-                trace.finish("success", shadowed.usage())
+                if permit is not None:
+                    model.breaker.leave(permit)
+                trace.finish(outcome, shadowed.usage())
             return shadowed.texts()
 
         def agree(mine: tuple[str, ...], theirs: tuple[str, ...]) -> bool:

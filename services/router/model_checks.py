@@ -3,6 +3,7 @@ A model that fails one does not load, with a message naming the tensor or route.
 
 from __future__ import annotations
 
+from aisf.adapters.base import EmbeddingAdapter, GenerativeAdapter, ModelAdapter
 from aisf.services.common.errors import ModelLoadFailed
 from aisf.services.common.model_config import ModelConfig
 from aisf.services.common.tensors import TensorSpec
@@ -39,11 +40,29 @@ def effective_tensors(
     return declared
 
 
-def check_fallback_rule(config: ModelConfig, outputs: list[TensorSpec]) -> None:
-    """A rule fallback's constant outputs must be outputs of the model, of its datatypes and dims."""
+def check_fallback(config: ModelConfig, adapter: ModelAdapter, outputs: list[TensorSpec]) -> None:
+    """A fallback must be one the model's lane can answer with: a message for a generative model, constant
+    outputs (of the model's outputs, datatypes and dims) for a tensor model, another model for either;
+    an embedding model takes none (another model's vectors live in another space)."""
+    fallback = config.fallback
+    if fallback is None:
+        return
+    generative = isinstance(adapter, GenerativeAdapter)
+    if isinstance(adapter, EmbeddingAdapter) and not generative:
+        raise ModelLoadFailed(
+            f"model '{config.name}': an embedding model takes no fallback (another model's vectors are "
+            "not comparable with its own)"
+        )
+    if fallback.message and not generative:
+        raise ModelLoadFailed(f"model '{config.name}': fallback.message answers generative models only")
+    if fallback.outputs and generative:
+        raise ModelLoadFailed(
+            f"model '{config.name}': fallback.outputs answers tensor models; a generative one takes "
+            "fallback.message or fallback.model"
+        )
     by_name = {t.name: t for t in outputs}
     skip = 1 if config.max_batch_size > 0 else 0
-    for constant in config.fallback.outputs if config.fallback is not None else []:
+    for constant in fallback.outputs:
         spec = by_name.get(constant.name)
         if spec is None:
             raise ModelLoadFailed(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -19,7 +20,7 @@ from aisf.services.common.threads import BlockingPool
 from aisf.services.router.breaker import CircuitBreaker
 from aisf.services.router.engine_calls import EngineCalls
 from aisf.services.router.executors import DirectExecutor, DynamicBatcher, Executor
-from aisf.services.router.model_checks import check_fallback_rule, check_routes, effective_tensors
+from aisf.services.router.model_checks import check_fallback, check_routes, effective_tensors
 from aisf.services.router.statistics import ModelStatistics
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,15 @@ class ModelRepository:
         self._locks: dict[str, asyncio.Lock] = {}
         # An operator's traffic override (a promoted shadow) until the model is loaded again.
         self._overrides: dict[str, TrafficConfig] = {}
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(name)` once a model was loaded again or unloaded (what serves it changed)."""
+        self._listeners.append(listener)
+
+    def _changed(self, name: str) -> None:
+        for listener in self._listeners:
+            listener(name)
 
     async def load_all(self) -> None:
         """Load every model folder; one model's failure leaves the others serving."""
@@ -131,6 +141,7 @@ class ModelRepository:
             self._models[name] = loaded
             self._overrides.pop(name, None)
             self._status[name] = (ModelState.READY, "")
+            self._changed(name)
             kept = {id(m) for m in loaded.values()}
             for model in loaded.values():
                 await self._store.record(name, str(model.version), config.backend, EventKind.LOADED)
@@ -147,10 +158,12 @@ class ModelRepository:
             loaded = self._models.pop(name, {})
             self._overrides.pop(name, None)
             self._status[name] = (ModelState.UNAVAILABLE, "unloaded")
+            self._changed(name)
             for model in loaded.values():
                 await model.close(self._defaults.drain_timeout_s)
                 await self._store.record(name, str(model.version), model.config.backend, EventKind.UNLOADED)
-            heap.settle()
+            if loaded:
+                heap.settle()
             log.info("model unloaded", extra={"model": name})
 
     def get(self, name: str, version: str = "") -> LoadedModel:
@@ -185,6 +198,10 @@ class ModelRepository:
         self.get(name)
         self._overrides[name] = traffic
 
+    def overridden(self, name: str) -> bool:
+        """Whether an operator's override steers the model's traffic (until it is loaded again)."""
+        return name in self._overrides
+
     def ready(self) -> list[LoadedModel]:
         return [m for versions in self._models.values() for m in versions.values()]
 
@@ -217,6 +234,7 @@ class ModelRepository:
         """All or nothing: a version that fails to load releases the ones loaded before it. A version
         whose engine settings did not change keeps its engine (a canary split is a cheap reload)."""
         loaded: dict[int, LoadedModel] = {}
+        kept: list[LoadedModel] = []
         try:
             for version in versions:
                 old = previous.get(version)
@@ -225,8 +243,8 @@ class ModelRepository:
                     and _engine_settings(old.config) == _engine_settings(config)
                     and old.artifacts == _artifacts(model_dir / str(version))
                 ):
-                    old.config = config
-                    old.breaker.configure(config.circuit_breaker)
+                    check_fallback(config, old.adapter, old.outputs)
+                    kept.append(old)
                     loaded[version] = old
                 else:
                     loaded[version] = await self._load_version(model_dir, config, version)
@@ -235,6 +253,10 @@ class ModelRepository:
                 if model is not previous.get(model.version):
                     await model.close(self._defaults.drain_timeout_s)
             raise
+        # Only once every version loaded: a failed reload leaves the kept ones as they were.
+        for old in kept:
+            old.config = config
+            old.breaker.configure(config.circuit_breaker)
         return loaded
 
     async def _load_version(self, model_dir: Path, config: ModelConfig, version: int) -> LoadedModel:
@@ -260,7 +282,7 @@ class ModelRepository:
                 outputs = effective_tensors(
                     config, config.tensor_specs(config.outputs), metadata.outputs, "output"
                 )
-                check_fallback_rule(config, outputs)
+                check_fallback(config, adapter, outputs)
             except AisfError:
                 await adapter.unload()
                 raise

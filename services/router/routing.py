@@ -42,7 +42,8 @@ class TrafficRouter:
         if traffic is None:
             return self._live_version(newest)
         sticky = parameters.get(traffic.sticky_parameter) if traffic.sticky_parameter else None
-        route = pick(traffic, _bucket(str(sticky)) if sticky is not None else self._draw())
+        # An empty key (an anonymous caller) is no caller: it draws, or every one would share a route.
+        route = pick(traffic, _bucket(str(sticky)) if sticky not in (None, "") else self._draw())
         return self._repository.get(route.model or name, str(route.version or ""))
 
     def _live_version(self, newest: LoadedModel) -> LoadedModel:

@@ -146,9 +146,9 @@ def build_report(
     )
 
 
-def empty_report(model: str, target: tuple[str, str], config: ShadowConfig) -> ShadowReport:
+def empty_report(model: str, target: tuple[str, str], config: ShadowConfig, promoted: bool) -> ShadowReport:
     """The report of a shadow no request was copied to yet."""
-    return build_report(model, target, config, _Tally(), False)
+    return build_report(model, target, config, _Tally(), promoted)
 
 
 class ShadowMirror(Generic[Request, Answer]):
@@ -173,7 +173,6 @@ class ShadowMirror(Generic[Request, Answer]):
         self._draw = draw
         self._tally = _Tally()
         self._queue: asyncio.Queue[tuple[Request, Answer, float]] = asyncio.Queue(config.max_queue)
-        self._promoted = False
         # Fresh contexts: a copy must not inherit the live request's deadline (or cancel with it).
         self._workers = [
             asyncio.get_running_loop().create_task(self._work(), context=contextvars.Context())
@@ -182,7 +181,7 @@ class ShadowMirror(Generic[Request, Answer]):
 
     def offer(self, request: Request, live: Answer, live_latency_ns: int) -> None:
         """Sample a live request for the shadow: never waits, never raises; a full queue sheds."""
-        if self._promoted or self._draw() >= self.config.sample:
+        if self._draw() >= self.config.sample:
             return
         self._tally.offered += 1
         try:
@@ -190,11 +189,8 @@ class ShadowMirror(Generic[Request, Answer]):
         except asyncio.QueueFull:
             self._tally.shed += 1
 
-    def mark_promoted(self) -> None:
-        self._promoted = True
-
-    def report(self) -> ShadowReport:
-        return build_report(self.model, self.target, self.config, self._tally, self._promoted)
+    def report(self, promoted: bool) -> ShadowReport:
+        return build_report(self.model, self.target, self.config, self._tally, promoted)
 
     async def close(self) -> None:
         for worker in self._workers:
@@ -207,7 +203,14 @@ class ShadowMirror(Generic[Request, Answer]):
             started = perf_counter_ns()
             try:
                 with deadlines.bound(self._timeout_s):
-                    answer = await self._run(request)
+                    # Its own task: a drain that cancels the copy's stream must not end this worker.
+                    answer = await asyncio.ensure_future(self._run(request))
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                self._tally.errors["cancelled"] += 1
+                continue
             except AisfError as error:
                 self._tally.errors[error.reason] += 1
                 continue

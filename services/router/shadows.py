@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aisf.services.common.errors import InvalidInput, ModelNotFound, ShadowNotPromotable
+from aisf.services.common.errors import AisfError, ShadowNotFound, ShadowNotPromotable
 from aisf.services.common.model_config import ShadowConfig, TrafficConfig, TrafficRoute
 from aisf.services.router.repository import LoadedModel, ModelRepository
 from aisf.services.router.shadow import ShadowMirror, ShadowReport, empty_report
@@ -27,6 +27,8 @@ class ShadowRegistry:
         self._timeout_s = timeout_s
         self._mirrors: dict[str, ShadowMirror[Any, Any]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self._closed = False
+        repository.on_change(self._model_changed)
 
     def mirror(
         self,
@@ -34,15 +36,16 @@ class ShadowRegistry:
         run: Callable[[Any], Awaitable[Any]],
         agree: Callable[[Any, Any], bool],
     ) -> ShadowMirror[Any, Any] | None:
-        """The live model's mirror as its current config.yaml describes it (None without a shadow)."""
+        """The live model's mirror as its current config.yaml describes it (None without a shadow, once
+        it is promoted, or while shutting down)."""
         config = live.config.shadow
+        if config is None or self._closed or self._repository.overridden(live.name):
+            return None
         existing = self._mirrors.get(live.name)
         if existing is not None and existing.config is config:
             return existing
         if existing is not None:
             self._retire(live.name)
-        if config is None:
-            return None
         mirror: ShadowMirror[Any, Any] = ShadowMirror(
             live.name, shadow_target(live.name, config), config, run, agree, self._timeout_s
         )
@@ -52,20 +55,21 @@ class ShadowRegistry:
     def report(self, name: str) -> ShadowReport:
         config = self._config(name)
         mirror = self._mirrors.get(name)
+        promoted = self._repository.overridden(name)
         if mirror is not None and mirror.config is config:
-            return mirror.report()
-        return empty_report(name, shadow_target(name, config), config)
+            return mirror.report(promoted)
+        return empty_report(name, shadow_target(name, config), config, promoted)
 
     def reports(self) -> list[ShadowReport]:
         """Every mirror's report, for metrics."""
-        return [mirror.report() for mirror in self._mirrors.values()]
+        return [m.report(self._repository.overridden(name)) for name, m in self._mirrors.items()]
 
     def promote(self, name: str, force: bool) -> ShadowReport:
         """Send the model's unversioned traffic to its shadow, if its report passes every gate (or
         `force`); stops the copies. Lasts until the model is loaded again (config.yaml decides then)."""
         report = self.report(name)
         if report.promoted:
-            raise InvalidInput(f"model '{name}': its shadow is already promoted")
+            raise ShadowNotPromotable(f"model '{name}': its shadow is already promoted")
         failed = [g for g in report.gates if not g.passed]
         if failed and not force:
             details = "; ".join(f"{g.name}: {g.detail}" for g in failed)
@@ -76,9 +80,6 @@ class ShadowRegistry:
         )
         self._repository.get(target, version)  # the shadow must be serving to take the traffic
         self._repository.override_traffic(name, TrafficConfig(routes=[route]))
-        mirror = self._mirrors.get(name)
-        if mirror is not None:
-            mirror.mark_promoted()
         log.warning(
             "shadow promoted",
             extra={"model": name, "shadow": f"{target}:{version or 'newest'}", "forced": bool(failed)},
@@ -86,6 +87,7 @@ class ShadowRegistry:
         return self.report(name)
 
     async def close(self) -> None:
+        self._closed = True
         for name in list(self._mirrors):
             self._retire(name)
         if self._retiring:
@@ -94,8 +96,20 @@ class ShadowRegistry:
     def _config(self, name: str) -> ShadowConfig:
         config = self._repository.get(name).config.shadow
         if config is None:
-            raise ModelNotFound(f"model '{name}' has no shadow in its config.yaml")
+            raise ShadowNotFound(f"model '{name}' has no shadow in its config.yaml")
         return config
+
+    def _model_changed(self, name: str) -> None:
+        """A reload or unload: a mirror of a config no longer served stops (a new one starts on demand)."""
+        mirror = self._mirrors.get(name)
+        if mirror is None:
+            return
+        try:
+            current = self._repository.get(name).config.shadow
+        except AisfError:
+            current = None
+        if current is not mirror.config:
+            self._retire(name)
 
     def _retire(self, name: str) -> None:
         mirror = self._mirrors.pop(name)

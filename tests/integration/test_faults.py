@@ -192,6 +192,9 @@ def test_a_deadline_answers_504_and_deadline_exceeded_without_waiting_for_the_en
         assert busy.result().status_code == 200
     bad = rest.post("/v2/models/slow/infer", json=body, headers={"x-aisf-timeout-ms": "soon"})
     assert bad.status_code == 400 and "x-aisf-timeout-ms" in bad.json()["error"]
+    # Far beyond a day would overflow gRPC's deadline arithmetic and expire at once: refused instead.
+    endless = rest.post("/v2/models/slow/infer", json=body, headers={"x-aisf-timeout-ms": "1e15"})
+    assert endless.status_code == 400 and "up to 86400000" in endless.json()["error"]
 
 
 def test_an_open_llm_circuit_answers_the_canned_message_marked_as_a_fallback(

@@ -17,12 +17,12 @@ from aisf.adapters.openai_remote import OpenAIRemoteAdapter
 from aisf.services.common.errors import (
     AisfError,
     DeadlineExceeded,
+    EngineMisconfigured,
     EngineOverloaded,
     EngineUnavailable,
     InternalError,
     InvalidInput,
     ModelLoadFailed,
-    ModelNotFound,
 )
 from aisf.services.common.llm_types import (
     ChatMessage,
@@ -270,19 +270,22 @@ async def test_a_consumer_that_stops_closes_the_upstream_response() -> None:
     ("status", "headers", "error", "retry_after", "attempts"),
     [
         (400, {}, InvalidInput, None, 1),
-        (404, {}, ModelNotFound, None, 1),
-        (429, {"retry-after": "7"}, EngineOverloaded, 7, 3),
+        (404, {}, EngineMisconfigured, None, 1),
+        (429, {"retry-after": "7"}, EngineOverloaded, 7, 1),
         (503, {"retry-after": "2"}, EngineUnavailable, 2, 3),
         (504, {}, DeadlineExceeded, None, 1),
         (500, {}, InternalError, None, 1),
-        (401, {}, InternalError, None, 1),
+        (401, {}, EngineMisconfigured, None, 1),
+        (403, {}, EngineMisconfigured, None, 1),
     ],
 )
 async def test_upstream_statuses_become_typed_errors_through_the_shared_table(
     status: int, headers: dict[str, str], error: type[AisfError], retry_after: int | None, attempts: int
 ) -> None:
-    """Overloaded and unavailable upstreams are retried (twice by default); the last error keeps the
-    upstream's Retry-After; the caller's mistakes and our own misconfiguration (401) are not retried."""
+    """Unavailable upstreams are retried (twice by default); the last error keeps the upstream's
+    Retry-After. Not retried: the caller's mistakes, an overloaded upstream (its Retry-After goes to the
+    caller; a retry would add to its load and spend the key's rate limit) and our own misconfiguration
+    (refused credentials, a model the upstream lacks: 503 engine_misconfigured, never the caller's 404)."""
     calls = 0
 
     async def handler(request: httpx.Request) -> httpx.Response:

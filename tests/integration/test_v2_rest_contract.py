@@ -46,3 +46,7 @@ def test_the_openapi_document_lists_the_error_statuses_routes_answer(rest: httpx
     assert {"400", "404"} <= set(paths["/v2/models/{model}"]["get"]["responses"])
     assert {"400", "404", "429", "503"} <= set(paths["/v1/chat/completions"]["post"]["responses"])
     assert {"400", "404", "413", "503"} <= set(paths["/v1/jobs"]["post"]["responses"])
+    # Validation errors are answered 400 with the edge's own body: no route promises FastAPI's 422.
+    assert all("422" not in op["responses"] for ops in paths.values() for op in ops.values())
+    upload = paths["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert set(upload["required"]) == {"file", "purpose"}

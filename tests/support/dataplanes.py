@@ -28,6 +28,7 @@ class Router:
     dataplane: Dataplane
     control: ModelControl
     registry: CollectorRegistry
+    shadows: ShadowRegistry
 
     def adapter_model(self, name: str, version: str = "") -> object:
         """A python-backend model's own object (its counters)."""
@@ -45,7 +46,7 @@ async def routing(models: Path, defaults: RepositoryDefaults | None = None) -> A
     dataplane = Dataplane(repository, InferenceMetrics(registry), shadows)
     await repository.load_all()
     try:
-        yield Router(repository, dataplane, ModelControl(repository, shadows), registry)
+        yield Router(repository, dataplane, ModelControl(repository, shadows), registry, shadows)
     finally:
         await shadows.close()
         await repository.close()

@@ -138,3 +138,39 @@ def recorded(model_dir: Path) -> list[float]:
     """Every row value the recorder ran, in the order it ran them (all processes)."""
     log = model_dir / "1" / "calls.log"
     return [float(line) for line in log.read_text().split()] if log.exists() else []
+
+
+# FP32 [N, 2] `x` -> `y` (the same rows) and `left` ([N, 1]: the seconds of the deadline the engine call
+# runs under, -1 without one), after `delay_s`: what deadline reached the engine.
+DEADLINE_ECHO = """
+import time
+import numpy as np
+from aisf.services.common import deadlines
+
+
+class Model:
+    def load(self, config):
+        self.delay_s = float(config.get("delay_s", 0.0))
+
+    def infer(self, inputs, parameters):
+        left = deadlines.remaining()
+        time.sleep(self.delay_s)
+        rows = inputs["x"]
+        return {"y": rows, "left": np.full((rows.shape[0], 1), -1.0 if left is None else left, np.float32)}
+"""
+
+
+def deadline_echo(
+    repository: Path, name: str = "deadline-echo", delay_s: float = 0.2, **config: object
+) -> Path:
+    settings: dict[str, object] = {
+        "max_batch_size": 8,
+        "inputs": [{"name": "x", "datatype": "FP32", "dims": [2]}],
+        "outputs": [
+            {"name": "y", "datatype": "FP32", "dims": [2]},
+            {"name": "left", "datatype": "FP32", "dims": [1]},
+        ],
+        "parameters": {"delay_s": delay_s},
+        **config,
+    }
+    return write_python_model(repository, name, DEADLINE_ECHO, settings)

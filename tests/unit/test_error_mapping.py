@@ -10,8 +10,16 @@ import pytest
 from fastapi import FastAPI
 from grpc import aio
 
+from aisf.adapters.v2_remote import remote_failure
 from aisf.gateway.errors import install_error_handlers
-from aisf.services.common.errors import HTTP_STATUS_BY_CODE, AisfError, Code
+from aisf.services.common.errors import (
+    HTTP_STATUS_BY_CODE,
+    AisfError,
+    Code,
+    EngineMisconfigured,
+    RequestTooLarge,
+    code_for_http_status,
+)
 from aisf.services.common.grpc_errors import TypedErrors, error_from_rpc, grpc_status
 
 ERRORS = sorted(AisfError._by_reason.values(), key=lambda c: c.reason)
@@ -77,3 +85,39 @@ async def test_http_answers_the_declared_status_with_a_v2_error_body(
     assert response.json() == {"error": f"{error.reason} happened"}
     if error.retry_after is not None:
         assert response.headers["retry-after"] == str(error.retry_after)
+
+
+def _rpc_error(code: grpc.StatusCode, details: str) -> aio.AioRpcError:
+    return aio.AioRpcError(code, aio.Metadata(), aio.Metadata(), details)
+
+
+def test_a_remote_that_lacks_the_model_is_misconfigured_here_not_an_unknown_model() -> None:
+    """The model exists here; a remote without it is our deployment's fault (503), not the caller's 404."""
+    error = remote_failure(_rpc_error(grpc.StatusCode.NOT_FOUND, "unknown model 'm'"), "remote 'm'")
+    assert isinstance(error, EngineMisconfigured) and error.http_status == 503
+    assert "unknown model" in error.message
+
+
+def test_a_message_over_the_remotes_size_limit_is_413_not_a_retryable_overload() -> None:
+    details = "Received message larger than max (8192 vs. 4096)"
+    error = remote_failure(_rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, details), "remote 'm'")
+    assert isinstance(error, RequestTooLarge) and error.http_status == 413
+
+
+def test_an_upstream_conflict_is_the_callers_request_not_an_internal_error() -> None:
+    assert code_for_http_status(409) is Code.INVALID_ARGUMENT
+
+
+def test_methods_no_service_has_are_not_remembered() -> None:
+    """A client naming random methods must not grow the typed-errors wrapper's cache."""
+    service = grpc.method_handlers_generic_handler("test.S", {})
+    wrapper = TypedErrors(service)
+
+    class Details:
+        def __init__(self, method: str) -> None:
+            self.method = method
+            self.invocation_metadata = ()
+
+    for i in range(100):
+        assert wrapper.service(Details(f"/test.S/Nope{i}")) is None  # type: ignore[arg-type]
+    assert wrapper._wrapped == {}

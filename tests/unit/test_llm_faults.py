@@ -11,12 +11,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from aisf.services.common.errors import CircuitOpen, EngineUnavailable
+from aisf.services.common.errors import CircuitOpen, EngineUnavailable, ModelLoadFailed
 from aisf.services.common.llm_metrics import LlmMetrics
 from aisf.services.common.llm_types import ChatMessage, GenerateRequest, SamplingParams
 from aisf.services.router.llm_dataplane import LlmDataplane
 from aisf.services.router.shadows import ShadowRegistry
-from tests.support.llm import LLM, REMOTE, build_llm_models, kill, served_repository, upstream
+from tests.support.llm import EMBEDDER, LLM, REMOTE, build_llm_models, kill, served_repository, upstream
 
 
 def chat(model: str, **params: object) -> GenerateRequest:
@@ -74,3 +74,30 @@ async def test_a_shadow_versions_greedy_generations_agree_with_the_live_ones(tmp
             await asyncio.sleep(0.02)
         await shadows.close()
     assert report.compared == 3 and report.agreed == 3 and report.shadow_version == "2"
+
+
+async def test_an_open_circuit_hands_the_generation_to_the_fallback_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As LiteLLM's model fallbacks: while the remote is down, the in-process model answers."""
+    models = build_llm_models(tmp_path / "models", embedder=False)
+    with upstream(models, monkeypatch) as server:
+        _configure(models / REMOTE, fallback={"model": LLM}, circuit_breaker={"failures": 2})
+        async with served_repository(tmp_path) as repository:
+            dataplane = LlmDataplane(repository, LlmMetrics(CollectorRegistry()))
+            kill(server)
+            for _ in range(2):
+                with pytest.raises(EngineUnavailable):
+                    [c async for c in dataplane.generate(chat(REMOTE, max_tokens=4))]
+            chunks = [c async for c in dataplane.generate(chat(REMOTE, max_tokens=4, temperature=0.0))]
+    assert "".join(c.choice.text for c in chunks if c.choice)
+    assert all(c.fallback == LLM for c in chunks) and chunks[-1].usage is not None
+
+
+async def test_an_embedding_model_refuses_a_fallback_at_load(tmp_path: Path) -> None:
+    """Another model's vectors live in another space: no fallback can answer for an embedder."""
+    models = build_llm_models(tmp_path / "models")
+    _configure(models / EMBEDDER, fallback={"model": LLM})
+    async with served_repository(tmp_path) as repository:
+        with pytest.raises(ModelLoadFailed, match="an embedding model takes no fallback"):
+            await repository.load(EMBEDDER)

@@ -1,4 +1,5 @@
-"""Remote engines retry transient failures only, within the deadline, never while the circuit is open."""
+"""Remote engines retry calls that did not reach them only, within the deadline (each retry with time
+left to run), never while the circuit is open, never into a full remote."""
 
 from __future__ import annotations
 
@@ -30,9 +31,17 @@ def _closed() -> bool:
 
 
 async def test_transient_failures_are_retried_until_the_remote_answers() -> None:
-    remote = Remote(EngineUnavailable("down"), EngineOverloaded("full"))
+    remote = Remote(EngineUnavailable("down"), EngineUnavailable("restarting"))
     assert await with_retries(remote, 3, _closed) == "answer"
     assert remote.calls == 3
+
+
+async def test_a_full_remote_is_not_retried_its_retry_after_reaches_the_caller() -> None:
+    """Retrying into a remote's backpressure would only add to its load (and spend a rate-limited key)."""
+    remote = Remote(EngineOverloaded("full", retry_after=30))
+    with pytest.raises(EngineOverloaded) as raised:
+        await with_retries(remote, 3, _closed)
+    assert remote.calls == 1 and raised.value.retry_after == 30
 
 
 async def test_the_last_error_is_raised_once_the_attempts_are_spent() -> None:
@@ -62,3 +71,11 @@ async def test_retries_never_outlast_the_deadline() -> None:
     with deadlines.bound(0.2), pytest.raises(EngineUnavailable):
         await with_retries(remote, 50, _closed)
     assert time.monotonic() - started < 0.3
+
+
+async def test_no_retry_is_sent_without_time_left_to_run_it() -> None:
+    """A retry squeezed into the deadline's last milliseconds would only turn a 503 into a 504."""
+    remote = Remote(EngineUnavailable("down"), EngineUnavailable("down again"))
+    with deadlines.bound(0.03), pytest.raises(EngineUnavailable, match="down$"):
+        await with_retries(remote, 3, _closed)
+    assert remote.calls == 1

@@ -49,7 +49,8 @@ def open_database(url: str, threads: int = 8) -> Database:
     url = normalize_url(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=True)
+    # One connection per database thread (and as many again for callers outside them, e.g. migrations).
+    engine = create_engine(url, pool_pre_ping=True, pool_size=threads, max_overflow=threads)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     config = Config()
