@@ -15,7 +15,7 @@ import boto3
 import httpx
 import pytest
 from moto.server import ThreadedMotoServer
-from openai import BadRequestError, NotFoundError, OpenAI
+from openai import APIStatusError, BadRequestError, NotFoundError, OpenAI
 
 from aisf.services.llm_samples import LLM_DEMO
 from tests.support.processes import AisfProcess, free_port, running_aisf
@@ -33,6 +33,14 @@ def models(sample_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
         shutil.copytree(sample_repository / name, root / name)
     slow_echo(root, "slow", delay_s=0.3)
     return root
+
+
+FILES_LIMIT = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def server_env() -> dict[str, str]:
+    return {"AISF_FILES_MAX_BYTES": str(FILES_LIMIT)}
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +244,30 @@ def test_files_and_batch_outputs_can_live_in_an_s3_bucket(models: Path, s3: str,
     keys = {item["Key"] for item in stored.get("Contents", [])}
     assert f"aisf/files/{input_id}" in keys and f"aisf/files/{batch.output_file_id}" in keys
     assert not (tmp_path / "data" / "files").exists()
+
+
+def test_a_file_over_the_limit_is_413_whether_its_size_is_declared_or_not(
+    client: OpenAI, server: AisfProcess
+) -> None:
+    """Declared: refused before the upload is spooled. Chunked (no Content-Length): refused once the
+    stream passes the limit, still a 413 naming it (never a 500 from the cancelled upload call)."""
+    too_big = b"x" * (FILES_LIMIT + 100 * 1024)
+    with pytest.raises(APIStatusError) as refused:
+        client.files.create(file=("big.jsonl", io.BytesIO(too_big)), purpose="batch")
+    assert refused.value.status_code == 413 and "limit" in refused.value.message
+    boundary = "aisf-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+
+    def chunked() -> Iterator[bytes]:
+        yield head
+        for start in range(0, len(too_big), 64 * 1024):
+            yield too_big[start : start + 64 * 1024]
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    answer = httpx.post(f"http://{server.http_url}/v1/files", content=chunked(), headers=headers, timeout=30)
+    assert answer.status_code == 413 and "limit" in answer.json()["error"]["message"]
