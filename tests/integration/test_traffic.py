@@ -38,7 +38,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _versions(
         root, "canary", traffic={"routes": [{"version": 1, "weight": 100}, {"version": 2, "weight": 0}]}
     )
-    shadow = {"version": "2", "sample": 1.0, "promote": {"min_compared": 50, "max_p99_ratio": 10}}
+    # The latency gate is the unit tests' (test_shadow_gates): on a loaded CI machine one slow copy among 60
+    # decides a p99, and this test is about reporting and promoting.
+    shadow = {"version": "2", "sample": 1.0, "promote": {"min_compared": 50, "max_p99_ratio": 1000}}
     _versions(root, "shadowed", shadow=shadow)
     return root
 
@@ -108,7 +110,7 @@ def test_a_shadow_is_reported_on_both_transports_and_promoted(
         assert time.monotonic() < deadline, report
         time.sleep(0.05)
     assert report["agreed"] == 60 and report["agreement"] == 1.0 and report["shadow_model_version"] == "2"
-    assert report["promotable"] is True and report["live_p99_ms"] > 0
+    assert report["promotable"] is True and report["live_p99_ms"] > 0, report
     with grpc.insecure_channel(server.grpc_url) as channel:
         stub = control_grpc.ModelControlServiceStub(channel)
         reply = stub.GetShadowReport(control_pb.GetShadowReportRequest(model_name="shadowed"), timeout=10)
