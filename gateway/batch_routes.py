@@ -9,10 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from aisf.gateway.http_body import read_body
+from aisf.gateway.http_body import parse_json, read_body
 from aisf.gateway.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
 from aisf.job.v1 import batch_service_pb2 as pb
 from aisf.services.clients.batch_client import BatchClient
@@ -195,11 +195,7 @@ async def delete_file(request: Request, file_id: str, tenant: TenantHeader = "de
 async def create_batch(request: Request, tenant: TenantHeader = "default") -> dict[str, Any]:
     """A file of requests run as one durable job; `endpoint` is /v1/chat/completions, /v1/completions,
     /v1/embeddings or /v2/models/{model}/infer."""
-    try:
-        body = BatchCreation.model_validate_json(await read_body(request, 64 * 1024))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidInput(f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}") from None
+    body = parse_json(BatchCreation, await read_body(request, 64 * 1024))
     creation = pb.CreateBatchRequest(
         input_file_id=body.input_file_id,
         endpoint=body.endpoint,

@@ -9,11 +9,11 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from google.protobuf.json_format import MessageToDict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from tritonclient.grpc import service_pb2 as v2_pb
 
 from aisf.gateway.errors import ERROR_RESPONSES, error_responses
-from aisf.gateway.http_body import read_body
+from aisf.gateway.http_body import parse_json, read_body
 from aisf.job.v1 import job_service_pb2 as pb
 from aisf.services.clients.job_client import JobClient
 from aisf.services.common import v2_codec
@@ -139,18 +139,6 @@ def _to_proto(body: JobSubmission, tenant: str) -> pb.SubmitJobRequest:
     )
 
 
-def _submission(raw: bytes) -> JobSubmission:
-    """The body as JSON whatever its content type says (curl -d sends form-urlencoded), as V2 routes do."""
-    try:
-        return JobSubmission.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] == "json_invalid":
-            raise InvalidInput(f"request body is not valid JSON: {first['ctx']['error']}") from None
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidInput(f"{where}: {first['msg']}") from None
-
-
 @router.post(
     "",
     status_code=202,
@@ -163,7 +151,7 @@ def _submission(raw: bytes) -> JobSubmission:
 async def submit_job(request: Request, tenant: TenantHeader = "default") -> JSONResponse:
     """Accept a job at once (202 + Location): durable when answered, started right after. The same
     idempotency key answers the same job (200)."""
-    body = _submission(await read_body(request, request.app.state.settings.max_request_bytes))
+    body = parse_json(JobSubmission, await read_body(request, request.app.state.settings.max_request_bytes))
     answer = await _client(request).submit(_to_proto(body, tenant))
     location = f"/v1/jobs/{answer.job.job_id}"
     status = 202 if answer.created else 200
@@ -186,8 +174,7 @@ async def get_job_result(
     page = await _client(request).result(
         pb.GetJobResultRequest(job_id=job_id, page_size=page_size, page_token=page_token)
     )
-    job = await _client(request).get(job_id)
-    responses = _responses(list(page.responses), job.kind)
+    responses = _responses(list(page.responses), page.kind)
     return {"responses": responses, "next_page_token": page.next_page_token or None}
 
 

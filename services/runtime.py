@@ -133,6 +133,13 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
             router.dataplane.mark_started()
     if role in ("all", "worker"):
         assert database is not None and router_client is not None and job_store is not None and storage
+        if role == "worker" and settings.files_storage == "local":
+            # Batch outputs written here are read by the job role's Files API: only a shared folder works.
+            log.warning(
+                "batch files go to this worker's local folder; the job role must see the same folder "
+                "(AISF_FILES_DIR on a shared volume) or both must use AISF_FILES_STORAGE=s3",
+                extra={"files_dir": str(settings.files_dir or settings.data_dir / "files")},
+            )
         finalizer = build_finalizer(database, job_store, storage)
         activities = JobActivities(job_store, router_client, finalizer, settings.job_item_concurrency)
         await _start_workers(settings, activities, temporal_address, stack)

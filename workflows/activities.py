@@ -4,17 +4,16 @@ the workflow."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
-import orjson
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common.errors import AisfError, EngineOutOfMemory
-from aisf.services.common.openai_responses import error_body
 from aisf.services.job.batch_output import BatchFinalizer
-from aisf.services.job.model import Answer, JobKind, JobState, StoredItem
+from aisf.services.job.model import Answer, JobKind, JobState, StoredItem, item_error_body
 from aisf.services.job.store import JobStore
 from aisf.workflows.item_runner import ItemRunner
 from aisf.workflows.types import (
@@ -30,15 +29,20 @@ from aisf.workflows.types import (
 
 # Items read, answered and saved together; the heartbeat checkpoint advances per group.
 GROUP = 16
+# Heartbeats go out this often (at least) while a group runs: a group of slow generations must not look
+# like a dead worker to Temporal, which would start a second attempt beside the running one.
+_BEAT_EVERY_S = 5.0
 
 
-def _item_error(error: AisfError, kind: JobKind) -> Answer | None:
-    """A batch item's own failure (its error body goes to the error file), or None for a failure the
-    activity must retry (the engine, not the request, is at fault)."""
-    if error.reason not in NON_RETRYABLE or isinstance(error, EngineOutOfMemory):
-        return None
-    body = error_body(error) if kind.llm else {"error": error.message}
-    return Answer(-1, orjson.dumps(body), error.http_status)
+def _beat_interval(timeout: timedelta | None) -> float:
+    return min(_BEAT_EVERY_S, timeout.total_seconds() / 3) if timeout else _BEAT_EVERY_S
+
+
+async def _beat(checkpoint: Callable[[], int], every_s: float) -> None:
+    """Heartbeat the last saved checkpoint until cancelled (the SDK throttles what it sends)."""
+    while True:
+        await asyncio.sleep(every_s)
+        activity.heartbeat(checkpoint())
 
 
 class JobActivities:
@@ -62,19 +66,23 @@ class JobActivities:
         if params.batch:
             await self._finalizer.in_progress(params.job_id)
         done = resumed
-        while done < params.items_total:
-            items = await self._store.items(params.job_id, done, GROUP)
-            if not items:
-                break
-            done = await self._group(items, params)
-            if activity.is_worker_shutdown():
-                # Benign: a planned hand-over (spot reclaim), not a failure worth a traceback in the logs.
-                raise ApplicationError(
-                    f"worker shutting down; the job resumes at item {done}",
-                    done,
-                    type=WORKER_SHUTDOWN,
-                    category=ApplicationErrorCategory.BENIGN,
-                )
+        beating = asyncio.ensure_future(_beat(lambda: done, _beat_interval(info.heartbeat_timeout)))
+        try:
+            while done < params.items_total:
+                items = await self._store.items(params.job_id, done, GROUP)
+                if not items:
+                    break
+                done = await self._group(items, params)
+                if activity.is_worker_shutdown():
+                    # Benign: a planned hand-over (spot reclaim), not a failure worth a traceback.
+                    raise ApplicationError(
+                        f"worker shutting down; the job resumes at item {done}",
+                        done,
+                        type=WORKER_SHUTDOWN,
+                        category=ApplicationErrorCategory.BENIGN,
+                    )
+        finally:
+            beating.cancel()
         return done
 
     async def _group(self, items: list[StoredItem], params: InferItemsInput) -> int:
@@ -118,15 +126,15 @@ class JobActivities:
     async def _answer(self, idx: int, raw: bytes, params: InferItemsInput) -> Answer:
         kind = JobKind(params.kind)
         try:
-            response = await self._runner.answer(raw, params)
+            response = await self._runner.answer(idx, raw, params)
         except EngineOutOfMemory as error:
             rows = self._runner.rows_run(raw, params)
             # Details: the rows that did not fit, and the first item not yet answered.
             raise ApplicationError(error.message, rows, idx, type=error.reason, non_retryable=True) from None
         except AisfError as error:
-            failed = _item_error(error, kind) if params.batch else None
-            if failed is not None:
-                return Answer(idx, failed.response, failed.status)
+            if params.batch and error.reason in NON_RETRYABLE:
+                # The line's own failure (not the engine's): its answer is the error, for the error file.
+                return Answer(idx, item_error_body(error, kind), error.http_status)
             retryable = error.reason not in NON_RETRYABLE
             # An open circuit says when it may close: retrying sooner only spends an attempt.
             after = error.retry_after or 0

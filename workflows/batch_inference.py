@@ -72,17 +72,31 @@ class BatchInferenceWorkflow:
         cancelled and has saved what it answered)."""
         infer = asyncio.ensure_future(self._infer_all(job))
         if job.expires_in_s:
-            done, _ = await workflow.wait([infer], timeout=job.expires_in_s)
+            try:
+                done, _ = await workflow.wait([infer], timeout=job.expires_in_s)
+            except asyncio.CancelledError:
+                # workflow.wait does not cancel what it waits on: stop the activity before the outcome.
+                await _stopped(infer)
+                raise
             if not done:
-                infer.cancel()
-                with contextlib.suppress(ActivityError, asyncio.CancelledError):
-                    await infer
+                await _stopped(infer)
                 return False
         await infer
         return True
 
     async def _outcome(self, job: JobInput, state: str, kind: str = "", message: str = "") -> None:
-        """Write a batch's files and status, then the job's final state."""
+        """Write a batch's files and status, then the job's final state. A cancel arriving meanwhile
+        comes too late: the outcome is recorded whole (else the job would stay running forever)."""
+        recording = asyncio.ensure_future(self._record(job, state, kind, message))
+        while True:
+            try:
+                await asyncio.shield(recording)
+                return
+            except asyncio.CancelledError:
+                if recording.done():
+                    raise
+
+    async def _record(self, job: JobInput, state: str, kind: str, message: str) -> None:
         if job.batch:
             status = _BATCH_STATUS[kind if kind == "expired" else state]
             await workflow.execute_activity(
@@ -141,6 +155,13 @@ class BatchInferenceWorkflow:
         await workflow.execute_activity(
             FINISH_JOB, outcome, start_to_close_timeout=timedelta(seconds=30), retry_policy=_system_retry()
         )
+
+
+async def _stopped(infer: asyncio.Future[None]) -> None:
+    """Cancel the running activity and wait until it stopped (it saves what it answered first)."""
+    infer.cancel()
+    with contextlib.suppress(ActivityError, asyncio.CancelledError):
+        await infer
 
 
 def _out_of_memory(error: ActivityError) -> tuple[int, int] | None:

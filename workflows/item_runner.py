@@ -12,7 +12,7 @@ from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import v2_codec
 from aisf.services.common.tensors import InferRequest, InferResponse, Tensor
 from aisf.services.job.llm_items import run_item
-from aisf.services.job.model import JobKind
+from aisf.services.job.model import JobKind, item_request_id
 from aisf.workflows.types import InferItemsInput
 
 
@@ -20,18 +20,20 @@ class ItemRunner:
     def __init__(self, router: RouterClient) -> None:
         self._router = router
 
-    async def answer(self, raw: bytes, params: InferItemsInput) -> bytes:
+    async def answer(self, idx: int, raw: bytes, params: InferItemsInput) -> bytes:
+        """Item `idx`'s answer; its request id is its own (a batch's output line names the same one)."""
         kind = JobKind(params.kind)
+        request_id = item_request_id(params.job_id, idx)
         if kind.llm:
             return await run_item(
-                self._router, kind, raw, params.model_name, params.model_version, params.job_id, params.tenant
+                self._router, kind, raw, params.model_name, params.model_version, request_id, params.tenant
             )
         request = pb.ModelInferRequest.FromString(raw)
         request.model_name, request.model_version = params.model_name, params.model_version
         if params.max_rows and rows_of(request) > params.max_rows:
-            reply = await self._infer_in_slices(request, params.max_rows, params.job_id)
+            reply = await self._infer_in_slices(request, params.max_rows, request_id)
         else:
-            reply = await self._router.infer(request, params.job_id)
+            reply = await self._router.infer(request, request_id)
         return bytes(reply.SerializeToString())
 
     @staticmethod
@@ -42,7 +44,7 @@ class ItemRunner:
         rows = rows_of(pb.ModelInferRequest.FromString(raw))
         return min(rows, params.max_rows) if params.max_rows else rows
 
-    async def _infer_in_slices(self, request: pb.ModelInferRequest, max_rows: int, job_id: str) -> Any:
+    async def _infer_in_slices(self, request: pb.ModelInferRequest, max_rows: int, request_id: str) -> Any:
         """Run one request as several engine calls of at most max_rows rows, outputs joined back."""
         whole = v2_codec.request_from_proto(request)
         rows = whole.inputs[0].shape[0]
@@ -56,7 +58,7 @@ class ItemRunner:
                 whole.id,
                 whole.parameters,
             )
-            reply = await self._router.infer(v2_codec.request_to_proto(piece), job_id)
+            reply = await self._router.infer(v2_codec.request_to_proto(piece), request_id)
             parts.append(v2_codec.response_from_proto(reply))
         joined = [
             Tensor.from_numpy(t.name, np.concatenate([p.outputs[i].data for p in parts]))

@@ -5,6 +5,7 @@ is refused whole; a line that is merely malformed fails alone (its error goes to
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import orjson
@@ -15,6 +16,7 @@ from aisf.services.common.v2_json import request_from_document
 from aisf.services.job.model import ENDPOINTS, JobKind
 
 _V2_ENDPOINT = re.compile(r"^/v2/models/([^/]+)(?:/versions/(\d+))?/infer$")
+MAX_NAME_CHARS = 512  # a custom_id or a filename (the metadata database's column width)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +29,7 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class BatchLine:
-    custom_id: str
+    custom_id: str | None  # None: a line that is no JSON object has none (its error line says null)
     request: bytes  # the item: an OpenAI body (JSON), or a serialized V2 request
     error: AisfError | None = None
 
@@ -42,25 +44,24 @@ def endpoint_of(path: str) -> Endpoint:
     raise InvalidInput(f"endpoint: must be one of {allowed}, not '{path}'")
 
 
-def parse_lines(content: bytes, endpoint: Endpoint) -> tuple[str, list[BatchLine]]:
-    """The batch's model and its lines."""
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput("input_file_id: the file is not UTF-8 text (JSON lines)") from None
+async def parse_lines(content: AsyncIterator[bytes], endpoint: Endpoint) -> tuple[str, list[BatchLine]]:
+    """The batch's model and its lines, read as the file streams in (never the whole file at once
+    beside its lines)."""
     lines: list[BatchLine] = []
     models: set[str] = set()
     seen: set[str] = set()
     objects = 0
-    for number, line in enumerate(text.splitlines(), 1):
+    number = 0
+    async for line in _split(content):
+        number += 1
         if not line.strip():
             continue
         try:
-            document = orjson.loads(line)
+            document = orjson.loads(line)  # also refuses bytes that are not UTF-8
         except orjson.JSONDecodeError:
             document = None
         if not isinstance(document, dict):
-            lines.append(BatchLine(f"line-{number}", b"", InvalidInput(f"line {number}: not a JSON object")))
+            lines.append(BatchLine(None, b"", InvalidInput(f"line {number}: not a JSON object")))
             continue
         objects += 1
         custom_id = _header(document, number, endpoint.path)
@@ -84,6 +85,17 @@ def parse_lines(content: bytes, endpoint: Endpoint) -> tuple[str, list[BatchLine
     return (models.pop() if endpoint.kind.llm else endpoint.model), lines
 
 
+async def _split(content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The lines of a byte stream (without their line ends)."""
+    rest = b""
+    async for chunk in content:
+        *whole, rest = (rest + chunk).split(b"\n")
+        for line in whole:
+            yield line.removesuffix(b"\r")
+    if rest:
+        yield rest.removesuffix(b"\r")
+
+
 def _header(document: dict[str, object], number: int, endpoint: str) -> str:
     url, method, custom_id = document.get("url"), document.get("method", "POST"), document.get("custom_id")
     if url != endpoint:
@@ -92,6 +104,8 @@ def _header(document: dict[str, object], number: int, endpoint: str) -> str:
         raise InvalidInput(f"line {number}: method must be POST, not '{method}'")
     if not isinstance(custom_id, str) or not custom_id:
         raise InvalidInput(f"line {number}: custom_id is required (a non-empty string)")
+    if len(custom_id) > MAX_NAME_CHARS:
+        raise InvalidInput(f"line {number}: custom_id exceeds {MAX_NAME_CHARS} characters")
     return custom_id
 
 

@@ -15,12 +15,14 @@ from tritonclient.grpc import service_pb2 as pb
 from aisf.services.common import v2_codec
 from aisf.services.common.v2_json import response_document
 from aisf.services.job.batch_store import BatchStore, FileInfo
-from aisf.services.job.file_storage import FileStorage, chunks_of
-from aisf.services.job.model import JobKind, StoredItem
+from aisf.services.job.file_storage import FileStorage
+from aisf.services.job.model import JobKind, StoredItem, item_request_id
 from aisf.services.job.store import JobStore
 
 OUTPUT_PURPOSE = "batch_output"
 _PAGE = 500
+_FLUSH_BYTES = 1 << 20  # lines are handed to the file storage in pieces of about this size
+_NO_LIMIT = 1 << 50  # an output file is as large as its answers are
 _NOT_RUN = {
     "cancelled": ("batch_cancelled", "The batch was cancelled before this request ran."),
     "expired": ("batch_expired", "This request could not be executed before the completion window expired."),
@@ -51,7 +53,7 @@ def _line(batch_id: str, item: StoredItem, kind: JobKind, status: str) -> tuple[
     else:
         response = {
             "status_code": item.status,
-            "request_id": f"{batch_id}-{item.idx}",
+            "request_id": item_request_id(batch_id, item.idx),
             "body": _body(item, kind),
         }
         entry.update(response=response, error=None)
@@ -76,26 +78,34 @@ class BatchFinalizer:
             return
         if status == "completed":
             await self._batches.set_status(batch_id, "finalizing")
-        output, errors = bytearray(), bytearray()
-        async for item in self._items(batch_id):
-            line, failed = _line(batch_id, item, job.kind, status)
-            (errors if failed else output).extend(line)
-        output_id = await self._write(batch_id, batch.tenant, bytes(output), errors=False)
-        error_id = await self._write(batch_id, batch.tenant, bytes(errors), errors=True)
+        counts = await self._jobs.status_counts(batch_id)
+        answered = counts.get(200, 0)
+        output_id = error_id = None
+        # One pass over the items per file: memory stays bounded however large the batch.
+        if answered:
+            output_id = await self._write(batch_id, batch.tenant, job.kind, status, errors=False)
+        if sum(counts.values()) > answered:
+            error_id = await self._write(batch_id, batch.tenant, job.kind, status, errors=True)
         await self._batches.set_status(batch_id, status, output_id, error_id)
 
-    async def _items(self, batch_id: str) -> AsyncIterator[StoredItem]:
+    async def _lines(self, batch_id: str, kind: JobKind, status: str, errors: bool) -> AsyncIterator[bytes]:
+        piece = bytearray()
         offset = 0
         while page := await self._jobs.items(batch_id, offset, _PAGE):
             for item in page:
-                yield item
+                line, failed = _line(batch_id, item, kind, status)
+                if failed == errors:
+                    piece += line
+            if len(piece) >= _FLUSH_BYTES:
+                yield bytes(piece)
+                piece.clear()
             offset = page[-1].idx + 1
+        if piece:
+            yield bytes(piece)
 
-    async def _write(self, batch_id: str, tenant: str, content: bytes, errors: bool) -> str | None:
-        if not content:
-            return None
+    async def _write(self, batch_id: str, tenant: str, kind: JobKind, status: str, errors: bool) -> str:
         file_id = output_file_id(batch_id, errors)
-        size = await self._storage.put(file_id, chunks_of(content), len(content))
+        size = await self._storage.put(file_id, self._lines(batch_id, kind, status, errors), _NO_LIMIT)
         name = f"{batch_id}_{'errors' if errors else 'output'}.jsonl"
         await self._batches.add_file(
             FileInfo(file_id, tenant, OUTPUT_PURPOSE, name, size, file_id, datetime.now(UTC)), replace=True

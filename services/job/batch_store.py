@@ -9,19 +9,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
-from aisf.services.common.db.engine import Database
+from aisf.services.common.db.engine import Database, aware
 from aisf.services.common.db.tables import BatchRow, FileRow
 
 T = TypeVar("T")
 R = TypeVar("R", FileRow, BatchRow)
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone=True columns.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,19 +77,21 @@ def _times_json(times: dict[str, datetime]) -> str:
     return json.dumps({name: moment.isoformat() for name, moment in times.items()})
 
 
-def _page(session: Session, query: Select[R], row: type[R], after: str, limit: int) -> Select[R]:
-    """Newest first, after the row whose id is `after` (by its creation time) when given."""
+def _page(session: Session, query: Select[R], row: type[R], tenant: str, after: str, limit: int) -> Select[R]:
+    """Newest first (ties by id), after the tenant's row whose id is `after` when given; an id of no
+    row of the tenant's is ignored alike whether it exists or not (it tells nothing of other tenants)."""
+    (key,) = list(row.__table__.primary_key)
     if after:
         anchor = session.get(row, after)
-        if anchor is not None:
-            query = query.where(row.created_at < anchor.created_at)
-    ids = row.__table__.primary_key
-    return query.order_by(row.created_at.desc(), *(column.desc() for column in ids)).limit(limit)
+        if anchor is not None and anchor.tenant == tenant:
+            earlier = and_(row.created_at == anchor.created_at, key < after)
+            query = query.where(or_(row.created_at < anchor.created_at, earlier))
+    return query.order_by(row.created_at.desc(), key.desc()).limit(limit)
 
 
 def _file(row: FileRow) -> FileInfo:
     return FileInfo(
-        row.file_id, row.tenant, row.purpose, row.filename, row.size, row.storage_key, _aware(row.created_at)
+        row.file_id, row.tenant, row.purpose, row.filename, row.size, row.storage_key, aware(row.created_at)
     )
 
 
@@ -110,8 +107,8 @@ def _batch(row: BatchRow) -> BatchInfo:
         json.loads(row.metadata_json),
         row.output_file_id,
         row.error_file_id,
-        _aware(row.created_at),
-        _aware(row.expires_at),
+        aware(row.created_at),
+        aware(row.expires_at),
         times,
     )
 
@@ -145,7 +142,7 @@ class BatchStore:
             query = select(FileRow).where(FileRow.tenant == tenant)
             if purpose:
                 query = query.where(FileRow.purpose == purpose)
-            return [_file(r) for r in session.scalars(_page(session, query, FileRow, after, limit))]
+            return [_file(r) for r in session.scalars(_page(session, query, FileRow, tenant, after, limit))]
 
         return await self._run(read)
 
@@ -168,7 +165,7 @@ class BatchStore:
     async def batches(self, tenant: str, limit: int, after: str) -> list[BatchInfo]:
         def read(session: Session) -> list[BatchInfo]:
             query = select(BatchRow).where(BatchRow.tenant == tenant)
-            return [_batch(r) for r in session.scalars(_page(session, query, BatchRow, after, limit))]
+            return [_batch(r) for r in session.scalars(_page(session, query, BatchRow, tenant, after, limit))]
 
         return await self._run(read)
 

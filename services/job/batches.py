@@ -9,14 +9,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import orjson
-
-from aisf.services.common.errors import AisfError, BatchNotFound, FileNotFound, InvalidInput
-from aisf.services.common.openai_responses import error_body
-from aisf.services.job.batch_lines import endpoint_of, parse_lines
+from aisf.services.common.errors import AisfError, BatchNotFound, FileNotFound, InvalidInput, JobNotFound
+from aisf.services.job.batch_lines import MAX_NAME_CHARS, endpoint_of, parse_lines
+from aisf.services.job.batch_output import BatchFinalizer
 from aisf.services.job.batch_store import FINAL_STATUSES, BatchInfo, BatchStore, FileInfo
 from aisf.services.job.file_storage import FileStorage
-from aisf.services.job.model import Job, JobKind, NewItem
+from aisf.services.job.model import Job, JobKind, JobState, NewItem, item_error_body
 from aisf.services.job.service import JobService, Submission
 from aisf.services.job.store import JobStore
 from aisf.services.job.submit_checks import SubmitChecks
@@ -26,6 +24,8 @@ _UPLOADABLE = frozenset({"batch"})
 _WINDOW = re.compile(r"^(\d+)([smh])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600}
 _MAX_WINDOW_S = 7 * 24 * 3600
+# A batch's final status from its job's, when the job ended without the workflow finalizing the batch.
+_ENDED = {JobState.SUCCEEDED: "completed", JobState.FAILED: "failed", JobState.CANCELLED: "cancelled"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,8 @@ class FileService:
             raise InvalidInput(f"purpose: must be one of {sorted(_UPLOADABLE)}, not '{purpose}'")
         if not filename:
             raise InvalidInput("file: needs a filename")
+        if len(filename) > MAX_NAME_CHARS:
+            raise InvalidInput(f"file: its filename exceeds {MAX_NAME_CHARS} characters")
         file_id = f"file-{uuid.uuid4().hex}"
         size = await self._storage.put(file_id, chunks, self._max_bytes)
         info = FileInfo(file_id, tenant, purpose, filename, size, file_id, datetime.now(UTC))
@@ -80,13 +82,6 @@ class FileService:
     async def content(self, file_id: str, tenant: str) -> AsyncIterator[bytes]:
         info = await self.get(file_id, tenant)
         return self._storage.get(info.storage_key)
-
-    async def read_all(self, file_id: str, tenant: str) -> tuple[FileInfo, bytes]:
-        info = await self.get(file_id, tenant)
-        data = bytearray()
-        async for chunk in self._storage.get(info.storage_key):
-            data += chunk
-        return info, bytes(data)
 
     async def list(self, tenant: str, purpose: str, limit: int, after: str) -> tuple[list[FileInfo], bool]:
         if purpose and purpose not in PURPOSES:
@@ -111,12 +106,14 @@ class BatchService:
         store: BatchStore,
         files: FileService,
         checks: SubmitChecks,
+        finalizer: BatchFinalizer,
     ) -> None:
         self._jobs = jobs
         self._job_store = job_store
         self._store = store
         self._files = files
         self._checks = checks
+        self._finalizer = finalizer
 
     async def create(
         self, tenant: str, input_file_id: str, endpoint_path: str, window: str, metadata: dict[str, str]
@@ -127,15 +124,14 @@ class BatchService:
         seconds = window_seconds(window)
         if len(metadata) > 16 or any(len(k) > 64 or len(v) > 512 for k, v in metadata.items()):
             raise InvalidInput("metadata: at most 16 pairs, keys up to 64 and values up to 512 characters")
-        info, content = await self._files.read_all(input_file_id, tenant)
+        info = await self._files.get(input_file_id, tenant)
         if info.purpose != "batch":
             raise InvalidInput(
                 f"input_file_id: file '{input_file_id}' has purpose '{info.purpose}', not batch"
             )
-        model, lines = parse_lines(content, endpoint)
-        checked = await self._checks.item_errors(
-            endpoint.kind, model, endpoint.version, [line.request for line in lines if line.error is None]
-        )
+        model, lines = await parse_lines(await self._files.content(input_file_id, tenant), endpoint)
+        valid = [line.request for line in lines if line.error is None]
+        checked = await self._checks.item_errors(endpoint.kind, model, endpoint.version, valid, len(lines))
         errors = iter(checked)
         items = [
             _item(line.custom_id, line.request, line.error or next(errors), endpoint.kind) for line in lines
@@ -157,9 +153,18 @@ class BatchService:
 
     async def get(self, batch_id: str, tenant: str) -> BatchView:
         batch = await self._store.batch(batch_id, tenant)
-        job = await self._job_store.get(batch_id) if batch is not None else None
-        if batch is None or job is None:
+        if batch is None:
             raise BatchNotFound(f"batch_id: no batch '{batch_id}'")
+        try:
+            job = await self._jobs.current(batch_id, batch=True)
+        except JobNotFound:
+            raise BatchNotFound(f"batch_id: no batch '{batch_id}'") from None
+        if job.state.final and batch.status not in FINAL_STATUSES:
+            # The job ended without its workflow finalizing the batch (terminated outside aisf, its
+            # start refused): finish the batch now from what was answered.
+            status = _ENDED[job.state] if job.error_type != "expired" else "expired"
+            await self._finalizer.finalize(batch_id, status, job.error_type, job.error_message)
+            batch = await self._store.batch(batch_id, tenant) or batch
         return BatchView(batch, job, await self._job_store.status_counts(batch_id))
 
     async def cancel(self, batch_id: str, tenant: str) -> BatchView:
@@ -171,7 +176,7 @@ class BatchService:
         if await self._job_store.cancel_unstarted(batch_id):
             await self._store.set_status(batch_id, "cancelled")
         else:
-            await self._jobs.cancel(batch_id)
+            await self._jobs.cancel(batch_id, batch=True)
         return await self.get(batch_id, tenant)
 
     async def list(self, tenant: str, limit: int, after: str) -> tuple[list[BatchView], bool]:
@@ -183,8 +188,7 @@ class BatchService:
         return views, len(batches) > size
 
 
-def _item(custom_id: str, request: bytes, error: AisfError | None, kind: JobKind) -> NewItem:
+def _item(custom_id: str | None, request: bytes, error: AisfError | None, kind: JobKind) -> NewItem:
     if error is None:
         return NewItem(request, custom_id)
-    body = error_body(error) if kind.llm else {"error": error.message}
-    return NewItem(request, custom_id, error.http_status, orjson.dumps(body))
+    return NewItem(request, custom_id, error.http_status, item_error_body(error, kind))

@@ -69,5 +69,9 @@ def state_from_proto(state: pb.JobState.ValueType) -> JobState | None:
     return _STATES_BACK.get(state)
 
 
+def kind_to_proto(kind: JobKind) -> pb.JobKind.ValueType:
+    return _KINDS[kind]
+
+
 def kind_from_proto(kind: pb.JobKind.ValueType) -> JobKind:
     return _KINDS_BACK.get(kind, JobKind.V2)

@@ -12,6 +12,7 @@ from aisf.services.common.errors import EngineUnavailable, FileNotFound, Request
 from aisf.services.common.threads import BlockingPool
 
 CHUNK = 1024 * 1024
+_PART = 8 * 1024 * 1024  # S3 multipart parts (S3 wants at least 5 MiB but for the last)
 
 
 class FileStorage(Protocol):
@@ -84,15 +85,55 @@ class S3FileStorage:
         self._threads = BlockingPool("files-s3", 4)
 
     async def put(self, key: str, chunks: AsyncIterator[bytes], limit: int) -> int:
-        body = bytearray()
-        async for chunk in chunks:
-            body += chunk
-            if len(body) > limit:
-                raise _too_large(limit)
-        await self._call(
-            self._client.put_object, Bucket=self._bucket, Key=self._prefix + key, Body=bytes(body)
+        """One PUT for a small file; a larger one streams as a multipart upload (parts of _PART bytes),
+        so a file is never held whole; an upload that fails or passes `limit` is aborted."""
+        key, buffered, size = self._prefix + key, bytearray(), 0
+        upload_id = ""
+        parts: list[dict[str, Any]] = []
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                buffered += chunk
+                if len(buffered) >= _PART:
+                    if not upload_id:
+                        started = await self._call(
+                            self._client.create_multipart_upload, Bucket=self._bucket, Key=key
+                        )
+                        upload_id = started["UploadId"]
+                    parts.append(await self._part(key, upload_id, len(parts) + 1, bytes(buffered)))
+                    buffered.clear()
+            if not upload_id:
+                await self._call(self._client.put_object, Bucket=self._bucket, Key=key, Body=bytes(buffered))
+                return size
+            if buffered or not parts:
+                parts.append(await self._part(key, upload_id, len(parts) + 1, bytes(buffered)))
+            await self._call(
+                self._client.complete_multipart_upload,
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            if upload_id:
+                await self._call(
+                    self._client.abort_multipart_upload, Bucket=self._bucket, Key=key, UploadId=upload_id
+                )
+            raise
+        return size
+
+    async def _part(self, key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+        answer = await self._call(
+            self._client.upload_part,
+            Bucket=self._bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=body,
         )
-        return len(body)
+        return {"ETag": answer["ETag"], "PartNumber": number}
 
     async def get(self, key: str) -> AsyncIterator[bytes]:
         answer = await self._call(self._client.get_object, Bucket=self._bucket, Key=self._prefix + key)
@@ -121,8 +162,3 @@ class S3FileStorage:
 
     def close(self) -> None:
         self._threads.close()
-
-
-async def chunks_of(data: bytes) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), CHUNK):
-        yield data[start : start + CHUNK]

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+import orjson
+
+from aisf.services.common.errors import AisfError
+from aisf.services.common.openai_responses import error_body
+
 
 class JobKind(StrEnum):
     """What a job's items are: V2 inference requests (protobuf), or OpenAI request bodies (JSON)."""
@@ -93,8 +98,19 @@ class Answer:
     status: int | None = None
 
 
+def item_error_body(error: AisfError, kind: JobKind) -> bytes:
+    """An item's own failure as its answer: OpenAI's error object for LLM work, V2's {"error"} else."""
+    return orjson.dumps(error_body(error) if kind.llm else {"error": error.message})
+
+
+def item_request_id(job_id: str, idx: int) -> str:
+    """The request id of a job's item `idx` (engines, logs, traces and a batch's output line share it)."""
+    return f"{job_id}-{idx}"
+
+
 @dataclass(frozen=True, slots=True)
 class JobFilter:
     state: JobState | None = None
     model_name: str = ""
     tenant: str = ""
+    batch: bool = False  # the jobs API lists jobs; a batch's job belongs to the Batch API

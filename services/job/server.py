@@ -56,11 +56,12 @@ def build_job_lane(
     temporal: Client,
     storage: FileStorage,
 ) -> JobLane:
-    jobs = JobService(settings, store, temporal, router)
+    checks = SubmitChecks(router, settings.job_max_items)
+    jobs = JobService(settings, store, temporal, checks)
     batch_store = BatchStore(database)
     files = FileService(batch_store, storage, settings.files_max_bytes)
-    checks = SubmitChecks(router, settings.job_max_items)
-    batches = BatchService(jobs, store, batch_store, files, checks)
+    finalizer = BatchFinalizer(store, batch_store, storage)
+    batches = BatchService(jobs, store, batch_store, files, checks, finalizer)
     jobs.start()
     return JobLane(
         jobs,

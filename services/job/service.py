@@ -11,11 +11,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import Priority, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    Priority,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from aisf.services.clients.router_client import RouterClient
 from aisf.services.common.db.tables import Base
 from aisf.services.common.errors import InvalidInput, JobAlreadyFinished, JobNotFound
 from aisf.services.common.settings import Settings
@@ -23,7 +28,7 @@ from aisf.services.job.model import Job, JobFilter, JobKind, JobState, NewItem
 from aisf.services.job.outbox import OutboxDispatcher
 from aisf.services.job.store import JobStore
 from aisf.services.job.submit_checks import SubmitChecks
-from aisf.services.job.temporal import unavailable
+from aisf.services.job.temporal import start_refused, unavailable
 from aisf.workflows.batch_inference import BatchInferenceWorkflow
 from aisf.workflows.types import JobInput
 
@@ -49,6 +54,13 @@ class Submission:
 
 
 @dataclass(frozen=True, slots=True)
+class ResultPage:
+    responses: list[bytes]
+    next_page_token: str
+    kind: JobKind
+
+
+@dataclass(frozen=True, slots=True)
 class JobView:
     """A job, plus its responses when they are small enough to come inline."""
 
@@ -57,12 +69,12 @@ class JobView:
 
 
 class JobService:
-    def __init__(self, settings: Settings, store: JobStore, temporal: Client, router: RouterClient) -> None:
+    def __init__(self, settings: Settings, store: JobStore, temporal: Client, checks: SubmitChecks) -> None:
         self._settings = settings
         self._store = store
         self._temporal = temporal
         self._last_reconciled: dict[str, float] = {}
-        self._checks = SubmitChecks(router, settings.job_max_items)
+        self._checks = checks
         self._outbox = OutboxDispatcher(store, self._start_accepted)
 
     def start(self) -> None:
@@ -71,7 +83,6 @@ class JobService:
 
     async def close(self) -> None:
         await self._outbox.close()
-        self._checks.close()
 
     async def submit(self, submission: Submission) -> tuple[Job, bool]:
         """Validate against the model, then make the job durable (job, items and outbox row in one
@@ -134,21 +145,26 @@ class JobService:
         )
 
     async def _start_accepted(self, job: Job) -> None:
-        """The outbox's start of one job: skipped if it was cancelled meanwhile; a workflow a repeat
-        start finds already there is the job's own."""
+        """The outbox's start of one job; a workflow a repeat start finds already there is the job's own.
+        A job cancelled before or while it started gets its workflow (if any) cancelled too: the row
+        goes in one transaction with reading the job's state, so no cancel slips between them."""
         current = await self._store.get(job.job_id)
         if current is None or current.state.final:
+            await self._cancel_workflow(job.job_id)  # one a crashed earlier start may have left
+            await self._store.outbox_started(job.job_id)
             return
         try:
             await self._start_workflow(current)
         except WorkflowAlreadyStartedError:
             pass
         except (RPCError, RuntimeError) as error:
-            raise unavailable(error) from None
-        after = await self._store.get(job.job_id)
-        if after is not None and after.state is JobState.CANCELLED:  # cancelled while it was starting
-            with contextlib.suppress(RPCError, RuntimeError):
-                await self._temporal.get_workflow_handle(job.job_id).cancel(rpc_timeout=_RPC_TIMEOUT)
+            raise start_refused(error) from None
+        if not await self._store.outbox_started(job.job_id):
+            await self._cancel_workflow(job.job_id)
+
+    async def _cancel_workflow(self, job_id: str) -> None:
+        with contextlib.suppress(RPCError, RuntimeError):  # none there: nothing to cancel
+            await self._temporal.get_workflow_handle(job_id).cancel(rpc_timeout=_RPC_TIMEOUT)
 
     async def _start_workflow(self, job: Job) -> None:
         settings = self._settings
@@ -168,6 +184,8 @@ class JobService:
                 expires_in_s=_seconds_left(job.expires_at),
             ),
             id=job.job_id,
+            # A job runs once: a second start (another dispatcher, after a restart) must not rerun it.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             task_queue=settings.job_task_queue,
             priority=Priority(priority_key=job.priority),
             search_attributes=TypedSearchAttributes(
@@ -198,16 +216,22 @@ class JobService:
         return tier, asked
 
     async def get(self, job_id: str) -> JobView:
-        job = await self._reconciled(await self._job(job_id))
+        job = await self.current(job_id)
         if job.state is not JobState.SUCCEEDED:
             return JobView(job)
         if await self._store.result_size(job_id) > self._settings.job_inline_result_bytes:
             return JobView(job)
         return JobView(job, await self._store.responses(job_id, 0, job.items_total))
 
-    async def _job(self, job_id: str) -> Job:
+    async def current(self, job_id: str, batch: bool = False) -> Job:
+        """The job as its workflow says it is now (see _reconciled)."""
+        return await self._reconciled(await self._job(job_id, batch))
+
+    async def _job(self, job_id: str, batch: bool = False) -> Job:
+        """The job; a batch's job only when asked for one (the jobs API never shows a batch: its lines,
+        files and status belong to the Batch API)."""
         job = await self._store.get(job_id)
-        if job is None:
+        if job is None or job.batch != batch:
             raise JobNotFound(f"unknown job '{job_id}'")
         return job
 
@@ -234,7 +258,7 @@ class JobService:
             await self._store.finish(
                 job.job_id, ended[status], "workflow_ended", f"workflow {status.name.lower()}"
             )
-            return await self._job(job.job_id)
+            return await self._job(job.job_id, job.batch)
         return job
 
     def _due_for_reconciling(self, job_id: str) -> bool:
@@ -264,12 +288,12 @@ class JobService:
             await asyncio.sleep(interval)
             interval = min(interval * 1.5, _WATCH_MAX_INTERVAL_S)
 
-    async def cancel(self, job_id: str) -> Job:
-        job = await self._job(job_id)
+    async def cancel(self, job_id: str, batch: bool = False) -> Job:
+        job = await self._job(job_id, batch)
         if job.state.final:
             raise JobAlreadyFinished(f"job '{job_id}' already {job.state.value}; nothing to cancel")
         if await self._store.cancel_unstarted(job_id):
-            return await self._job(job_id)
+            return await self._job(job_id, batch)
         try:
             await self._temporal.get_workflow_handle(job_id).cancel(rpc_timeout=_RPC_TIMEOUT)
         except (RPCError, RuntimeError) as error:
@@ -281,7 +305,7 @@ class JobService:
             raise InvalidInput(f"page_size: must be within 0..500, got {page_size}")
         return await self._store.list(where, page_size or 50, page_token)
 
-    async def result(self, job_id: str, page_size: int, page_token: str) -> tuple[list[bytes], str]:
+    async def result(self, job_id: str, page_size: int, page_token: str) -> ResultPage:
         job = await self._job(job_id)
         if job.state is not JobState.SUCCEEDED:
             raise JobAlreadyFinished(f"job '{job_id}' is {job.state.value}; results exist once it succeeded")
@@ -290,7 +314,7 @@ class JobService:
         offset, size = int(page_token or 0), page_size or 100
         responses = await self._store.responses(job_id, offset, size)
         following = offset + len(responses)
-        return responses, str(following) if following < job.items_total else ""
+        return ResultPage(responses, str(following) if following < job.items_total else "", job.kind)
 
 
 def _seconds_left(moment: datetime | None) -> float:

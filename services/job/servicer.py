@@ -55,8 +55,12 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def GetJobResult(
         self, request: pb.GetJobResultRequest, context: Context
     ) -> pb.GetJobResultResponse:
-        responses, token = await self._jobs.result(request.job_id, request.page_size, request.page_token)
-        return pb.GetJobResultResponse(responses=responses, next_page_token=token)
+        page = await self._jobs.result(request.job_id, request.page_size, request.page_token)
+        return pb.GetJobResultResponse(
+            responses=page.responses,
+            next_page_token=page.next_page_token,
+            kind=codec.kind_to_proto(page.kind),
+        )
 
 
 def register(jobs: JobService) -> Any:

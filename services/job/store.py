@@ -12,7 +12,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aisf.services.common.db.engine import Database
+from aisf.services.common.db.engine import Database, aware
 from aisf.services.common.db.tables import Base, JobItemRow, JobOutboxRow, JobRow
 from aisf.services.common.errors import InvalidInput
 from aisf.services.job.model import Answer, Job, JobFilter, JobKind, JobState, NewItem, StoredItem
@@ -22,13 +22,8 @@ T = TypeVar("T")
 _INSERT_CHUNK = 2_000
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes even for timezone=True columns.
-    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
-
-
 def _job(row: JobRow) -> Job:
-    create_time = _aware(row.create_time)
+    create_time = aware(row.create_time)
     assert create_time is not None
     return Job(
         job_id=row.job_id,
@@ -45,12 +40,12 @@ def _job(row: JobRow) -> Job:
         error_type=row.error_type,
         error_message=row.error_message,
         create_time=create_time,
-        start_time=_aware(row.start_time),
-        end_time=_aware(row.end_time),
+        start_time=aware(row.start_time),
+        end_time=aware(row.end_time),
         idempotency_key=row.idempotency_key,
         kind=JobKind(row.kind),
         batch=row.batch,
-        expires_at=_aware(row.expires_at),
+        expires_at=aware(row.expires_at),
     )
 
 
@@ -257,18 +252,30 @@ class JobStore:
 
         return await self._run(read)
 
-    async def outbox_started(self, job_id: str) -> None:
-        await self._run(lambda s: s.execute(delete(JobOutboxRow).where(JobOutboxRow.job_id == job_id)))
+    async def outbox_started(self, job_id: str) -> bool:
+        """Remove the job's outbox row once its workflow started; False when the job was cancelled
+        before or while it started (a cancel took the row, or ended the job): its workflow must go."""
 
-    async def outbox_postponed(self, job_id: str, error: str, delay_s: float) -> None:
-        def write(session: Session) -> None:
+        def write(session: Session) -> bool:
+            removed = session.execute(delete(JobOutboxRow).where(JobOutboxRow.job_id == job_id))
+            row = session.get(JobRow, job_id)
+            return bool(removed.rowcount) and row is not None and not JobState(row.state).final  # type: ignore[attr-defined]
+
+        return await self._run(write)
+
+    async def outbox_postponed(self, job_id: str, error: str, delay_s: float) -> int:
+        """Try the start again in `delay_s`; the attempts made so far."""
+
+        def write(session: Session) -> int:
             row = session.get(JobOutboxRow, job_id)
-            if row is not None:
-                row.attempts += 1
-                row.last_error = error[:2000]
-                row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay_s)
+            if row is None:
+                return 0
+            row.attempts += 1
+            row.last_error = error[:2000]
+            row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay_s)
+            return row.attempts
 
-        await self._run(write)
+        return await self._run(write)
 
     async def cancel_unstarted(self, job_id: str) -> bool:
         """Cancel a job whose workflow was never started: its outbox row goes, it ends cancelled.
@@ -313,7 +320,12 @@ class JobStore:
         """Newest first, `page_size` at a time; the token resumes after the last job of a page."""
 
         def read(session: Session) -> list[Job]:
-            query = select(JobRow).order_by(JobRow.create_time.desc(), JobRow.job_id.desc()).limit(page_size)
+            query = (
+                select(JobRow)
+                .where(JobRow.batch == where.batch)
+                .order_by(JobRow.create_time.desc(), JobRow.job_id.desc())
+                .limit(page_size)
+            )
             if where.state is not None:
                 query = query.where(JobRow.state == where.state.value)
             if where.model_name:

@@ -49,23 +49,23 @@ class SubmitChecks:
 
     async def check(self, kind: JobKind, model: str, version: str, requests: Sequence[bytes]) -> None:
         """Every item must run: the first that cannot is a 400 naming it."""
-        self._count(requests)
+        self._count(len(requests))
         await self._off_loop(requests, _first_error(requests, await self._checker(kind, model, version)))
 
     async def item_errors(
-        self, kind: JobKind, model: str, version: str, requests: Sequence[bytes]
+        self, kind: JobKind, model: str, version: str, requests: Sequence[bytes], total: int
     ) -> list[AisfError | None]:
-        """Why each item cannot run, or None (a batch's lines fail one by one)."""
-        self._count(requests)
-        return await self._off_loop(
-            requests, _each_error(requests, await self._checker(kind, model, version))
-        )
+        """Why each item cannot run, or None (a batch's lines fail one by one); `total` counts the
+        batch's lines, malformed ones too, against the item limit. The model must exist either way."""
+        self._count(total)
+        check = await self._checker(kind, model, version)
+        return await self._off_loop(requests, _each_error(requests, check)) if requests else []
 
-    def _count(self, requests: Sequence[bytes]) -> None:
-        if not requests:
+    def _count(self, items: int) -> None:
+        if not items:
             raise InvalidInput("requests: a job needs at least one request")
-        if len(requests) > self._max_items:
-            raise InvalidInput(f"requests: {len(requests)} exceed the limit of {self._max_items} per job")
+        if items > self._max_items:
+            raise InvalidInput(f"requests: {items} exceed the limit of {self._max_items} per job")
 
     async def _checker(self, kind: JobKind, model: str, version: str) -> Callable[[bytes], object]:
         if kind is JobKind.V2:

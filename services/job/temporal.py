@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client, TLSConfig
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from aisf.services.common.errors import EngineUnavailable
+from aisf.services.common.errors import AisfError, EngineUnavailable, InternalError
 from aisf.services.common.settings import Settings
 
 # Registered by the embedded server; a production cluster's operator registers them once.
@@ -120,3 +120,17 @@ def _read(path: Path | None) -> bytes | None:
 
 def unavailable(error: RPCError | RuntimeError) -> EngineUnavailable:
     return EngineUnavailable(f"the job queue (Temporal) is unavailable, nothing was queued: {error}")
+
+
+# Statuses of an outage (a retry later may succeed); any other refusal of a start is permanent.
+_OUTAGE = frozenset(
+    {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED}
+)
+
+
+def start_refused(error: RPCError | RuntimeError) -> AisfError:
+    """Why Temporal did not start a workflow: unavailable (an outage, retried), or a refusal no retry
+    cures (an unregistered search attribute, a missing namespace)."""
+    if isinstance(error, RuntimeError) or error.status in _OUTAGE:
+        return unavailable(error)
+    return InternalError(f"the job queue (Temporal) refused the workflow: {error}")

@@ -3,6 +3,7 @@ jobs lane, output and error files out; cancellation, expiry, V2 batches, and fil
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 from openai import APIStatusError, BadRequestError, NotFoundError, OpenAI
+from temporalio.client import Client
 
 from aisf.services.llm_samples import LLM_DEMO
 from tests.support.processes import AisfProcess, free_port, running_aisf
@@ -192,8 +194,9 @@ def test_cancelling_a_batch_keeps_the_answered_lines_and_fails_the_rest(client: 
     batch = _finished(client, created.id)
     assert batch.status == "cancelled" and batch.cancelled_at and batch.cancelling_at
     output, errors = _lines(client, batch.output_file_id), _lines(client, batch.error_file_id)
-    assert len(output) >= 2 and len(output) + len(errors) == 30
+    assert len(output) >= 2 and len(output) + len(errors) == 30 and not set(output) & set(errors)
     assert all(e["error"]["code"] == "batch_cancelled" for e in errors.values())
+    assert batch.request_counts.completed == len(output)  # no line kept running after the cancel
 
 
 def test_a_batch_past_its_completion_window_expires_with_what_it_answered(client: OpenAI) -> None:
@@ -271,3 +274,72 @@ def test_a_file_over_the_limit_is_413_whether_its_size_is_declared_or_not(
     headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
     answer = httpx.post(f"http://{server.http_url}/v1/files", content=chunked(), headers=headers, timeout=30)
     assert answer.status_code == 413 and "limit" in answer.json()["error"]["message"]
+
+
+def test_a_batch_is_not_a_job_of_the_jobs_api(client: OpenAI, rest: httpx.Client) -> None:
+    """A batch runs as a job, but its lines, files and status are the Batch API's: the jobs API neither
+    lists nor shows nor cancels it."""
+    created = client.batches.create(
+        input_file_id=_upload(client, [_line("a", _chat("hi"))]), endpoint=CHAT, completion_window="24h"
+    )
+    assert rest.get(f"/v1/jobs/{created.id}").status_code == 404
+    assert rest.delete(f"/v1/jobs/{created.id}").status_code == 404
+    assert all(job["job_id"] != created.id for job in rest.get("/v1/jobs").json()["jobs"])
+    assert _finished(client, created.id).status == "completed"
+
+
+def test_a_batch_of_only_malformed_lines_completes_with_an_error_file(client: OpenAI) -> None:
+    lines = [_line("a", {"model": LLM_DEMO, "messages": 1}), _line("b", {"model": LLM_DEMO})]
+    batch = _finished(
+        client,
+        client.batches.create(
+            input_file_id=_upload(client, lines), endpoint=CHAT, completion_window="24h"
+        ).id,
+    )
+    assert batch.status == "completed" and batch.output_file_id is None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (0, 2)
+    assert {e["response"]["status_code"] for e in _lines(client, batch.error_file_id).values()} == {400}
+
+
+def test_a_custom_id_over_512_characters_is_refused_at_create(client: OpenAI) -> None:
+    input_id = _upload(client, [_line("x" * 513, _chat("hi"))])
+    with pytest.raises(BadRequestError, match="custom_id"):
+        client.batches.create(input_file_id=input_id, endpoint=CHAT, completion_window="24h")
+
+
+def test_each_answered_line_has_its_own_request_id(client: OpenAI) -> None:
+    lines = [_line(f"q{i}", _chat("the same question")) for i in range(4)]
+    batch = _finished(
+        client,
+        client.batches.create(
+            input_file_id=_upload(client, lines), endpoint=CHAT, completion_window="24h"
+        ).id,
+    )
+    output = _lines(client, batch.output_file_id)
+    assert len({entry["response"]["body"]["id"] for entry in output.values()}) == 4
+    assert len({entry["response"]["request_id"] for entry in output.values()}) == 4
+
+
+async def _terminate(address: str, workflow_id: str) -> None:
+    temporal = await Client.connect(address)
+    await temporal.get_workflow_handle(workflow_id).terminate("by an operator, outside aisf")
+
+
+def test_a_batch_whose_workflow_is_terminated_outside_aisf_ends_failed_with_its_files(
+    client: OpenAI, temporal_server: object
+) -> None:
+    """Its workflow never reached finalizing: reading the batch notices the ended job and finishes it
+    from what was answered, rather than showing in_progress forever."""
+    url = "/v2/models/slow/infer"
+    created = client.batches.create(
+        input_file_id=_upload(client, _slow_lines(30)), endpoint=url, completion_window="24h"
+    )  # type: ignore[arg-type]
+    deadline = time.monotonic() + 30
+    while client.batches.retrieve(created.id).request_counts.completed < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    asyncio.run(_terminate(temporal_server.address, created.id))  # type: ignore[attr-defined]
+    batch = _finished(client, created.id, timeout_s=30)
+    assert batch.status == "failed" and batch.failed_at
+    output, errors = _lines(client, batch.output_file_id), _lines(client, batch.error_file_id)
+    assert len(output) >= 2 and len(output) + len(errors) == 30

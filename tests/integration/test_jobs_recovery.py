@@ -194,3 +194,23 @@ def test_with_ack_started_a_submit_while_temporal_is_down_is_503_and_writes_noth
                 accepted = submit(rest, body, tenant="down")
                 assert accepted.status_code == 202
                 assert wait_final(rest, accepted.json()["job_id"])["state"] == "succeeded"
+
+
+def test_a_group_slower_than_the_heartbeat_timeout_runs_each_item_once(
+    tmp_path: Path, temporal_server: object
+) -> None:
+    """16 items of 0.25 s one after another make a 4 s group under a 1 s heartbeat timeout: the activity
+    beats while the group runs, so Temporal never takes the worker for dead and starts a second attempt
+    beside it (the landed main beat only between groups)."""
+    repository = tmp_path / "models"
+    recorder(repository, "slow", delay_s=0.25)
+    env = {"AISF_JOB_HEARTBEAT_TIMEOUT_S": "1", "AISF_JOB_ITEM_CONCURRENCY": "1"}
+    requests = [
+        {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [i, 0]}]} for i in range(16)
+    ]
+    with running_aisf(repository, tmp_path / "data", env=env) as server:
+        with httpx.Client(base_url=f"http://{server.http_url}", timeout=30) as rest:
+            job = submit(rest, {"model": "slow", "requests": requests}).json()
+            finished = wait_final(rest, job["job_id"], timeout_s=60)
+    assert finished["state"] == "succeeded" and finished["attempts"] == 1, finished
+    assert sorted(recorded(repository / "slow")) == [float(i) for i in range(16)]

@@ -23,7 +23,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
         database.close()
 
 
-def _job(job_id: str, key: str | None = None, tenant: str = "t", minutes: int = 0) -> Job:
+def _job(
+    job_id: str, key: str | None = None, tenant: str = "t", minutes: int = 0, batch: bool = False
+) -> Job:
     return Job(
         job_id=job_id,
         state=JobState.QUEUED,
@@ -42,6 +44,7 @@ def _job(job_id: str, key: str | None = None, tenant: str = "t", minutes: int = 
         start_time=None,
         end_time=None,
         idempotency_key=key,
+        batch=batch,
     )
 
 
@@ -123,3 +126,28 @@ async def test_items_keep_their_batch_status_and_counts(store: JobStore) -> None
     stored = await store.items("j1", 0, 10)
     assert [(i.custom_id, i.status) for i in stored] == [("c1", 200), ("c2", 400), ("c3", 503)]
     assert await store.status_counts("j1") == {200: 1, 400: 1, 503: 1}
+
+
+async def test_a_start_that_finds_its_job_cancelled_meanwhile_says_so(store: JobStore) -> None:
+    """The dispatcher read the job, a cancel took its outbox row while the workflow was starting: the
+    start's bookkeeping reports it, so the dispatcher cancels the workflow it just started."""
+    await store.create(_job("j1"), _items(b"a"))
+    await store.create(_job("j2"), _items(b"b"))
+    assert await store.cancel_unstarted("j1")
+    assert not await store.outbox_started("j1")
+    assert await store.outbox_started("j2")
+
+
+async def test_postponing_a_start_counts_its_attempts(store: JobStore) -> None:
+    await store.create(_job("j1"), _items(b"a"))
+    assert [await store.outbox_postponed("j1", "refused", 0) for _ in range(3)] == [1, 2, 3]
+    await store.outbox_started("j1")
+    assert await store.outbox_postponed("j1", "refused", 0) == 0  # started: nothing left to postpone
+
+
+async def test_the_jobs_list_and_the_batch_jobs_are_apart(store: JobStore) -> None:
+    await store.create(_job("plain"), _items(b"a"))
+    await store.create(_job("batch", batch=True, minutes=1), _items(b"b"))
+    jobs, _ = await store.list(JobFilter(tenant="t"), 10, "")
+    batches, _ = await store.list(JobFilter(tenant="t", batch=True), 10, "")
+    assert [j.job_id for j in jobs] == ["plain"] and [j.job_id for j in batches] == ["batch"]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar, overload
 
 from alembic import command
 from alembic.config import Config
@@ -18,6 +19,15 @@ from aisf.services.common.threads import BlockingPool
 MIGRATIONS = Path(__file__).parent / "migrations"
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+@overload
+def aware(moment: datetime) -> datetime: ...
+@overload
+def aware(moment: None) -> None: ...
+def aware(moment: datetime | None) -> datetime | None:
+    """A moment read back from a timezone=True column, in UTC (SQLite hands back naive datetimes)."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aisf.services.common.db.engine import Database
+from aisf.services.common.db.engine import Database, aware
 from aisf.services.common.db.tables import ModelEventRow, ModelVersionRow
 
 
@@ -77,12 +77,7 @@ class ModelStore:
         with Session(self._engine) as session:
             return [
                 ModelEvent(
-                    r.name, r.version, r.backend, EventKind(r.kind), r.reason, _aware(r.created_at), r.id
+                    r.name, r.version, r.backend, EventKind(r.kind), r.reason, aware(r.created_at), r.id
                 )
                 for r in session.scalars(query)
             ]
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone=True columns.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -436,20 +436,26 @@ class GetJobResultResponse(_message.Message):
 
     RESPONSES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    kind: Global___JobKind.ValueType
+    """What the responses are (so a caller needs no GetJob to read them)."""
     @_builtins.property
     def responses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """Serialized inference.ModelInferResponse messages, in request order."""
+        """In request order: serialized inference.ModelInferResponse messages (JOB_KIND_V2), else the OpenAI
+        JSON bodies of the answers.
+        """
 
     def __init__(
         self,
         *,
         responses: _abc.Iterable[_builtins.bytes] | None = ...,
         next_page_token: _builtins.str = ...,
+        kind: Global___JobKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "responses", b"responses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "next_page_token", b"next_page_token", "responses", b"responses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
