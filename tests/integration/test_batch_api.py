@@ -180,15 +180,22 @@ def _slow_lines(count: int) -> list[dict[str, Any]]:
     return [_line(f"s{i}", body, url) for i in range(count)]
 
 
-def test_cancelling_a_batch_keeps_the_answered_lines_and_fails_the_rest(client: OpenAI) -> None:
-    url = "/v2/models/slow/infer"
+def _running_slow_batch(client: OpenAI) -> Any:
+    """A batch of 30 slow lines, once two of them are answered."""
     created = client.batches.create(
-        input_file_id=_upload(client, _slow_lines(30)), endpoint=url, completion_window="24h"
-    )  # type: ignore[arg-type]
+        input_file_id=_upload(client, _slow_lines(30)),
+        endpoint="/v2/models/slow/infer",  # type: ignore[arg-type]
+        completion_window="24h",
+    )
     deadline = time.monotonic() + 30
     while client.batches.retrieve(created.id).request_counts.completed < 2:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+    return created
+
+
+def test_cancelling_a_batch_keeps_the_answered_lines_and_fails_the_rest(client: OpenAI) -> None:
+    created = _running_slow_batch(client)
     cancelling = client.batches.cancel(created.id)
     assert cancelling.status in ("cancelling", "cancelled")
     batch = _finished(client, created.id)
@@ -330,14 +337,7 @@ def test_a_batch_whose_workflow_is_terminated_outside_aisf_ends_failed_with_its_
 ) -> None:
     """Its workflow never reached finalizing: reading the batch notices the ended job and finishes it
     from what was answered, rather than showing in_progress forever."""
-    url = "/v2/models/slow/infer"
-    created = client.batches.create(
-        input_file_id=_upload(client, _slow_lines(30)), endpoint=url, completion_window="24h"
-    )  # type: ignore[arg-type]
-    deadline = time.monotonic() + 30
-    while client.batches.retrieve(created.id).request_counts.completed < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    created = _running_slow_batch(client)
     asyncio.run(_terminate(temporal_server.address, created.id))  # type: ignore[attr-defined]
     batch = _finished(client, created.id, timeout_s=30)
     assert batch.status == "failed" and batch.failed_at
