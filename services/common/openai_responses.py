@@ -71,10 +71,10 @@ def usage_body(usage: Usage) -> Body:
 
 def _head(chunk: GenerationChunk, flavor: Flavor, kind: str) -> Body:
     head = {"id": flavor.id_prefix + chunk.id, "object": kind, "created": chunk.created, "model": chunk.model}
-    if (
-        chunk.fallback
-    ):  # the model's circuit was open: its fallback answered (also the x-aisf-fallback header)
+    if chunk.fallback:  # the model's circuit was open: its fallback answered (also x-aisf-fallback)
         head["aisf_fallback"] = chunk.fallback
+    if chunk.cached:  # replayed from the semantic cache (also x-aisf-cache: hit)
+        head["aisf_cache"] = "hit"
     return head
 
 

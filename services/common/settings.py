@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     """Answers kept per scope (tenant, model, version, parameters); a lookup compares all of them."""
     semantic_cache_max_scopes: int = Field(10_000, ge=1)
     """Scopes the in-process index keeps; the least recently used go first."""
+    semantic_cache_timeout_s: float = Field(0.25, gt=0, le=10)
+    """Bound on one index read or write (Redis socket and call): a slower cache is skipped."""
+    semantic_cache_cooldown_s: float = Field(5.0, ge=0, le=3600)
+    """After a cache failure (index or embedder), requests skip the cache this long, then try it again."""
     llm_max_waiting: int = Field(32, ge=0)
     """Requests that may queue for a busy generative engine; more get 429 with Retry-After."""
     # --- end LLM lane ---

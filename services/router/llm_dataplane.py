@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from time import perf_counter_ns
 from typing import TypeVar
 
@@ -35,8 +35,8 @@ from aisf.services.router.fallback import circuit_open
 from aisf.services.router.llm_validation import validate_embed, validate_generate
 from aisf.services.router.repository import LoadedModel, ModelRepository
 from aisf.services.router.routing import TrafficRouter
-from aisf.services.router.semantic_cache import CacheKey, SemanticCache, cache_key, cacheable, served_embedder
-from aisf.services.router.semantic_index import CachedAnswer, MemoryIndex, RedisIndex, Vector, VectorIndex
+from aisf.services.router.semantic_cache import Probe, SemanticCache, cache_key, cacheable, served_embedder
+from aisf.services.router.semantic_index import CachedAnswer, MemoryIndex, RedisIndex, VectorIndex
 from aisf.services.router.shadow import token_agreement
 from aisf.services.router.shadows import ShadowRegistry, shadow_target
 
@@ -101,16 +101,14 @@ async def _closing(stream: AsyncIterator[TokenChunk]) -> AsyncIterator[AsyncIter
 
 
 async def _replay(answer: CachedAnswer) -> AsyncGenerator[TokenChunk, None]:
-    """A cached answer as a stream: each choice's whole text in one chunk."""
+    """A cached answer as a stream: each choice's whole text in one chunk; the last carries the usage
+    the engine reported when it answered (what the answer is worth, whoever serves it)."""
+    last = len(answer.texts) - 1
     for index, (text, finish) in enumerate(zip(answer.texts, answer.finish_reasons, strict=True)):
-        yield TokenChunk(text, index, finish)
+        yield TokenChunk(text, index, finish, answer.usage if index == last else None)
 
 
-@dataclass(slots=True)
-class _Lookup:
-    key: CacheKey | None = None
-    vector: Vector | None = None
-    hit: CachedAnswer | None = None
+_NO_PROBE = Probe("miss")  # the cache was not consulted: nothing to store
 
 
 async def _canned(message: str, choices: int) -> AsyncGenerator[TokenChunk, None]:
@@ -231,7 +229,7 @@ class LlmDataplane:
             if lookup.hit:  # a cached answer costs the engine nothing: no permit, no probe spent
                 source = _replay(lookup.hit)
             elif (permit := model.breaker.enter()) is None:
-                lookup = _Lookup()
+                lookup = _NO_PROBE
                 source, fallback = self._fallback(model, request, trace)
             else:
                 source = self._run(model, asked, request, trace)
@@ -368,35 +366,23 @@ class LlmDataplane:
         if mirror is not None:
             mirror.offer(request, answer.texts(), elapsed)
 
-    async def _lookup(self, request: GenerateRequest, mode: CacheMode, trace: Trace) -> _Lookup:
+    async def _lookup(self, request: GenerateRequest, mode: CacheMode, trace: Trace) -> Probe:
         if self._cache is None:
-            return _Lookup()
+            return _NO_PROBE
         if not cacheable(request, mode):
             trace.cache = "bypass" if mode is CacheMode.BYPASS else "uncacheable"
             self._metrics.cache_result(request.model_name, trace.cache)
-            return _Lookup()
-        key = cache_key(request, request.model_version)
+            return _NO_PROBE
         started = perf_counter_ns()
-        try:
-            vector, hit = await self._cache.lookup(key)
-        except AisfError as exc:
-            # The cache only saves time: without it the request is still answered.
-            log.warning("semantic cache unavailable", extra={"reason": exc.reason, "detail": exc.message})
-            trace.cache = "unavailable"
-            self._metrics.cache_result(request.model_name, trace.cache, perf_counter_ns() - started)
-            return _Lookup()
-        trace.cache = "hit" if hit else "miss"
-        self._metrics.cache_result(request.model_name, trace.cache, perf_counter_ns() - started)
-        return _Lookup(key, vector, hit)
+        probe = await self._cache.lookup(cache_key(request, request.model_version))
+        trace.cache = probe.result
+        self._metrics.cache_result(request.model_name, probe.result, perf_counter_ns() - started)
+        return probe
 
-    async def _store(self, lookup: _Lookup, answer: _Answer) -> None:
+    async def _store(self, lookup: Probe, answer: _Answer) -> None:
         finished = answer.finished()
-        if self._cache is None or lookup.key is None or lookup.vector is None or lookup.hit or not finished:
-            return
-        try:
-            await self._cache.store(lookup.key, lookup.vector, finished)
-        except AisfError as exc:
-            log.warning("semantic cache store failed", extra={"reason": exc.reason, "detail": exc.message})
+        if self._cache is not None and lookup.vector is not None and finished is not None:
+            await self._cache.store(lookup, finished)
 
     async def close(self) -> None:
         if self._cache is not None:
@@ -417,6 +403,7 @@ def build_llm_dataplane(
                 settings.semantic_cache_redis_url,
                 settings.semantic_cache_ttl_s,
                 settings.semantic_cache_max_entries,
+                timeout_s=settings.semantic_cache_timeout_s,
             )
         else:
             index = MemoryIndex(
@@ -425,5 +412,11 @@ def build_llm_dataplane(
                 max_scopes=settings.semantic_cache_max_scopes,
             )
         embedder = served_embedder(repository, settings.semantic_cache_embedding_model)
-        cache = SemanticCache(index, embedder, settings.semantic_cache_threshold)
+        cache = SemanticCache(
+            index,
+            embedder,
+            settings.semantic_cache_threshold,
+            settings.semantic_cache_timeout_s,
+            settings.semantic_cache_cooldown_s,
+        )
     return LlmDataplane(repository, metrics, cache, shadows)

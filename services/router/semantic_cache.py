@@ -1,23 +1,43 @@
 """Semantic cache (REQ-OPT-04): a finished answer is reused for a later prompt whose embedding is close
-enough, within one scope: tenant, model, model version, conversation context and sampling parameters."""
+enough, within one scope: tenant, model, model version, conversation context, sampling parameters, and
+the embedding model and version that made the vectors (vectors of two embedders are not comparable).
+
+The cache only ever saves time: every failure (the embedder, the index, a hung Redis) is logged, counted
+and answered as a miss, and after one the cache rests for a cool-down (breaker-style) so a dead index
+costs the requests nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from aisf.adapters.base import EmbeddingAdapter
-from aisf.services.common.errors import InvalidInput
+from aisf.services.common.errors import AisfError, InvalidInput
 from aisf.services.common.llm_outputs import CacheMode
 from aisf.services.common.llm_types import EmbedRequest, GenerateRequest
 from aisf.services.router.repository import ModelRepository
 from aisf.services.router.semantic_index import CachedAnswer, Vector, VectorIndex
 
-Embedder = Callable[[str], Awaitable[Vector]]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Embedding:
+    vector: Vector
+    embedder: str  # "model:version": part of the scope
+
+
+Embedder = Callable[[str], Awaitable[Embedding]]
+Clock = Callable[[], float]
+Result = Literal["hit", "miss", "unavailable", "resting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +48,25 @@ class CacheKey:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A lookup's outcome; a miss carries where (and under which vector) to store the answer."""
+
+    result: Result
+    hit: CachedAnswer | None = None
+    scope: str = ""
+    vector: Vector | None = None
+
+
 def cacheable(request: GenerateRequest, mode: CacheMode) -> bool:
     """Only deterministic requests by default: a sampled answer replayed would pass for a fresh sample."""
     if mode is CacheMode.BYPASS:
         return False
     return request.params.deterministic or mode is CacheMode.OPT_IN
+
+
+def _digest(material: object) -> str:
+    return hashlib.sha256(json.dumps(material, ensure_ascii=False).encode()).hexdigest()[:40]
 
 
 def cache_key(request: GenerateRequest, model_version: str) -> CacheKey:
@@ -53,26 +87,60 @@ def cache_key(request: GenerateRequest, model_version: str) -> CacheKey:
         turns,
         [p.max_tokens, p.temperature, p.top_p, list(p.stop), p.seed, p.n],
     ]
-    digest = hashlib.sha256(json.dumps(material, ensure_ascii=False).encode()).hexdigest()
-    return CacheKey(digest[:40], text)
+    return CacheKey(_digest(material), text)
 
 
 class SemanticCache:
-    def __init__(self, index: VectorIndex, embed: Embedder, threshold: float) -> None:
+    def __init__(
+        self,
+        index: VectorIndex,
+        embed: Embedder,
+        threshold: float,
+        timeout_s: float = 0.25,
+        cooldown_s: float = 5.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self._index = index
         self._embed = embed
         self.threshold = threshold
+        self._timeout_s = timeout_s
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._resting_until = 0.0
 
-    async def lookup(self, key: CacheKey) -> tuple[Vector, CachedAnswer | None]:
-        """The prompt's embedding (to store the answer under on a miss) and the answer it hits, if any."""
-        vector = await self._embed(key.text)
-        found = await self._index.nearest(key.scope, vector)
+    async def lookup(self, key: CacheKey) -> Probe:
+        """The answer a close prompt of the scope got, if any; never raises."""
+        if self._clock() < self._resting_until:
+            return Probe("resting")
+        try:
+            embedding = await self._embed(key.text)
+            scope = _digest([key.scope, embedding.embedder])
+            async with asyncio.timeout(self._timeout_s):
+                found = await self._index.nearest(scope, embedding.vector)
+        except Exception as exc:
+            self._failed("lookup", exc)
+            return Probe("unavailable")
         if found is None or found[0] < self.threshold:
-            return vector, None
-        return vector, found[1]
+            return Probe("miss", None, scope, embedding.vector)
+        return Probe("hit", found[1])
 
-    async def store(self, key: CacheKey, vector: Vector, answer: CachedAnswer) -> None:
-        await self._index.add(key.scope, vector, answer)
+    async def store(self, probe: Probe, answer: CachedAnswer) -> None:
+        """Keep a missed request's finished answer; never raises."""
+        if probe.vector is None or self._clock() < self._resting_until:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._index.add(probe.scope, probe.vector, answer)
+        except Exception as exc:
+            self._failed("store", exc)
+
+    def _failed(self, step: str, exc: Exception) -> None:
+        self._resting_until = self._clock() + self._cooldown_s
+        detail = exc.message if isinstance(exc, AisfError) else f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "semantic cache skipped",
+            extra={"step": step, "detail": detail[:300], "resting_s": self._cooldown_s},
+        )
 
     async def close(self) -> None:
         await self._index.close()
@@ -80,13 +148,13 @@ class SemanticCache:
 
 def served_embedder(repository: ModelRepository, model_name: str) -> Embedder:
     """Embeds with a model the router serves, so the cache's embedding model is loaded, versioned and
-    reported like any other."""
+    reported like any other; the version that embedded goes into the scope."""
 
-    async def embed(text: str) -> Vector:
+    async def embed(text: str) -> Embedding:
         model = repository.get(model_name)
         if not isinstance(model.adapter, EmbeddingAdapter):
             raise InvalidInput(f"semantic cache: model '{model_name}' is not an embedding model")
         response = await model.adapter.embed(EmbedRequest(model_name, (text,), str(model.version)))
-        return np.asarray(response.vectors[0], dtype=np.float32)
+        return Embedding(np.asarray(response.vectors[0], dtype=np.float32), f"{model_name}:{model.version}")
 
     return embed

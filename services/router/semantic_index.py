@@ -57,10 +57,14 @@ def unit(vector: Vector) -> Vector:
     return vector / norm if norm > 0 else vector
 
 
-def _best(vectors: list[Vector], query: Vector) -> tuple[int, float]:
-    scores = np.stack(vectors) @ unit(query)
+def _nearest(entries: list[_Entry], query: Vector) -> tuple[float, CachedAnswer] | None:
+    """The closest entry; entries of another dimension (another embedder wrote them) never compare."""
+    alike = [e for e in entries if e.vector.shape == query.shape]
+    if not alike:
+        return None
+    scores = np.stack([e.vector for e in alike]) @ unit(query)
     best = int(np.argmax(scores))
-    return best, float(scores[best])
+    return float(scores[best]), alike[best].answer
 
 
 @dataclass(slots=True)
@@ -97,11 +101,7 @@ class MemoryIndex:
         return len(self._scopes)
 
     async def nearest(self, scope: str, vector: Vector) -> tuple[float, CachedAnswer] | None:
-        entries = self._live(scope)
-        if not entries:
-            return None
-        index, score = _best([e.vector for e in entries], vector)
-        return score, entries[index].answer
+        return _nearest(self._live(scope), vector)
 
     async def add(self, scope: str, vector: Vector, answer: CachedAnswer) -> None:
         entries = self._live(scope)[-(self._max_entries - 1) :] if self._max_entries > 1 else []
@@ -142,8 +142,12 @@ class RedisIndex:
         max_entries: int,
         prefix: str = "aisf:semcache:",
         clock: Clock = time.time,
+        timeout_s: float = 0.25,
     ) -> None:
-        self._client = redis.Redis.from_url(url)
+        # Bounded sockets: a hung Redis must fail a lookup quickly, not hold every cacheable request.
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+        )
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._prefix = prefix
@@ -164,10 +168,7 @@ class RedisIndex:
             entries = list((await self._entries(self._prefix + scope)).values())
         except RedisError as exc:
             raise EngineUnavailable(f"semantic cache index: {exc}") from exc
-        if not entries:
-            return None
-        index, score = _best([e.vector for e in entries], vector)
-        return score, entries[index].answer
+        return _nearest(entries, vector)
 
     async def add(self, scope: str, vector: Vector, answer: CachedAnswer) -> None:
         key = self._prefix + scope

@@ -219,6 +219,21 @@ async def test_a_cached_answer_says_so_in_a_header(
     assert wrong.status_code == 400 and "x-aisf-cache" in wrong.json()["error"]["message"]
 
 
+async def test_a_cached_answer_carries_the_usage_it_cost_and_a_field_saying_it_is_cached(
+    rest: httpx.AsyncClient,
+) -> None:
+    body = {**GREEDY, "messages": [{"role": "user", "content": "Name a colour, please."}]}
+    first = (await rest.post("/v1/chat/completions", json=body)).json()
+    again = (await rest.post("/v1/chat/completions", json=body)).json()
+    assert "aisf_cache" not in first and again["aisf_cache"] == "hit"
+    assert again["usage"] == first["usage"] and first["usage"]["completion_tokens"] > 0
+    streamed = await rest.post(
+        "/v1/chat/completions", json={**body, "stream": True, "stream_options": {"include_usage": True}}
+    )
+    replayed = [e for e in events(streamed.content) if e != "[DONE]"]
+    assert replayed[-1]["usage"] == first["usage"] and all(e["aisf_cache"] == "hit" for e in replayed)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param", "code"),
     [

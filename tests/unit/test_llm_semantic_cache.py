@@ -5,6 +5,7 @@ The dataplane tests use real engines: llm-demo on llama.cpp answers, all-MiniLM-
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -20,7 +21,7 @@ from aisf.services.common.llm_outputs import CacheMode, GenerationChunk
 from aisf.services.common.llm_types import ChatMessage, GenerateRequest, SamplingParams, Usage
 from aisf.services.router.llm_dataplane import LlmDataplane
 from aisf.services.router.repository import ModelRepository
-from aisf.services.router.semantic_cache import SemanticCache, cache_key, served_embedder
+from aisf.services.router.semantic_cache import CacheKey, Embedding, SemanticCache, cache_key, served_embedder
 from aisf.services.router.semantic_index import CachedAnswer, MemoryIndex, RedisIndex, VectorIndex
 from tests.support.llm import EMBEDDER, LLM, build_llm_models, llama, served_repository
 
@@ -225,3 +226,87 @@ async def test_an_unfinished_generation_is_never_stored(
     assert not cached and len(text) > len(first.choice.text)
     assert await answer(dataplane, chat(QUESTION)) == (text, True)  # a finished answer is stored
     assert (lookups(registry, "miss"), lookups(registry, "hit")) == (2, 1)
+
+
+class Embeddings:
+    """Hands out what a test says the embedding model answers now (its vector and which model it is)."""
+
+    def __init__(self, vector: np.ndarray, embedder: str = "embed:1") -> None:
+        self.now = Embedding(vector, embedder)
+        self.failure: Exception | None = None
+
+    async def __call__(self, text: str) -> Embedding:
+        if self.failure is not None:
+            raise self.failure
+        return self.now
+
+
+KEY = CacheKey("scope", "What is the capital of France?")
+
+
+async def test_vectors_of_a_swapped_embedder_never_match() -> None:
+    """The same words under another embedding model (or version) miss: its vectors are not comparable,
+    even when they happen to be close (the landed main scoped by the LLM only)."""
+    embeddings = Embeddings(unit(1, 0))
+    cache = SemanticCache(MemoryIndex(60, 10), embeddings, threshold=0.9)
+    missed = await cache.lookup(KEY)
+    await cache.store(missed, ANSWER)
+    assert (await cache.lookup(KEY)).result == "hit"
+    embeddings.now = Embedding(unit(1, 0), "embed:2")
+    assert (await cache.lookup(KEY)).result == "miss"
+
+
+async def test_a_vector_of_another_dimension_is_a_miss_never_an_error(
+    index_and_clock: tuple[VectorIndex, Clock],
+) -> None:
+    index, _ = index_and_clock
+    await index.add("s", unit(1, 0, 0), ANSWER)
+    assert await index.nearest("s", unit(1, 0)) is None
+
+
+async def test_a_failing_cache_is_skipped_for_its_cool_down_then_tried_again() -> None:
+    """Any failure (here the embedder's ValueError, which the landed main let fail the generation) is
+    a miss; the next requests skip the cache until the cool-down passed."""
+    clock = Clock()
+    embeddings = Embeddings(unit(1, 0))
+    cache = SemanticCache(MemoryIndex(60, 10), embeddings, 0.9, cooldown_s=5, clock=clock)
+    embeddings.failure = ValueError("shapes (2,) and (3,) not aligned")
+    assert (await cache.lookup(KEY)).result == "unavailable"
+    embeddings.failure = None
+    assert (await cache.lookup(KEY)).result == "resting"
+    clock.now += 5
+    assert (await cache.lookup(KEY)).result == "miss"
+
+
+async def test_a_hung_redis_costs_a_lookup_its_timeout_not_the_request() -> None:
+    """A Redis that accepts connections and never answers: the lookup gives up after its timeout (the
+    landed main's client had no socket timeout and waited forever)."""
+
+    connections: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)  # reads, never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    index = RedisIndex(f"redis://127.0.0.1:{port}/0", ttl_s=60, max_entries=10, timeout_s=0.1)
+    cache = SemanticCache(index, Embeddings(unit(1, 0)), 0.9, timeout_s=0.1)
+    try:
+        probe = await asyncio.wait_for(cache.lookup(KEY), timeout=5)
+        assert probe.result == "unavailable" and probe.hit is None
+    finally:
+        await cache.close()
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_hit_replays_the_usage_the_answer_cost(
+    repository: ModelRepository, registry: CollectorRegistry
+) -> None:
+    dataplane = cached_dataplane(repository, registry)
+    first = [c async for c in dataplane.generate(chat(QUESTION))]
+    again = [c async for c in dataplane.generate(chat(QUESTION))]
+    assert again[-1].cached and again[-1].usage == first[-1].usage
+    assert first[-1].usage is not None and first[-1].usage.completion_tokens > 0
