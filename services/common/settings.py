@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     """Bound on one index read or write (Redis socket and call): a slower cache is skipped."""
     semantic_cache_cooldown_s: float = Field(5.0, ge=0, le=3600)
     """After a cache failure (index or embedder), requests skip the cache this long, then try it again."""
+    llm_stream_idle_s: float = Field(60.0, ge=0, le=86_400)
+    """A token stream whose reader has not taken a chunk this long is cut and its engine freed (0: never)."""
     llm_max_waiting: int = Field(32, ge=0)
     """Requests that may queue for a busy generative engine; more get 429 with Retry-After."""
     # --- end LLM lane ---

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,10 +31,12 @@ class Retired(Exception):
 
 @dataclass(slots=True)
 class StreamLease:
-    """A stream's hold on an engine slot; `revoked` once the engine must drain and the stream stop."""
+    """A stream's hold on an engine slot; `revoked` once the engine must drain and the stream stop.
+    `waiting_since` (monotonic seconds, 0 when not) is set while a chunk waits for its consumer."""
 
     released: asyncio.Future[None]
     revoked: bool = False
+    waiting_since: float = 0.0
 
 
 def callers_own_deadline(error: AisfError) -> bool:
@@ -87,8 +90,12 @@ class EngineCalls:
     caller stops waiting (a thread cannot be interrupted, and the next call must not share it). At most
     `max_waiting` callers wait for a slot; more are refused at once with 429."""
 
-    def __init__(self, where: str, instances: int, max_waiting: int, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, where: str, instances: int, max_waiting: int, breaker: CircuitBreaker, stream_idle_s: float = 0
+    ) -> None:
         self._where = where
+        self._stream_idle_s = stream_idle_s
+        self._watchdog: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(instances)
         self._max_waiting = max_waiting
         self._breaker = breaker
@@ -167,6 +174,8 @@ class EngineCalls:
         assert task is not None
         lease = StreamLease(asyncio.get_running_loop().create_future())
         self._streams[task] = lease
+        if self._stream_idle_s > 0 and self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch_stalls())
         try:
             with self._outcome:
                 yield lease
@@ -194,6 +203,25 @@ class EngineCalls:
                 task.cancel()
         while self._running or self._streams:
             await asyncio.wait({*self._running, *self._released()})
+
+    async def _watch_stalls(self) -> None:
+        """While streams are open: cut one whose consumer has not taken a chunk for `stream_idle_s` (a
+        client that stopped reading), so it cannot pin the engine slot; its task is cancelled, which
+        closes the engine's stream (the engine stops between two tokens) and frees the slot."""
+        idle_s = self._stream_idle_s
+        try:
+            while self._streams:
+                await asyncio.sleep(min(idle_s / 4, 1.0))
+                now = time.monotonic()
+                for task, lease in list(self._streams.items()):
+                    if lease.waiting_since and now - lease.waiting_since > idle_s and not task.cancelling():
+                        log.warning(
+                            "cutting a stream whose reader stalled",
+                            extra={"engine": self._where, "idle_s": round(now - lease.waiting_since, 1)},
+                        )
+                        task.cancel()
+        finally:
+            self._watchdog = None
 
     def _released(self) -> set[asyncio.Future[None]]:
         return {lease.released for lease in self._streams.values()}

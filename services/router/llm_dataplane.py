@@ -321,7 +321,9 @@ class LlmDataplane:
                             raise EngineUnavailable(
                                 f"model '{model.name}' is being unloaded: the generation was cut off"
                             )
+                        lease.waiting_since = time.monotonic()  # the stall watchdog's clock
                         yield chunk
+                        lease.waiting_since = 0.0
             except AisfError:
                 raise
             except Exception as exc:

@@ -68,6 +68,7 @@ class RepositoryDefaults:
     max_queue_size: int = 256
     llm_max_waiting: int = 32
     drain_timeout_s: float = 30.0
+    stream_idle_s: float = 60.0  # a stream whose reader took no chunk this long is cut (0: never)
 
 
 # Settings that only steer traffic around an engine: a reload that changes nothing else keeps the engine.
@@ -295,6 +296,7 @@ class ModelRepository:
             config.instance_count,
             self._max_waiting(config, adapter),
             breaker,
+            self._defaults.stream_idle_s,
         )
         executor: Executor
         if config.dynamic_batching is not None:

@@ -45,7 +45,12 @@ async def build_router(
 ) -> RouterService:
     """Load the model repository; the caller serves the returned registrars on its gRPC server."""
     store = ModelStore(database)
-    defaults = RepositoryDefaults(settings.max_queue_size, settings.llm_max_waiting, settings.drain_timeout_s)
+    defaults = RepositoryDefaults(
+        max_queue_size=settings.max_queue_size,
+        llm_max_waiting=settings.llm_max_waiting,
+        drain_timeout_s=settings.drain_timeout_s,
+        stream_idle_s=settings.llm_stream_idle_s,
+    )
     repository = ModelRepository(
         settings.model_repository, adapters or AdapterRegistry.from_entry_points(), store, defaults
     )

@@ -323,3 +323,30 @@ async def test_a_stream_outliving_the_drain_grace_is_cut_off_with_a_typed_error(
     assert (
         sample(registry, "aisf_llm_requests_total", **LABELS, kind="chat", outcome="engine_unavailable") == 1
     )
+
+
+async def test_a_reader_that_stops_taking_chunks_is_cut_and_frees_the_engine(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    """The reader takes one chunk and then sits on the stream: after the idle limit its task is
+    cancelled, the engine stops between two tokens, and the next request gets the one slot (the landed
+    main held it until the client went away, or forever)."""
+    build_llm_models(tmp_path / "models", embedder=False)
+    stalls = RepositoryDefaults(llm_max_waiting=4, stream_idle_s=0.3)
+    async with served_repository(tmp_path, stalls) as repository:
+        dataplane = LlmDataplane(repository, LlmMetrics(registry))
+        engine = llama(repository)
+
+        async def stalled_reader() -> None:
+            async with aclosing(dataplane.generate(chat(max_tokens=400, temperature=0.0))) as stream:
+                await anext(stream)
+                await asyncio.sleep(3600)  # a client that stopped reading
+
+        reader = asyncio.create_task(stalled_reader())
+        await asyncio.sleep(0.1)
+        next_one = await asyncio.wait_for(collect(dataplane, chat(max_tokens=8, temperature=0.0)), timeout=10)
+        assert next_one[-1].usage is not None and next_one[-1].usage.completion_tokens == 8
+        assert reader.done() and reader.cancelled()
+        tokens = engine.tokens_generated
+        await asyncio.sleep(0.2)
+        assert engine.tokens_generated == tokens  # nothing generates for the stalled reader any more
