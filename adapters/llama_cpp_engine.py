@@ -6,14 +6,16 @@ import asyncio
 import codecs
 import contextlib
 import functools
+import json
 import random
 import threading
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any, TypeVar
 
 import llama_cpp
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from aisf.adapters.base import Health, ModelMetadata, ModelSpec, engine_failure
 from aisf.adapters.llama_draft import LlamaInstance
@@ -23,6 +25,7 @@ from aisf.services.common.llm_types import (
     EmbedResponse,
     FinishReason,
     GenerateRequest,
+    ResponseFormat,
     SamplingParams,
     TokenChunk,
     Usage,
@@ -58,6 +61,57 @@ class _Handoff:
     def stop(self) -> None:
         self.consumer_gone.set()
         self._credits.release()  # wakes an engine blocked in put()
+
+
+@functools.lru_cache(maxsize=64)
+def grammar_for(response_format: ResponseFormat) -> LlamaGrammar | None:
+    """The GBNF grammar that constrains decoding to a response format (None: free text); built once per
+    schema (the grammar is immutable: each generation's sampler parses its own copy)."""
+    if response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    if response_format.strict:
+        unenforced = next(_unenforced(json.loads(response_format.schema), "schema"), None)
+        if unenforced is not None:
+            raise InvalidInput(
+                f"response_format.json_schema.{unenforced}: llama.cpp's grammars cannot enforce this "
+                "keyword; drop it, or set strict to false to have the rest of the schema enforced"
+            )
+    try:
+        return LlamaGrammar.from_json_schema(response_format.schema, verbose=False)
+    except Exception as exc:  # the converter raises whatever it meets: an unsupported keyword, a bad ref
+        raise InvalidInput(
+            f"response_format.json_schema.schema: llama.cpp cannot constrain decoding to it ({exc})"
+        ) from None
+
+
+# JSON Schema keywords llama.cpp's schema-to-grammar conversion leaves unenforced (value bounds and
+# relations between values cannot be written as a context-free grammar it builds).
+_UNENFORCED = frozenset({
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems", "contains",
+    "not", "if", "then", "else", "dependentRequired", "dependentSchemas", "propertyNames", "minProperties",
+    "maxProperties", "patternProperties", "unevaluatedProperties", "unevaluatedItems",
+})  # fmt: skip
+_SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions"})  # name -> schema: names are not keywords
+_VALUES = frozenset({"enum", "const", "default", "examples", "title", "description", "required"})
+
+
+def _unenforced(node: object, path: str) -> Iterator[str]:
+    """Paths of the keywords in a schema that decoding could not enforce."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _unenforced(item, f"{path}[{i}]")
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key in _UNENFORCED:
+            yield f"{path}.{key}"
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            for name, schema in value.items():
+                yield from _unenforced(schema, f"{path}.{key}.{name}")
+        elif key not in _VALUES:
+            yield from _unenforced(value, f"{path}.{key}")
 
 
 class _StopMatcher:
@@ -157,9 +211,12 @@ class LlamaCppAdapter:
         return sum(i.generated for i in self._instances)
 
     async def stream(self, request: GenerateRequest) -> AsyncGenerator[TokenChunk]:
+        grammar = grammar_for(request.params.response_format)  # a schema it cannot take fails here
         instance = await self._acquire()
         handoff = _Handoff(asyncio.get_running_loop())
-        producer = self._in_thread(instance, functools.partial(self._produce, instance, request, handoff))
+        producer = self._in_thread(
+            instance, functools.partial(self._produce, instance, request, grammar, handoff)
+        )
         try:
             while (chunk := await handoff.get()) is not None:
                 yield chunk
@@ -224,14 +281,20 @@ class LlamaCppAdapter:
             raise InvalidInput(f"input: model '{self._name}': {exc}") from exc
         return vectors, tokens
 
-    def _produce(self, instance: LlamaInstance, request: GenerateRequest, handoff: _Handoff) -> None:
+    def _produce(
+        self,
+        instance: LlamaInstance,
+        request: GenerateRequest,
+        grammar: LlamaGrammar | None,
+        handoff: _Handoff,
+    ) -> None:
         """Engine thread: n sequential generations; always ends the handoff, even on error."""
         try:
             prompt = self._prompt_tokens(instance.llm, request)
             params = request.params
             completion = 0
             for index in range(params.n):
-                generated, finish, tail = self._generate(instance, prompt, params, index, handoff)
+                generated, finish, tail = self._generate(instance, prompt, params, grammar, index, handoff)
                 completion += generated
                 if handoff.consumer_gone.is_set():
                     return
@@ -275,6 +338,7 @@ class LlamaCppAdapter:
         instance: LlamaInstance,
         prompt: list[int],
         params: SamplingParams,
+        grammar: LlamaGrammar | None,
         index: int,
         handoff: _Handoff,
     ) -> tuple[int, FinishReason, str]:
@@ -293,7 +357,13 @@ class LlamaCppAdapter:
         finish: FinishReason = "length"
         # OpenAI sampling: temperature and top_p only (llama.cpp's top_k/min_p defaults off).
         tokens = llm.generate(
-            prompt, temp=params.temperature, top_p=params.top_p, top_k=0, min_p=0.0, repeat_penalty=1.0
+            prompt,
+            temp=params.temperature,
+            top_p=params.top_p,
+            top_k=0,
+            min_p=0.0,
+            repeat_penalty=1.0,
+            grammar=grammar,  # structured outputs: only tokens the format allows can be sampled
         )
         try:
             for token in tokens:

@@ -31,6 +31,7 @@ from aisf.services.common.llm_types import (
     EmbedResponse,
     FinishReason,
     GenerateRequest,
+    ResponseFormat,
     TokenChunk,
     Usage,
 )
@@ -265,12 +266,27 @@ class OpenAIRemoteAdapter:
             "top_p": params.top_p,
             "n": params.n,
         }
-        optional = {"max_tokens": params.max_tokens, "seed": params.seed, "stop": list(params.stop) or None}
+        optional = {
+            "max_tokens": params.max_tokens,
+            "seed": params.seed,
+            "stop": list(params.stop) or None,
+            "response_format": _response_format(params.response_format),
+        }
         body.update({k: v for k, v in optional.items() if v is not None})
         if request.prompt is not None:
             return "completions", {**body, "prompt": request.prompt}
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         return "chat/completions", {**body, "messages": messages}
+
+
+def _response_format(form: ResponseFormat) -> dict[str, Any] | None:
+    """OpenAI's wire form of a response format (None: free text, the server's default)."""
+    if form.type == "text":
+        return None
+    if form.type == "json_object":
+        return {"type": "json_object"}
+    spec = {"name": form.name or "response", "schema": json.loads(form.schema), "strict": form.strict}
+    return {"type": "json_schema", "json_schema": spec}
 
 
 async def _events(response: httpx.Response, where: str) -> AsyncGenerator[dict[str, Any]]:

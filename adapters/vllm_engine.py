@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import uuid
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from aisf.adapters.base import Health, ModelMetadata, ModelSpec, engine_failure
 from aisf.services.common.errors import AisfError, InvalidInput, ModelLoadFailed, ModelNotReady, Unsupported
-from aisf.services.common.llm_types import FinishReason, GenerateRequest, TokenChunk, Usage
+from aisf.services.common.llm_types import FinishReason, GenerateRequest, ResponseFormat, TokenChunk, Usage
 from aisf.services.common.tensors import InferRequest, InferResponse
 
 # Parameters handed to vLLM's AsyncEngineArgs unchanged.
@@ -81,6 +82,20 @@ class VllmAdapter:
     def context_length(self) -> int:
         return self._max_len
 
+    def _structured(self, form: ResponseFormat) -> dict[str, Any]:
+        """vLLM's structured-output argument of SamplingParams for a response format: newer releases
+        take `structured_outputs=StructuredOutputsParams(...)`, older ones
+        `guided_decoding=GuidedDecodingParams(...)`."""
+        if form.type == "text":
+            return {}
+        schema: Any = json.loads(form.schema) if form.type == "json_schema" else None
+        options = importlib.import_module("vllm.sampling_params")
+        if hasattr(options, "StructuredOutputsParams"):
+            kind = options.StructuredOutputsParams
+            return {"structured_outputs": kind(json=schema) if schema else kind(json_object=True)}
+        kind = options.GuidedDecodingParams
+        return {"guided_decoding": kind(json=schema) if schema else kind(json_object=True)}
+
     async def stream(self, request: GenerateRequest) -> AsyncGenerator[TokenChunk]:
         if self._engine is None or self._vllm is None:
             raise ModelNotReady(f"model '{self._name}' is not loaded")
@@ -97,6 +112,7 @@ class VllmAdapter:
                 stop=list(params.stop),
                 seed=params.seed,
                 output_kind=importlib.import_module("vllm.sampling_params").RequestOutputKind.DELTA,
+                **self._structured(params.response_format),
             )
             # aclosing: a consumer that stops closes vLLM's generator, which aborts the request at once.
             async with contextlib.aclosing(

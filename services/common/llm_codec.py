@@ -14,6 +14,8 @@ from aisf.services.common.llm_types import (
     EmbedResponse,
     FinishReason,
     GenerateRequest,
+    ResponseFormat,
+    ResponseFormatType,
     Role,
     SamplingParams,
     TokenChunk,
@@ -57,7 +59,16 @@ def tenant_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> 
     return ""
 
 
+_FORMATS: dict[ResponseFormatType, pb.ResponseFormatType.ValueType] = {
+    "text": pb.RESPONSE_FORMAT_TYPE_UNSPECIFIED,
+    "json_object": pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
+    "json_schema": pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
+}
+_FORMAT_NAMES = {value: name for name, value in _FORMATS.items()}
+
+
 def _params_to_proto(params: SamplingParams) -> pb.SamplingParams:
+    form = params.response_format
     return pb.SamplingParams(
         max_tokens=params.max_tokens,
         temperature=params.temperature,
@@ -65,7 +76,17 @@ def _params_to_proto(params: SamplingParams) -> pb.SamplingParams:
         stop=params.stop,
         seed=params.seed,
         n=params.n,
+        response_format=pb.ResponseFormat(
+            type=_FORMATS[form.type], json_schema=form.schema, name=form.name, strict=form.strict
+        ),
     )
+
+
+def _format_from_proto(form: pb.ResponseFormat) -> ResponseFormat:
+    kind = _FORMAT_NAMES.get(form.type)
+    if kind is None:
+        raise InvalidInput(f"params.response_format.type: unknown value {form.type}")
+    return ResponseFormat(kind, form.json_schema, form.name, form.strict)
 
 
 def _params_from_proto(params: pb.SamplingParams) -> SamplingParams:
@@ -77,6 +98,7 @@ def _params_from_proto(params: pb.SamplingParams) -> SamplingParams:
         stop=tuple(params.stop),
         seed=params.seed if params.HasField("seed") else None,
         n=params.n or 1,
+        response_format=_format_from_proto(params.response_format),
     )
 
 

@@ -15,6 +15,19 @@ class ChatMessage:
     content: str
 
 
+ResponseFormatType = Literal["text", "json_object", "json_schema"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """What the output must be: free text, any JSON object, or JSON valid for `schema` (JSON text)."""
+
+    type: ResponseFormatType = "text"
+    schema: str = ""
+    name: str = ""
+    strict: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
     max_tokens: int | None = None
@@ -23,6 +36,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int = 1
+    response_format: ResponseFormat = ResponseFormat()
 
     @property
     def deterministic(self) -> bool:

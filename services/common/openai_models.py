@@ -1,18 +1,27 @@
 """OpenAI wire models of the REST edge: requests validated here and turned into domain requests.
 
 Unknown fields are accepted and logged (clients send new fields first); fields that would change the
-answer in a way aisf cannot honour (tools, logprobs, response formats, ...) are a 400, never ignored.
+answer in a way aisf cannot honour (tools, logprobs, ...) are a 400, never ignored.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from aisf.services.common.errors import InvalidInput
-from aisf.services.common.llm_types import ChatMessage, EmbedRequest, GenerateRequest, Role, SamplingParams
+from aisf.services.common.llm_types import (
+    ChatMessage,
+    EmbedRequest,
+    GenerateRequest,
+    ResponseFormat,
+    Role,
+    SamplingParams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,23 +136,40 @@ class ChatMessageIn(_OpenAI):
         return ChatMessage(role, "".join(part.text or "" for part in self.content))
 
 
-class ResponseFormat(_OpenAI):
-    type: str
+class JsonSchemaFormat(_OpenAI):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    strict: bool | None = None
+
+
+class ResponseFormatIn(_OpenAI):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def to_domain(self) -> ResponseFormat:
+        if self.type != "json_schema":
+            return ResponseFormat(self.type)
+        if self.json_schema is None or self.json_schema.schema_ is None:
+            raise InvalidInput("response_format.json_schema.schema: is required for type json_schema")
+        spec = self.json_schema
+        return ResponseFormat("json_schema", json.dumps(spec.schema_), spec.name, bool(spec.strict))
 
 
 class ChatCompletionRequest(_Sampling):
     messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
-    response_format: ResponseFormat | None = None
+    response_format: ResponseFormatIn | None = None
 
     def to_domain(self, request_id: str) -> GenerateRequest:
         self._checked(_CHAT_UNSUPPORTED)
-        if self.response_format is not None and self.response_format.type != "text":
-            raise InvalidInput(f"response_format: type '{self.response_format.type}' is not supported")
+        params = self._params(self.max_completion_tokens or self.max_tokens)
+        if self.response_format is not None:
+            params = replace(params, response_format=self.response_format.to_domain())
         return GenerateRequest(
             model_name=self.model,
             messages=tuple(m.to_domain(i) for i, m in enumerate(self.messages)),
-            params=self._params(self.max_completion_tokens or self.max_tokens),
+            params=params,
             request_id=request_id,
         )
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import jsonschema
+
 from aisf.services.common.errors import InvalidInput
 from aisf.services.common.llm_types import EmbedRequest, GenerateRequest
 
@@ -32,6 +36,23 @@ def validate_generate(request: GenerateRequest, context_length: int) -> None:
         raise InvalidInput(f"n: must be between 1 and {MAX_CHOICES}, got {p.n}")
     if len(p.stop) > MAX_STOP_STRINGS or any(not s for s in p.stop):
         raise InvalidInput(f"stop: at most {MAX_STOP_STRINGS} non-empty strings")
+    if p.response_format.type == "json_schema":
+        _check_schema(p.response_format.schema)
+
+
+def _check_schema(text: str) -> None:
+    """The schema of a json_schema response format: a JSON object that is itself a valid JSON Schema."""
+    where = "response_format.json_schema.schema"
+    try:
+        schema = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{where}: not JSON ({exc})") from None
+    if not isinstance(schema, dict):
+        raise InvalidInput(f"{where}: must be a JSON object")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidInput(f"{where}: not a valid JSON Schema ({exc.message})") from None
 
 
 def validate_embed(request: EmbedRequest) -> None:

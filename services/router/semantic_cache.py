@@ -86,6 +86,7 @@ def cache_key(request: GenerateRequest, model_version: str) -> CacheKey:
         kind,
         turns,
         [p.max_tokens, p.temperature, p.top_p, list(p.stop), p.seed, p.n],
+        [p.response_format.type, p.response_format.schema],  # a JSON answer is not a text answer
     ]
     return CacheKey(_digest(material), text)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -111,3 +112,29 @@ def test_speculative_decoding_counters_are_exported(
         scrape(aisf_server.metrics_port, "aisf_llm_speculative_total", **labels, stat="proposed") > proposed
     )
     assert scrape(aisf_server.metrics_port, "aisf_llm_speculative_total", **labels, stat="accepted") > 0
+
+
+def test_a_structured_output_over_grpc_is_json_of_the_schema(stub: pb_grpc.LlmServiceStub) -> None:
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    form = pb.ResponseFormat(
+        type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=json.dumps(schema), name="s"
+    )
+    params = pb.SamplingParams(max_tokens=32, temperature=0.8, seed=3, response_format=form)
+    replies = stub.ChatCompletion(
+        pb.ChatCompletionRequest(model=MODEL, messages=HELLO, params=params), timeout=30
+    )
+    answer = json.loads("".join(r.choice.text for r in replies))
+    assert set(answer) <= {"ok"} and isinstance(answer["ok"], bool)
+
+
+def test_a_schema_that_is_not_json_is_invalid_argument_naming_it(stub: pb_grpc.LlmServiceStub) -> None:
+    form = pb.ResponseFormat(type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema="{not json")
+    params = pb.SamplingParams(max_tokens=4, response_format=form)
+    with pytest.raises(grpc.RpcError) as raised:
+        list(
+            stub.ChatCompletion(
+                pb.ChatCompletionRequest(model=MODEL, messages=HELLO, params=params), timeout=30
+            )
+        )
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "response_format.json_schema.schema" in (raised.value.details() or "")

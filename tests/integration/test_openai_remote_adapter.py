@@ -28,6 +28,7 @@ from aisf.services.common.llm_types import (
     ChatMessage,
     EmbedRequest,
     GenerateRequest,
+    ResponseFormat,
     SamplingParams,
     TokenChunk,
 )
@@ -84,6 +85,20 @@ async def test_chat_streams_the_servers_chunks_and_finishes(remote: OpenAIRemote
     texts = [c.text for c in chunks if c.text]
     assert len(texts) > 3  # chunk by chunk, not one blob
     assert chunks[-1].finish_reason == "length"
+
+
+@pytest.mark.integration
+async def test_a_response_format_passes_through_to_the_server_and_constrains_its_answer(
+    remote: OpenAIRemoteAdapter,
+) -> None:
+    """llama.cpp's own server takes `json_object` (its server predates `json_schema`): the random sample
+    model, which never answers JSON unconstrained, answers a JSON object."""
+    form = ResponseFormat("json_object")
+    chunks = await _collect(remote, _chat(max_tokens=64, temperature=0.0, response_format=form))
+    text = "".join(c.text for c in chunks)
+    assert text.lstrip().startswith("{")
+    if chunks[-1].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
 
 
 @pytest.mark.integration
@@ -202,9 +217,19 @@ async def test_the_request_carries_sampling_the_key_and_asks_for_usage(
 
     monkeypatch.setenv(KEY_ENV, KEY)
     adapter = await _scripted(handler, api_key_env=KEY_ENV, remote_model="remote")
-    await _collect(adapter, _chat(max_tokens=7, temperature=0.5, top_p=0.9, seed=3, stop=("x",), n=2))
+    form = ResponseFormat("json_schema", '{"type": "object"}', "thing", strict=True)
+    await _collect(
+        adapter,
+        _chat(max_tokens=7, temperature=0.5, top_p=0.9, seed=3, stop=("x",), n=2, response_format=form),
+    )
+    await _collect(adapter, _chat(max_tokens=7))
     await adapter.unload()
     body = json.loads(seen[0].content)
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "thing", "schema": {"type": "object"}, "strict": True},
+    }
+    assert "response_format" not in json.loads(seen[1].content)  # free text: the server's default
     assert seen[0].url.path == "/v1/chat/completions"
     assert seen[0].headers["authorization"] == f"Bearer {KEY}"
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}

@@ -13,12 +13,16 @@ from aisf.services.common.llm_types import (
     EmbedRequest,
     EmbedResponse,
     GenerateRequest,
+    ResponseFormat,
     SamplingParams,
     TokenChunk,
     Usage,
 )
 
-PARAMS = SamplingParams(max_tokens=7, temperature=0.7, top_p=0.9, stop=("\n", "END"), seed=42, n=2)
+SCHEMA = ResponseFormat("json_schema", '{"type": "object"}', "answer", strict=True)
+PARAMS = SamplingParams(
+    max_tokens=7, temperature=0.7, top_p=0.9, stop=("\n", "END"), seed=42, n=2, response_format=SCHEMA
+)
 
 
 @pytest.mark.parametrize("mode", list(CacheMode))
@@ -75,3 +79,19 @@ def test_the_tenant_comes_from_call_metadata_only() -> None:
     assert codec.tenant_from_metadata((("x-request-id", "r"), (codec.TENANT_KEY, "acme"))) == "acme"
     assert codec.tenant_from_metadata(((codec.TENANT_KEY, b"bytes-co"),)) == "bytes-co"
     assert codec.tenant_from_metadata(None) == ""
+
+
+@pytest.mark.parametrize("form", [ResponseFormat(), ResponseFormat("json_object"), SCHEMA])
+def test_every_response_format_survives_the_wire(form: ResponseFormat) -> None:
+    request = GenerateRequest("m", prompt="p", params=SamplingParams(response_format=form))
+    wire = pb.CompletionRequest.FromString(
+        codec.completion_request_to_proto(request, CacheMode.DEFAULT).SerializeToString()
+    )
+    assert codec.completion_request_from_proto(wire, "", "")[0].params.response_format == form
+
+
+def test_an_unknown_response_format_type_is_rejected_naming_the_field() -> None:
+    wire = codec.completion_request_to_proto(GenerateRequest("m", prompt="p"), CacheMode.DEFAULT)
+    wire.params.response_format.type = 99  # type: ignore[assignment]
+    with pytest.raises(InvalidInput, match="response_format.type"):
+        codec.completion_request_from_proto(wire, "", "")

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from aisf.services.common.errors import EngineUnavailable
 from aisf.services.common.llm_metrics import LlmMetrics
 from aisf.services.common.llm_outputs import CacheMode, GenerationChunk
-from aisf.services.common.llm_types import ChatMessage, GenerateRequest, SamplingParams, Usage
+from aisf.services.common.llm_types import ChatMessage, GenerateRequest, ResponseFormat, SamplingParams, Usage
 from aisf.services.router.llm_dataplane import LlmDataplane
 from aisf.services.router.repository import ModelRepository
 from aisf.services.router.semantic_cache import CacheKey, Embedding, SemanticCache, cache_key, served_embedder
@@ -118,6 +118,8 @@ def test_the_scope_separates_tenants_models_versions_parameters_and_history() ->
     assert cache_key(replace(base, model_name="other"), "1").scope != scope
     assert cache_key(chat("What is the capital of France?", temperature=0.5), "1").scope != scope
     assert cache_key(chat("What is the capital of France?", history=("earlier",)), "1").scope != scope
+    as_json = replace(base, params=replace(base.params, response_format=ResponseFormat("json_object")))
+    assert cache_key(as_json, "1").scope != scope  # a JSON answer never replays for a text request
     assert cache_key(base, "1").text == "What is the capital of France?"
 
 
