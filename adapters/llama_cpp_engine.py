@@ -365,10 +365,12 @@ class LlamaCppAdapter:
             repeat_penalty=1.0,
             grammar=grammar,  # structured outputs: only tokens the format allows can be sampled
         )
+        sampled: list[int] = []
         try:
             for token in tokens:
                 generated += 1
                 instance.generated += 1
+                sampled.append(token)
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     finish = "stop"
                     break
@@ -386,5 +388,7 @@ class LlamaCppAdapter:
                     break
         finally:
             tokens.close()
+            if instance.draft is not None:
+                instance.draft.finish_sequence(prompt + sampled)
         tail = "" if finish == "cancelled" else stops.flush() + decoder.decode(b"", final=True)
         return generated, finish, tail

@@ -38,7 +38,9 @@ class DraftModelProposer(LlamaDraftModel):
     longest prefix that matches its own sampling, so the output is what the target alone would produce.
 
     llama-cpp-python does not report acceptance, but the next call shows it: the verified tokens follow
-    the previous prefix, and as many of them as match the previous proposal were accepted."""
+    the previous prefix, and as many of them as match the previous proposal were accepted. A proposal is
+    counted once it is settled: by the next call, or by `finish_sequence` for a generation's last one
+    (counting it when made, and never crediting the last, biased the rate low)."""
 
     def __init__(self, draft: Llama, tokens: int) -> None:
         self.draft = draft
@@ -52,9 +54,15 @@ class DraftModelProposer(LlamaDraftModel):
         """Forget the last proposal: a new generation never verifies it, even if its prompt extends it."""
         self._prefix, self._proposal = [], []
 
+    def finish_sequence(self, ids: list[int]) -> None:
+        """The generation ended with `ids` (prompt and every token sampled): settle its last proposal.
+        Positions past the generation's end were never needed and count neither way."""
+        self._settle(ids, ended=True)
+        self.start_sequence()
+
     def __call__(self, input_ids: npt.NDArray[np.intc], /, **kwargs: Any) -> npt.NDArray[np.intc]:
         ids = [int(t) for t in input_ids]
-        self._count_accepted(ids)
+        self._settle(ids, ended=False)
         budget = min(self._tokens, self.draft.n_ctx() - len(ids))
         proposal: list[int] = []
         if budget > 0:
@@ -69,18 +77,25 @@ class DraftModelProposer(LlamaDraftModel):
             finally:
                 tokens.close()
         self._prefix, self._proposal = ids, proposal
-        self.proposed += len(proposal)
         return np.array(proposal, dtype=np.intc)
 
-    def _count_accepted(self, ids: list[int]) -> None:
+    def _settle(self, ids: list[int], ended: bool) -> None:
+        """Count the last proposal: its tokens up to the first the target sampled otherwise are accepted;
+        mid-generation every proposed token was verified, at the end only those up to the end."""
         start = len(self._prefix)
         if not self._proposal or ids[:start] != self._prefix:
             return
         verified = ids[start : start + len(self._proposal)]
+        matched = 0
         for kept, proposed in zip(verified, self._proposal, strict=False):
             if kept != proposed:
                 break
-            self.accepted += 1
+            matched += 1
+        self.accepted += matched
+        if not ended:
+            self.proposed += len(self._proposal)
+        else:
+            self.proposed += min(len(self._proposal), len(verified), matched + 1)
 
 
 @dataclass
