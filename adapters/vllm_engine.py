@@ -42,8 +42,9 @@ def speculative_config(spec: ModelSpec) -> dict[str, Any] | None:
 class VllmAdapter:
     """Parameters: `model` (a model folder or GGUF relative to the version folder, default the version
     folder itself), vLLM's `max_model_len`, `gpu_memory_utilization`, `tensor_parallel_size`, `dtype`,
-    `enforce_eager`, and the speculative decoding ones above. vLLM exports its own draft acceptance
-    counters (vllm:spec_decode_*) to the process's Prometheus registry."""
+    `enforce_eager`, and the speculative decoding ones above. vLLM exports its own series (vllm:*, the
+    draft acceptance counters vllm:spec_decode_* among them) to the process's default Prometheus
+    registry; aisf's /metrics forwards them (`llm_metrics._InProcessEngineSeries`)."""
 
     def __init__(self) -> None:
         self._vllm: ModuleType | None = None

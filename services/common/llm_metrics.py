@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from time import perf_counter_ns
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -58,6 +58,23 @@ class _EngineCollector(Collector):
                 tokens.add_metric([engine.model, engine.version], engine.tokens_generated)
         yield speculative
         yield tokens
+
+
+# Engines that keep their own Prometheus series in the process's default registry (vLLM: speculative
+# acceptance, KV-cache use, queue times); aisf serves its own registry, so it forwards theirs.
+_ENGINE_PREFIXES = ("vllm:", "sglang:")
+
+
+class _InProcessEngineSeries(Collector):
+    """The in-process engines' own series from prometheus_client's default registry, read at scrape."""
+
+    def __init__(self, source: CollectorRegistry = REGISTRY) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._source.collect():
+            if family.name.startswith(_ENGINE_PREFIXES):
+                yield family
 
 
 class LlmMetrics:
@@ -122,6 +139,8 @@ class LlmMetrics:
         )
         if engines is not None:
             registry.register(_EngineCollector(engines))
+            if registry is not REGISTRY:
+                registry.register(_InProcessEngineSeries())
         self._children = lru_cache(maxsize=4096)(self._labelled)
 
     def _labelled(self, model: str, version: str) -> tuple[Histogram, Histogram, Gauge]:
