@@ -13,6 +13,8 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any, TypeVar
 
 import llama_cpp
+import numpy as np
+import numpy.typing as npt
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
@@ -28,6 +30,8 @@ from aisf.services.common.llm_types import (
     ResponseFormat,
     SamplingParams,
     TokenChunk,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
 from aisf.services.common.tensors import InferRequest, InferResponse
@@ -84,6 +88,34 @@ def grammar_for(response_format: ResponseFormat) -> LlamaGrammar | None:
         raise InvalidInput(
             f"response_format.json_schema.schema: llama.cpp cannot constrain decoding to it ({exc})"
         ) from None
+
+
+def _logits_at(llm: Llama, position: int) -> npt.NDArray[np.float32]:
+    """The logits at `position`, which the token after it was sampled from. With logits_all (a draft
+    model sets it) llama-cpp-python keeps every position's; otherwise llama.cpp's last decoded position
+    is that one (generation decodes one token at a time)."""
+    if llm._logits_all:
+        return np.asarray(llm.scores[position], dtype=np.float32)
+    pointer = llm._ctx.get_logits_ith(-1)
+    return np.asarray(np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)), dtype=np.float32)
+
+
+def _token_logprob(llm: Llama, logits: npt.NDArray[np.float32], token: int, top: int) -> TokenLogprob:
+    """The sampled token's log probability under the model (before sampling's temperature and
+    constraints, as OpenAI reports it) and the `top` most likely tokens at its position."""
+    shifted = logits.astype(np.float64) - float(logits.max())
+    logprobs = shifted - float(np.log(np.exp(shifted).sum()))
+    best = np.argpartition(-logprobs, top)[:top] if top else np.array([], dtype=np.int64)
+    ranked = sorted((int(t) for t in best), key=lambda t: -logprobs[t])
+
+    def raw(t: int) -> bytes:
+        return llm.detokenize([t])
+
+    alternatives = tuple(
+        TopLogprob(raw(t).decode("utf-8", "replace"), float(logprobs[t]), raw(t)) for t in ranked
+    )
+    piece = raw(token)
+    return TokenLogprob(piece.decode("utf-8", "replace"), float(logprobs[token]), piece, alternatives)
 
 
 # JSON Schema keywords llama.cpp's schema-to-grammar conversion leaves unenforced (value bounds and
@@ -294,12 +326,14 @@ class LlamaCppAdapter:
             params = request.params
             completion = 0
             for index in range(params.n):
-                generated, finish, tail = self._generate(instance, prompt, params, grammar, index, handoff)
+                generated, finish, tail, logprobs = self._generate(
+                    instance, prompt, params, grammar, index, handoff
+                )
                 completion += generated
                 if handoff.consumer_gone.is_set():
                     return
                 usage = Usage(prompt_tokens=len(prompt), completion_tokens=completion)
-                handoff.put(TokenChunk(tail, index=index, finish_reason=finish, usage=usage))
+                handoff.put(TokenChunk(tail, index, finish, usage, logprobs))
         finally:
             handoff.put(None)
 
@@ -341,8 +375,9 @@ class LlamaCppAdapter:
         grammar: LlamaGrammar | None,
         index: int,
         handoff: _Handoff,
-    ) -> tuple[int, FinishReason, str]:
-        """One choice; returns (tokens sampled, finish reason, text still held back)."""
+    ) -> tuple[int, FinishReason, str, tuple[TokenLogprob, ...]]:
+        """One choice; returns (tokens sampled, finish reason, text still held back, and the log
+        probabilities of the tokens that text came from)."""
         llm = instance.llm
         budget = self._n_ctx - len(prompt)
         if params.max_tokens is not None:
@@ -366,6 +401,7 @@ class LlamaCppAdapter:
             grammar=grammar,  # structured outputs: only tokens the format allows can be sampled
         )
         sampled: list[int] = []
+        pending: list[TokenLogprob] = []  # of tokens whose text the stop matcher still holds
         try:
             for token in tokens:
                 generated += 1
@@ -374,9 +410,13 @@ class LlamaCppAdapter:
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     finish = "stop"
                     break
+                if params.logprobs is not None:
+                    logits = _logits_at(llm, len(prompt) + generated - 2)
+                    pending.append(_token_logprob(llm, logits, token, params.logprobs))
                 text, stopped = stops.feed(decoder.decode(llm.detokenize([token])))
                 if text:
-                    handoff.put(TokenChunk(text, index=index))
+                    handoff.put(TokenChunk(text, index=index, logprobs=tuple(pending)))
+                    pending.clear()
                 if stopped:
                     finish = "stop"
                     break
@@ -391,4 +431,4 @@ class LlamaCppAdapter:
             if instance.draft is not None:
                 instance.draft.finish_sequence(prompt + sampled)
         tail = "" if finish == "cancelled" else stops.flush() + decoder.decode(b"", final=True)
-        return generated, finish, tail
+        return generated, finish, tail, tuple(pending) if tail else ()

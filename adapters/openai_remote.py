@@ -33,6 +33,8 @@ from aisf.services.common.llm_types import (
     GenerateRequest,
     ResponseFormat,
     TokenChunk,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
 from aisf.services.common.tensors import InferRequest, InferResponse
@@ -144,8 +146,9 @@ class OpenAIRemoteAdapter:
                 for choice in event.get("choices") or []:
                     index = int(choice.get("index", 0))
                     text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
-                    if text:
-                        yield TokenChunk(text, index=index)
+                    logprobs = _logprobs_of(choice.get("logprobs"))
+                    if text or logprobs:
+                        yield TokenChunk(text, index=index, logprobs=logprobs)
                     if reason := choice.get("finish_reason"):
                         finished.append((index, _FINISH.get(reason, "stop")))
         for index, reason in finished:
@@ -274,9 +277,45 @@ class OpenAIRemoteAdapter:
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         if request.prompt is not None:
+            if params.logprobs is not None:
+                body["logprobs"] = params.logprobs
             return "completions", {**body, "prompt": request.prompt}
+        if params.logprobs is not None:
+            body.update(logprobs=True, top_logprobs=params.logprobs)
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         return "chat/completions", {**body, "messages": messages}
+
+
+def _logprobs_of(body: Any) -> tuple[TokenLogprob, ...]:
+    """A streamed choice's logprobs in either of OpenAI's forms (chat `content` entries, or the legacy
+    completions' parallel lists); an entry without a token is left out."""
+    if not isinstance(body, dict):
+        return ()
+    if isinstance(body.get("content"), list):
+        return tuple(_chat_entry(e) for e in body["content"] if isinstance(e, dict) and "token" in e)
+    tokens, values = body.get("tokens") or [], body.get("token_logprobs") or []
+    tops = body.get("top_logprobs") or [None] * len(tokens)
+    return tuple(
+        TokenLogprob(
+            str(token),
+            float(value),
+            str(token).encode(),
+            tuple(TopLogprob(str(t), float(v), str(t).encode()) for t, v in (top or {}).items()),
+        )
+        for token, value, top in zip(tokens, values, tops, strict=False)
+        if value is not None
+    )
+
+
+def _chat_entry(entry: dict[str, Any]) -> TokenLogprob:
+    def raw(item: dict[str, Any]) -> bytes:
+        data = item.get("bytes")
+        return bytes(data) if isinstance(data, list) else str(item["token"]).encode()
+
+    top = tuple(
+        TopLogprob(str(t["token"]), float(t["logprob"]), raw(t)) for t in entry.get("top_logprobs") or []
+    )
+    return TokenLogprob(str(entry["token"]), float(entry["logprob"]), raw(entry), top)
 
 
 def _response_format(form: ResponseFormat) -> dict[str, Any] | None:

@@ -13,7 +13,15 @@ from typing import Any
 
 from aisf.adapters.base import Health, ModelMetadata, ModelSpec, engine_failure
 from aisf.services.common.errors import AisfError, InvalidInput, ModelLoadFailed, ModelNotReady, Unsupported
-from aisf.services.common.llm_types import FinishReason, GenerateRequest, ResponseFormat, TokenChunk, Usage
+from aisf.services.common.llm_types import (
+    FinishReason,
+    GenerateRequest,
+    ResponseFormat,
+    TokenChunk,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
 from aisf.services.common.tensors import InferRequest, InferResponse
 
 # Parameters handed to vLLM's AsyncEngineArgs unchanged.
@@ -37,6 +45,28 @@ def speculative_config(spec: ModelSpec) -> dict[str, Any] | None:
     if "speculative_method" in params:
         return {**config, "method": str(params["speculative_method"])}
     return None
+
+
+def _logprobs(choice: Any, top: int | None) -> tuple[TokenLogprob, ...]:
+    """vLLM's per-token maps (token id -> Logprob(logprob, rank, decoded_token), the sampled token and
+    the `top` most likely) as the domain's entries."""
+    if top is None or not choice.logprobs:
+        return ()
+
+    def text(entry: Any) -> str:
+        return str(entry.decoded_token or "")
+
+    entries = []
+    for token_id, candidates in zip(choice.token_ids, choice.logprobs, strict=False):
+        sampled = candidates[token_id]
+        ranked = sorted(
+            (c for c in candidates.values() if c.rank is not None and c.rank <= top), key=lambda c: c.rank
+        )
+        alternatives = tuple(TopLogprob(text(c), float(c.logprob), text(c).encode()) for c in ranked)
+        entries.append(
+            TokenLogprob(text(sampled), float(sampled.logprob), text(sampled).encode(), alternatives)
+        )
+    return tuple(entries)
 
 
 class VllmAdapter:
@@ -112,6 +142,7 @@ class VllmAdapter:
                 max_tokens=params.max_tokens or self._max_len - len(prompt),  # vLLM's own default is 16
                 stop=list(params.stop),
                 seed=params.seed,
+                logprobs=params.logprobs,
                 output_kind=importlib.import_module("vllm.sampling_params").RequestOutputKind.DELTA,
                 **self._structured(params.response_format),
             )
@@ -125,9 +156,8 @@ class VllmAdapter:
                         finish = _FINISH.get(choice.finish_reason, "stop") if choice.finish_reason else None
                         usage = Usage(len(prompt), completion) if finish else None
                         if choice.text or finish:
-                            yield TokenChunk(
-                                choice.text, index=choice.index, finish_reason=finish, usage=usage
-                            )
+                            logprobs = _logprobs(choice, params.logprobs)
+                            yield TokenChunk(choice.text, choice.index, finish, usage, logprobs)
         except AisfError:
             raise
         except ValueError as exc:  # vLLM's request validation

@@ -19,6 +19,8 @@ from aisf.services.common.llm_types import (
     Role,
     SamplingParams,
     TokenChunk,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
 
@@ -79,6 +81,7 @@ def _params_to_proto(params: SamplingParams) -> pb.SamplingParams:
         response_format=pb.ResponseFormat(
             type=_FORMATS[form.type], json_schema=form.schema, name=form.name, strict=form.strict
         ),
+        logprobs=params.logprobs,
     )
 
 
@@ -99,6 +102,7 @@ def _params_from_proto(params: pb.SamplingParams) -> SamplingParams:
         seed=params.seed if params.HasField("seed") else None,
         n=params.n or 1,
         response_format=_format_from_proto(params.response_format),
+        logprobs=params.logprobs if params.HasField("logprobs") else None,
     )
 
 
@@ -179,6 +183,15 @@ def chunk_to_proto(chunk: GenerationChunk, kind: type[Chunk]) -> Chunk:
         message.choice.text = chunk.choice.text
         finish = chunk.choice.finish_reason or ""
         message.choice.finish_reason = _FINISH.get(finish, pb.FINISH_REASON_UNSPECIFIED)
+        message.choice.logprobs.extend(
+            pb.TokenLogprob(
+                token=entry.token,
+                logprob=entry.logprob,
+                raw=entry.raw,
+                top_logprobs=[pb.TopLogprob(token=t.token, logprob=t.logprob, raw=t.raw) for t in entry.top],
+            )
+            for entry in chunk.choice.logprobs
+        )
     if chunk.usage is not None:
         message.usage.CopyFrom(_usage_to_proto(chunk.usage))
     return message
@@ -188,7 +201,16 @@ def chunk_from_proto(message: pb.ChatCompletionResponse | pb.CompletionResponse)
     choice = None
     if message.HasField("choice"):
         finish = _FINISH_NAMES.get(message.choice.finish_reason)
-        choice = TokenChunk(message.choice.text, message.choice.index, finish)
+        logprobs = tuple(
+            TokenLogprob(
+                e.token,
+                e.logprob,
+                e.raw,
+                tuple(TopLogprob(t.token, t.logprob, t.raw) for t in e.top_logprobs),
+            )
+            for e in message.choice.logprobs
+        )
+        choice = TokenChunk(message.choice.text, message.choice.index, finish, logprobs=logprobs)
     return GenerationChunk(
         id=message.id,
         model=message.model,

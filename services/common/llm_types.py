@@ -37,6 +37,8 @@ class SamplingParams:
     seed: int | None = None
     n: int = 1
     response_format: ResponseFormat = ResponseFormat()
+    # None: no log probabilities; k: each generated token's, with its k most likely alternatives.
+    logprobs: int | None = None
 
     @property
     def deterministic(self) -> bool:
@@ -67,6 +69,23 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class TopLogprob:
+    token: str
+    logprob: float
+    raw: bytes  # the token's bytes (a token may hold part of a UTF-8 character)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log probability and the most likely alternatives at its position."""
+
+    token: str
+    logprob: float
+    raw: bytes
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class TokenChunk:
     """A piece of generated text for choice `index`; the last chunk of a choice has a finish_reason
     and the usage so far."""
@@ -75,6 +94,7 @@ class TokenChunk:
     index: int = 0
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens whose text this chunk carries
 
 
 @dataclass(frozen=True, slots=True)

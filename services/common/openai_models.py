@@ -32,8 +32,6 @@ _CHAT_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "functions": (None, []),
     "function_call": (None, "none"),
     "parallel_tool_calls": (None,),
-    "logprobs": (None, False),
-    "top_logprobs": (None, 0),
     "logit_bias": (None, {}),
     "presence_penalty": (None, 0, 0.0),
     "frequency_penalty": (None, 0, 0.0),
@@ -45,7 +43,6 @@ _CHAT_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
 }
 _COMPLETION_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "echo": (None, False),
-    "logprobs": (None, 0),
     "best_of": (None, 1),
     "suffix": (None, ""),
     "logit_bias": (None, {}),
@@ -160,12 +157,18 @@ class ChatCompletionRequest(_Sampling):
     messages: Annotated[list[ChatMessageIn], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     response_format: ResponseFormatIn | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
     def to_domain(self, request_id: str) -> GenerateRequest:
         self._checked(_CHAT_UNSUPPORTED)
         params = self._params(self.max_completion_tokens or self.max_tokens)
         if self.response_format is not None:
             params = replace(params, response_format=self.response_format.to_domain())
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidInput("top_logprobs: needs logprobs set to true")
+        if self.logprobs:
+            params = replace(params, logprobs=self.top_logprobs or 0)
         return GenerateRequest(
             model_name=self.model,
             messages=tuple(m.to_domain(i) for i, m in enumerate(self.messages)),
@@ -176,15 +179,15 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None  # the legacy API's bound
 
     def to_domain(self, request_id: str) -> GenerateRequest:
         self._checked(_COMPLETION_UNSUPPORTED)
         if isinstance(self.prompt, list) and len(self.prompt) != 1:
             raise InvalidInput("prompt: give one prompt per request (batches of prompts are not supported)")
         prompt = self.prompt if isinstance(self.prompt, str) else self.prompt[0]
-        return GenerateRequest(
-            model_name=self.model, prompt=prompt, params=self._params(self.max_tokens), request_id=request_id
-        )
+        params = replace(self._params(self.max_tokens), logprobs=self.logprobs)
+        return GenerateRequest(model_name=self.model, prompt=prompt, params=params, request_id=request_id)
 
 
 class EmbeddingRequest(_OpenAI):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +13,7 @@ import numpy as np
 
 from aisf.services.common.errors import AisfError, InternalError
 from aisf.services.common.llm_outputs import EmbedResult, GenerationChunk
-from aisf.services.common.llm_types import TokenChunk, Usage
+from aisf.services.common.llm_types import TokenChunk, TokenLogprob, Usage
 
 Body = dict[str, Any]
 
@@ -78,18 +78,51 @@ def _head(chunk: GenerationChunk, flavor: Flavor, kind: str) -> Body:
     return head
 
 
-def _streamed_choice(choice: TokenChunk, flavor: Flavor, first: bool) -> Body:
+def _chat_logprobs(entries: Sequence[TokenLogprob]) -> Body:
+    def one(token: str, logprob: float, raw: bytes) -> Body:
+        return {"token": token, "logprob": logprob, "bytes": list(raw)}
+
+    content = [
+        {**one(e.token, e.logprob, e.raw), "top_logprobs": [one(t.token, t.logprob, t.raw) for t in e.top]}
+        for e in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+def _text_logprobs(entries: Sequence[TokenLogprob], offset: int) -> Body:
+    """The legacy completions form; `offset`: characters of the choice's text before these tokens."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{t.token: t.logprob for t in e.top} for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def _logprobs(entries: Sequence[TokenLogprob], flavor: Flavor, offset: int) -> Body | None:
+    if not entries:
+        return None
+    return _chat_logprobs(entries) if flavor.chat else _text_logprobs(entries, offset)
+
+
+def _streamed_choice(choice: TokenChunk, flavor: Flavor, first: bool, offset: int) -> Body:
+    logprobs = _logprobs(choice.logprobs, flavor, offset)
     if not flavor.chat:
         return {
             "index": choice.index,
             "text": choice.text,
-            "logprobs": None,
+            "logprobs": logprobs,
             "finish_reason": choice.finish_reason,
         }
     delta: Body = {"role": "assistant", "content": choice.text} if first else {}
     if choice.text:
         delta["content"] = choice.text
-    return {"index": choice.index, "delta": delta, "logprobs": None, "finish_reason": choice.finish_reason}
+    finish = choice.finish_reason
+    return {"index": choice.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
 
 async def stream_events(
@@ -98,14 +131,16 @@ async def stream_events(
     """One event per chunk (the first of each chat choice names the assistant role); with
     stream_options.include_usage, every event has `usage: null` and a last one carries the totals.
     Closing the events closes `chunks`: that is how a client's disconnect reaches the engine."""
-    started: set[int] = set()
+    offsets: dict[int, int] = {}  # characters each choice streamed so far (completions' text_offset)
     async with aclosing(chunks):
         async for chunk in chunks:
             head = _head(chunk, flavor, flavor.chunk_object)
             if chunk.choice is not None:
-                first = chunk.choice.index not in started
-                started.add(chunk.choice.index)
-                event = {**head, "choices": [_streamed_choice(chunk.choice, flavor, first)]}
+                index = chunk.choice.index
+                first = index not in offsets
+                offset = offsets.get(index, 0)
+                offsets[index] = offset + sum(len(e.token) for e in chunk.choice.logprobs)
+                event = {**head, "choices": [_streamed_choice(chunk.choice, flavor, first, offset)]}
                 yield {**event, "usage": None} if include_usage else event
             elif include_usage and chunk.usage is not None:
                 yield {**head, "choices": [], "usage": usage_body(chunk.usage)}
@@ -115,11 +150,13 @@ async def answer_body(chunks: AsyncIterator[GenerationChunk], flavor: Flavor) ->
     """The whole stream folded into one response, as a non-streaming request gets it."""
     texts: dict[int, list[str]] = {}
     finish: dict[int, str | None] = {}
+    logprobs: dict[int, list[TokenLogprob]] = {}
     usage, last = Usage(), None
     async for chunk in chunks:
         last = chunk
         if chunk.choice is not None:
             texts.setdefault(chunk.choice.index, []).append(chunk.choice.text)
+            logprobs.setdefault(chunk.choice.index, []).extend(chunk.choice.logprobs)
             finish[chunk.choice.index] = chunk.choice.finish_reason or finish.get(chunk.choice.index)
         if chunk.usage is not None:
             usage = chunk.usage
@@ -129,7 +166,8 @@ async def answer_body(chunks: AsyncIterator[GenerationChunk], flavor: Flavor) ->
     for index in sorted(texts):
         text = "".join(texts[index])
         content: Body = {"message": {"role": "assistant", "content": text}} if flavor.chat else {"text": text}
-        choices.append({"index": index, **content, "logprobs": None, "finish_reason": finish[index]})
+        entries = _logprobs(logprobs[index], flavor, 0)
+        choices.append({"index": index, **content, "logprobs": entries, "finish_reason": finish[index]})
     return {**_head(last, flavor, flavor.answer_object), "choices": choices, "usage": usage_body(usage)}
 
 

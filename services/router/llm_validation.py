@@ -11,6 +11,7 @@ from aisf.services.common.llm_types import EmbedRequest, GenerateRequest
 
 MAX_CHOICES = 16
 MAX_STOP_STRINGS = 4
+MAX_TOP_LOGPROBS = 20  # OpenAI's own bound
 
 
 def validate_generate(request: GenerateRequest, context_length: int) -> None:
@@ -36,6 +37,8 @@ def validate_generate(request: GenerateRequest, context_length: int) -> None:
         raise InvalidInput(f"n: must be between 1 and {MAX_CHOICES}, got {p.n}")
     if len(p.stop) > MAX_STOP_STRINGS or any(not s for s in p.stop):
         raise InvalidInput(f"stop: at most {MAX_STOP_STRINGS} non-empty strings")
+    if p.logprobs is not None and not 0 <= p.logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidInput(f"top_logprobs: must be between 0 and {MAX_TOP_LOGPROBS}, got {p.logprobs}")
     if p.response_format.type == "json_schema":
         _check_schema(p.response_format.schema)
 

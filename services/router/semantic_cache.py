@@ -59,8 +59,9 @@ class Probe:
 
 
 def cacheable(request: GenerateRequest, mode: CacheMode) -> bool:
-    """Only deterministic requests by default: a sampled answer replayed would pass for a fresh sample."""
-    if mode is CacheMode.BYPASS:
+    """Only deterministic requests by default: a sampled answer replayed would pass for a fresh sample.
+    Never one that asks for log probabilities: a stored answer keeps only its text."""
+    if mode is CacheMode.BYPASS or request.params.logprobs is not None:
         return False
     return request.params.deterministic or mode is CacheMode.OPT_IN
 

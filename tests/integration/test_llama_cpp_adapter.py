@@ -196,6 +196,33 @@ async def test_speculative_decoding_keeps_the_targets_greedy_output_and_counts_d
     assert after["accepted"] > before["accepted"]
 
 
+async def test_logprobs_are_the_same_with_or_without_a_draft_model_and_greedy_picks_the_top(
+    llm: LlamaCppAdapter, sample_repository: Path, tmp_path: Path
+) -> None:
+    """With a draft model llama.cpp keeps every position's logits, without one only the last: both
+    paths give the target's own distribution."""
+    alone = tmp_path / LLM_DEMO
+    shutil.copytree(sample_repository / LLM_DEMO, alone)
+    config = yaml.safe_load((alone / "config.yaml").read_text())
+    del config["parameters"]["draft_model"]
+    (alone / "config.yaml").write_text(yaml.safe_dump(config))
+    target_alone = await _loaded(tmp_path, LLM_DEMO)
+    request = _chat(max_tokens=12, temperature=0.0, logprobs=3)
+    try:
+        without_draft = [e for c in await _collect(target_alone, request) for e in c.logprobs]
+    finally:
+        await target_alone.unload()
+    chunks = await _collect(llm, request)
+    with_draft = [e for c in chunks for e in c.logprobs]
+    assert len(with_draft) == 12 and [e.token for e in with_draft] == [e.token for e in without_draft]
+    assert [e.logprob for e in with_draft] == pytest.approx([e.logprob for e in without_draft], abs=1e-4)
+    assert "".join(e.token for e in with_draft) == _text(chunks)
+    for entry in with_draft:
+        assert len(entry.top) == 3 and entry.top[0].token == entry.token  # greedy takes the most likely
+        assert entry.top[0].logprob == entry.logprob <= 0
+        assert [t.logprob for t in entry.top] == sorted((t.logprob for t in entry.top), reverse=True)
+
+
 async def test_embeddings_are_unit_vectors_one_per_input(llm: LlamaCppAdapter) -> None:
     response = await llm.embed(EmbedRequest(LLM_DEMO, ("hello world", "the model", "hello world")))
     assert len(response.vectors) == 3 and all(len(v) == 64 for v in response.vectors)

@@ -138,3 +138,13 @@ def test_a_schema_that_is_not_json_is_invalid_argument_naming_it(stub: pb_grpc.L
         )
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "response_format.json_schema.schema" in (raised.value.details() or "")
+
+
+def test_logprobs_over_grpc_come_on_each_choice_piece(stub: pb_grpc.LlmServiceStub) -> None:
+    params = pb.SamplingParams(max_tokens=6, temperature=0.0, logprobs=1)
+    replies = list(
+        stub.ChatCompletion(pb.ChatCompletionRequest(model=MODEL, messages=HELLO, params=params), timeout=30)
+    )
+    entries = [e for r in replies if r.HasField("choice") for e in r.choice.logprobs]
+    assert len(entries) == 6 and all(len(e.top_logprobs) == 1 and e.logprob <= 0 for e in entries)
+    assert "".join(e.token for e in entries) == "".join(r.choice.text for r in replies)

@@ -31,6 +31,8 @@ from aisf.services.common.llm_types import (
     ResponseFormat,
     SamplingParams,
     TokenChunk,
+    TokenLogprob,
+    TopLogprob,
 )
 from aisf.services.common.model_config import ModelConfig
 from aisf.services.llm_samples import CONTEXT_LENGTH, LLM_DEMO
@@ -244,6 +246,51 @@ async def test_the_request_carries_sampling_the_key_and_asks_for_usage(
     }
     assert body["messages"] == [{"role": "user", "content": "hello world"}]
     assert adapter.context_length() == 4096  # from the model card's max_model_len
+
+
+async def test_logprobs_are_asked_for_and_read_back_in_both_of_openais_forms() -> None:
+    seen: list[dict[str, Any]] = []
+    top = [{"token": "a", "logprob": -0.5, "bytes": [97]}, {"token": "b", "logprob": -1.5, "bytes": [98]}]
+    chat_event = {
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"content": "a"},
+                "logprobs": {
+                    "content": [{"token": "a", "logprob": -0.5, "bytes": [97], "top_logprobs": top}]
+                },
+                "finish_reason": "stop",
+            }
+        ]
+    }
+    text_event = {
+        "choices": [
+            {
+                "index": 0,
+                "text": "a",
+                "logprobs": {
+                    "tokens": ["a"],
+                    "token_logprobs": [-0.5],
+                    "top_logprobs": [{"a": -0.5, "b": -1.5}],
+                },
+                "finish_reason": "stop",
+            }
+        ]
+    }
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        event = text_event if "prompt" in body else chat_event
+        return httpx.Response(200, stream=_Upstream(_sse(event, "[DONE]")))
+
+    adapter = await _scripted(handler)
+    chat = await _collect(adapter, _chat(logprobs=2))
+    text = await _collect(adapter, GenerateRequest("remote", prompt="p", params=SamplingParams(logprobs=2)))
+    await adapter.unload()
+    assert (seen[0]["logprobs"], seen[0]["top_logprobs"], seen[1]["logprobs"]) == (True, 2, 2)
+    expected = TokenLogprob("a", -0.5, b"a", (TopLogprob("a", -0.5, b"a"), TopLogprob("b", -1.5, b"b")))
+    assert chat[0].logprobs == (expected,) and text[0].logprobs == (expected,)
 
 
 async def test_finish_chunks_carry_the_usage_the_server_sends_last() -> None:

@@ -114,7 +114,6 @@ def test_models_and_embeddings_work(client: OpenAI) -> None:
     ("options", "param"),
     [
         ({"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]}, "tools"),
-        ({"logprobs": True}, "logprobs"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
     ],
 )
@@ -195,3 +194,58 @@ def test_a_bad_response_format_is_a_400_naming_it(
         client.chat.completions.create(model=MODEL, messages=HELLO, response_format=response_format)  # type: ignore[arg-type]
     assert raised.value.status_code == 400 and "response_format" in raised.value.message
     assert message in raised.value.message
+
+
+def test_chat_logprobs_give_each_token_and_its_alternatives(client: OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=10, temperature=0, logprobs=True, top_logprobs=2
+    )
+    content = reply.choices[0].logprobs.content if reply.choices[0].logprobs else None
+    assert content is not None and len(content) == 10
+    assert "".join(entry.token for entry in content) == reply.choices[0].message.content
+    assert all(len(e.top_logprobs) == 2 and e.top_logprobs[0].token == e.token for e in content)
+    assert all(e.logprob <= 0 and bytes(e.bytes or []).decode(errors="replace") == e.token for e in content)
+
+
+def test_streamed_logprobs_come_with_the_tokens_they_belong_to(client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=10, temperature=0, logprobs=True, stream=True
+    )
+    with stream:
+        chunks = [chunk.choices[0] for chunk in stream if chunk.choices]
+    with_text = [c for c in chunks if c.delta.content]
+    assert with_text and all(
+        c.logprobs and c.logprobs.content and "".join(e.token for e in c.logprobs.content) == c.delta.content
+        for c in with_text
+    )
+
+
+def test_completion_logprobs_use_the_legacy_shape(client: OpenAI) -> None:
+    reply = client.completions.create(model=MODEL, prompt="the", max_tokens=6, temperature=0, logprobs=2)
+    logprobs = reply.choices[0].logprobs
+    assert logprobs is not None and logprobs.tokens and len(logprobs.tokens) == 6
+    assert "".join(logprobs.tokens) == reply.choices[0].text
+    assert logprobs.token_logprobs and all(v is not None and v <= 0 for v in logprobs.token_logprobs)
+    assert logprobs.top_logprobs and all(len(top) == 2 for top in logprobs.top_logprobs)
+    assert logprobs.text_offset == sorted(logprobs.text_offset or []) and logprobs.text_offset[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [({"top_logprobs": 2}, "top_logprobs"), ({"logprobs": True, "top_logprobs": 21}, "top_logprobs")],
+)
+def test_bad_logprob_options_are_a_400_naming_them(
+    client: OpenAI, options: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2, **options)
+    assert raised.value.status_code == 400 and param in raised.value.message
+
+
+def test_a_logprobs_request_never_comes_from_the_semantic_cache(client: OpenAI) -> None:
+    """A stored answer keeps only its text; the request is answered by the engine, with logprobs."""
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=HELLO, max_tokens=4, temperature=0, logprobs=True
+        )
+        assert raw.headers.get("x-aisf-cache") != "hit" and raw.parse().choices[0].logprobs is not None

@@ -16,12 +16,23 @@ from aisf.services.common.llm_types import (
     ResponseFormat,
     SamplingParams,
     TokenChunk,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
 
+# Values a float32 holds exactly: the wire keeps them as they are.
+LOGPROB = TokenLogprob("h", -0.5, b"h", (TopLogprob("h", -0.5, b"h"), TopLogprob("\ufffd", -1.25, b"\xc3")))
 SCHEMA = ResponseFormat("json_schema", '{"type": "object"}', "answer", strict=True)
 PARAMS = SamplingParams(
-    max_tokens=7, temperature=0.7, top_p=0.9, stop=("\n", "END"), seed=42, n=2, response_format=SCHEMA
+    max_tokens=7,
+    temperature=0.7,
+    top_p=0.9,
+    stop=("\n", "END"),
+    seed=42,
+    n=2,
+    response_format=SCHEMA,
+    logprobs=3,
 )
 
 
@@ -58,6 +69,7 @@ def test_an_unspecified_role_is_rejected_naming_the_message() -> None:
         GenerationChunk("id", "m", "1", 1700000000, choice=TokenChunk("hi", 1)),
         GenerationChunk("id", "m", "1", 1700000000, choice=TokenChunk("", 0, "length")),
         GenerationChunk("id", "m", "1", 1700000000, usage=Usage(5, 9), cached=True),
+        GenerationChunk("id", "m", "1", 1700000000, choice=TokenChunk("hé", 0, logprobs=(LOGPROB, LOGPROB))),
     ],
 )
 def test_generation_chunks_round_trip(chunk: GenerationChunk) -> None:

@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61isf/llm/v1/llm.proto\x12\x0b\x61isf.llm.v1\"\xc2\x01\n\x15\x43hatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12*\n\x08messages\x18\x03 \x03(\x0b\x32\x18.aisf.llm.v1.ChatMessage\x12+\n\x06params\x18\x04 \x01(\x0b\x32\x1b.aisf.llm.v1.SamplingParams\x12*\n\ncache_mode\x18\x05 \x01(\x0e\x32\x16.aisf.llm.v1.CacheMode\"\xc5\x01\n\x16\x43hatCompletionResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x03\x12#\n\x06\x63hoice\x18\x05 \x01(\x0b\x32\x13.aisf.llm.v1.Choice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.aisf.llm.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x08 \x01(\t\"\xa2\x01\n\x11\x43ompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12+\n\x06params\x18\x04 \x01(\x0b\x32\x1b.aisf.llm.v1.SamplingParams\x12*\n\ncache_mode\x18\x05 \x01(\x0e\x32\x16.aisf.llm.v1.CacheMode\"\xc1\x01\n\x12\x43ompletionResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x03\x12#\n\x06\x63hoice\x18\x05 \x01(\x0b\x32\x13.aisf.llm.v1.Choice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.aisf.llm.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x08 \x01(\t\"?\n\x0b\x43hatMessage\x12\x1f\n\x04role\x18\x01 \x01(\x0e\x32\x11.aisf.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xeb\x01\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\t\n\x01n\x18\x06 \x01(\x05\x12\x34\n\x0fresponse_format\x18\x07 \x01(\x0b\x32\x1b.aisf.llm.v1.ResponseFormatB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"r\n\x0eResponseFormat\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.aisf.llm.v1.ResponseFormatType\x12\x13\n\x0bjson_schema\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"W\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.aisf.llm.v1.FinishReason\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"D\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\"\x84\x01\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12*\n\nembeddings\x18\x03 \x03(\x0b\x32\x16.aisf.llm.v1.Embedding\x12!\n\x05usage\x18\x04 \x01(\x0b\x32\x12.aisf.llm.v1.Usage\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.aisf.llm.v1.ModelCard\"y\n\tModelCard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.aisf.llm.v1.ModelKind\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x03\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\x86\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x02*U\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x15\n\x11\x43\x41\x43HE_MODE_OPT_IN\x10\x02*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02*\\\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_KIND_GENERATIVE\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x32\xc9\x02\n\nLlmService\x12[\n\x0e\x43hatCompletion\x12\".aisf.llm.v1.ChatCompletionRequest\x1a#.aisf.llm.v1.ChatCompletionResponse0\x01\x12O\n\nCompletion\x12\x1e.aisf.llm.v1.CompletionRequest\x1a\x1f.aisf.llm.v1.CompletionResponse0\x01\x12>\n\x05\x45mbed\x12\x19.aisf.llm.v1.EmbedRequest\x1a\x1a.aisf.llm.v1.EmbedResponse\x12M\n\nListModels\x12\x1e.aisf.llm.v1.ListModelsRequest\x1a\x1f.aisf.llm.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61isf/llm/v1/llm.proto\x12\x0b\x61isf.llm.v1\"\xc2\x01\n\x15\x43hatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12*\n\x08messages\x18\x03 \x03(\x0b\x32\x18.aisf.llm.v1.ChatMessage\x12+\n\x06params\x18\x04 \x01(\x0b\x32\x1b.aisf.llm.v1.SamplingParams\x12*\n\ncache_mode\x18\x05 \x01(\x0e\x32\x16.aisf.llm.v1.CacheMode\"\xc5\x01\n\x16\x43hatCompletionResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x03\x12#\n\x06\x63hoice\x18\x05 \x01(\x0b\x32\x13.aisf.llm.v1.Choice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.aisf.llm.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x08 \x01(\t\"\xa2\x01\n\x11\x43ompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12+\n\x06params\x18\x04 \x01(\x0b\x32\x1b.aisf.llm.v1.SamplingParams\x12*\n\ncache_mode\x18\x05 \x01(\x0e\x32\x16.aisf.llm.v1.CacheMode\"\xc1\x01\n\x12\x43ompletionResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x03\x12#\n\x06\x63hoice\x18\x05 \x01(\x0b\x32\x13.aisf.llm.v1.Choice\x12!\n\x05usage\x18\x06 \x01(\x0b\x32\x12.aisf.llm.v1.Usage\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x10\n\x08\x66\x61llback\x18\x08 \x01(\t\"?\n\x0b\x43hatMessage\x12\x1f\n\x04role\x18\x01 \x01(\x0e\x32\x11.aisf.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x8f\x02\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\t\n\x01n\x18\x06 \x01(\x05\x12\x34\n\x0fresponse_format\x18\x07 \x01(\x0b\x32\x1b.aisf.llm.v1.ResponseFormat\x12\x15\n\x08logprobs\x18\x08 \x01(\x05H\x04\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x0b\n\t_logprobs\"r\n\x0eResponseFormat\x12-\n\x04type\x18\x01 \x01(\x0e\x32\x1f.aisf.llm.v1.ResponseFormatType\x12\x13\n\x0bjson_schema\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"\x84\x01\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.aisf.llm.v1.FinishReason\x12+\n\x08logprobs\x18\x04 \x03(\x0b\x32\x19.aisf.llm.v1.TokenLogprob\"j\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\x12-\n\x0ctop_logprobs\x18\x04 \x03(\x0b\x32\x17.aisf.llm.v1.TopLogprob\"9\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"D\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\"\x84\x01\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12*\n\nembeddings\x18\x03 \x03(\x0b\x32\x16.aisf.llm.v1.Embedding\x12!\n\x05usage\x18\x04 \x01(\x0b\x32\x12.aisf.llm.v1.Usage\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.aisf.llm.v1.ModelCard\"y\n\tModelCard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.aisf.llm.v1.ModelKind\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x03\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r*_\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03\x12\r\n\tROLE_TOOL\x10\x04*\x86\x01\n\x12ResponseFormatType\x12$\n RESPONSE_FORMAT_TYPE_UNSPECIFIED\x10\x00\x12$\n RESPONSE_FORMAT_TYPE_JSON_OBJECT\x10\x01\x12$\n RESPONSE_FORMAT_TYPE_JSON_SCHEMA\x10\x02*U\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x01\x12\x15\n\x11\x43\x41\x43HE_MODE_OPT_IN\x10\x02*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02*\\\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15MODEL_KIND_GENERATIVE\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x32\xc9\x02\n\nLlmService\x12[\n\x0e\x43hatCompletion\x12\".aisf.llm.v1.ChatCompletionRequest\x1a#.aisf.llm.v1.ChatCompletionResponse0\x01\x12O\n\nCompletion\x12\x1e.aisf.llm.v1.CompletionRequest\x1a\x1f.aisf.llm.v1.CompletionResponse0\x01\x12>\n\x05\x45mbed\x12\x19.aisf.llm.v1.EmbedRequest\x1a\x1a.aisf.llm.v1.EmbedResponse\x12M\n\nListModels\x12\x1e.aisf.llm.v1.ListModelsRequest\x1a\x1f.aisf.llm.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aisf.llm.v1.llm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1803
-  _globals['_ROLE']._serialized_end=1898
-  _globals['_RESPONSEFORMATTYPE']._serialized_start=1901
-  _globals['_RESPONSEFORMATTYPE']._serialized_end=2035
-  _globals['_CACHEMODE']._serialized_start=2037
-  _globals['_CACHEMODE']._serialized_end=2122
-  _globals['_FINISHREASON']._serialized_start=2124
-  _globals['_FINISHREASON']._serialized_end=2219
-  _globals['_MODELKIND']._serialized_start=2221
-  _globals['_MODELKIND']._serialized_end=2313
+  _globals['_ROLE']._serialized_start=2052
+  _globals['_ROLE']._serialized_end=2147
+  _globals['_RESPONSEFORMATTYPE']._serialized_start=2150
+  _globals['_RESPONSEFORMATTYPE']._serialized_end=2284
+  _globals['_CACHEMODE']._serialized_start=2286
+  _globals['_CACHEMODE']._serialized_end=2371
+  _globals['_FINISHREASON']._serialized_start=2373
+  _globals['_FINISHREASON']._serialized_end=2468
+  _globals['_MODELKIND']._serialized_start=2470
+  _globals['_MODELKIND']._serialized_end=2562
   _globals['_CHATCOMPLETIONREQUEST']._serialized_start=39
   _globals['_CHATCOMPLETIONREQUEST']._serialized_end=233
   _globals['_CHATCOMPLETIONRESPONSE']._serialized_start=236
@@ -52,25 +52,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_start=796
   _globals['_CHATMESSAGE']._serialized_end=859
   _globals['_SAMPLINGPARAMS']._serialized_start=862
-  _globals['_SAMPLINGPARAMS']._serialized_end=1097
-  _globals['_RESPONSEFORMAT']._serialized_start=1099
-  _globals['_RESPONSEFORMAT']._serialized_end=1213
-  _globals['_CHOICE']._serialized_start=1215
-  _globals['_CHOICE']._serialized_end=1302
-  _globals['_USAGE']._serialized_start=1304
-  _globals['_USAGE']._serialized_end=1361
-  _globals['_EMBEDREQUEST']._serialized_start=1363
-  _globals['_EMBEDREQUEST']._serialized_end=1431
-  _globals['_EMBEDRESPONSE']._serialized_start=1434
-  _globals['_EMBEDRESPONSE']._serialized_end=1566
-  _globals['_EMBEDDING']._serialized_start=1568
-  _globals['_EMBEDDING']._serialized_end=1595
-  _globals['_LISTMODELSREQUEST']._serialized_start=1597
-  _globals['_LISTMODELSREQUEST']._serialized_end=1616
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1618
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1678
-  _globals['_MODELCARD']._serialized_start=1680
-  _globals['_MODELCARD']._serialized_end=1801
-  _globals['_LLMSERVICE']._serialized_start=2316
-  _globals['_LLMSERVICE']._serialized_end=2645
+  _globals['_SAMPLINGPARAMS']._serialized_end=1133
+  _globals['_RESPONSEFORMAT']._serialized_start=1135
+  _globals['_RESPONSEFORMAT']._serialized_end=1249
+  _globals['_CHOICE']._serialized_start=1252
+  _globals['_CHOICE']._serialized_end=1384
+  _globals['_TOKENLOGPROB']._serialized_start=1386
+  _globals['_TOKENLOGPROB']._serialized_end=1492
+  _globals['_TOPLOGPROB']._serialized_start=1494
+  _globals['_TOPLOGPROB']._serialized_end=1551
+  _globals['_USAGE']._serialized_start=1553
+  _globals['_USAGE']._serialized_end=1610
+  _globals['_EMBEDREQUEST']._serialized_start=1612
+  _globals['_EMBEDREQUEST']._serialized_end=1680
+  _globals['_EMBEDRESPONSE']._serialized_start=1683
+  _globals['_EMBEDRESPONSE']._serialized_end=1815
+  _globals['_EMBEDDING']._serialized_start=1817
+  _globals['_EMBEDDING']._serialized_end=1844
+  _globals['_LISTMODELSREQUEST']._serialized_start=1846
+  _globals['_LISTMODELSREQUEST']._serialized_end=1865
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1867
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1927
+  _globals['_MODELCARD']._serialized_start=1929
+  _globals['_MODELCARD']._serialized_end=2050
+  _globals['_LLMSERVICE']._serialized_start=2565
+  _globals['_LLMSERVICE']._serialized_end=2894
 # @@protoc_insertion_point(module_scope)
