@@ -9,6 +9,7 @@ from aisf.llm.v1 import llm_pb2 as pb
 from aisf.services.common.errors import InvalidInput
 from aisf.services.common.llm_outputs import CacheMode, EmbedResult, GenerationChunk, ModelCard, ModelKind
 from aisf.services.common.llm_types import (
+    NO_PARAMETERS,
     ChatMessage,
     EmbedRequest,
     EmbedResponse,
@@ -20,6 +21,11 @@ from aisf.services.common.llm_types import (
     SamplingParams,
     TokenChunk,
     TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolChoiceMode,
     TopLogprob,
     Usage,
 )
@@ -44,8 +50,16 @@ _CACHE_MODE_NAMES = {value: name for name, value in _CACHE_MODES.items()}
 _FINISH: dict[str, pb.FinishReason.ValueType] = {
     "stop": pb.FINISH_REASON_STOP,
     "length": pb.FINISH_REASON_LENGTH,
+    "tool_calls": pb.FINISH_REASON_TOOL_CALLS,
 }
-_FINISH_NAMES: dict[int, FinishReason] = {pb.FINISH_REASON_STOP: "stop", pb.FINISH_REASON_LENGTH: "length"}
+_FINISH_NAMES: dict[int, FinishReason] = {value: name for name, value in _FINISH.items()}  # type: ignore[misc]
+_TOOL_MODES: dict[ToolChoiceMode, pb.ToolChoiceMode.ValueType] = {
+    "auto": pb.TOOL_CHOICE_MODE_UNSPECIFIED,
+    "none": pb.TOOL_CHOICE_MODE_NONE,
+    "required": pb.TOOL_CHOICE_MODE_REQUIRED,
+    "function": pb.TOOL_CHOICE_MODE_FUNCTION,
+}
+_TOOL_MODE_NAMES = {value: name for name, value in _TOOL_MODES.items()}
 _KINDS = {ModelKind.GENERATIVE: pb.MODEL_KIND_GENERATIVE, ModelKind.EMBEDDING: pb.MODEL_KIND_EMBEDDING}
 _KIND_NAMES = {value: name for name, value in _KINDS.items()}
 assert set(_ROLES) == set(get_args(Role))
@@ -106,13 +120,27 @@ def _params_from_proto(params: pb.SamplingParams) -> SamplingParams:
     )
 
 
+def _message_to_proto(message: ChatMessage) -> pb.ChatMessage:
+    return pb.ChatMessage(
+        role=_ROLES[message.role],
+        content=message.content,
+        tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in message.tool_calls],
+        tool_call_id=message.tool_call_id,
+    )
+
+
 def chat_request_to_proto(request: GenerateRequest, cache: CacheMode) -> pb.ChatCompletionRequest:
+    tools = request.tools
     return pb.ChatCompletionRequest(
         model=request.model_name,
         model_version=request.model_version,
-        messages=[pb.ChatMessage(role=_ROLES[m.role], content=m.content) for m in request.messages],
+        messages=[_message_to_proto(m) for m in request.messages],
         params=_params_to_proto(request.params),
         cache_mode=_CACHE_MODES[cache],
+        tools=[pb.Tool(name=t.name, description=t.description, parameters_json=t.parameters) for t in tools],
+        tool_choice=pb.ToolChoice(
+            mode=_TOOL_MODES[request.tool_choice.mode], function_name=request.tool_choice.name
+        ),
     )
 
 
@@ -130,7 +158,19 @@ def _message_from_proto(index: int, message: pb.ChatMessage) -> ChatMessage:
     role = _ROLE_NAMES.get(message.role)
     if role is None:
         raise InvalidInput(f"messages[{index}].role: must be one of {sorted(_ROLES)}")
-    return ChatMessage(role, message.content)
+    calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in message.tool_calls)
+    return ChatMessage(role, message.content, calls, message.tool_call_id)
+
+
+def _tool_choice_from_proto(choice: pb.ToolChoice) -> ToolChoice:
+    mode = _TOOL_MODE_NAMES.get(choice.mode)
+    if mode is None:
+        raise InvalidInput(f"tool_choice.mode: unknown value {choice.mode}")
+    return ToolChoice(mode, choice.function_name)
+
+
+def _tool_from_proto(tool: pb.Tool) -> Tool:
+    return Tool(tool.name, tool.description, tool.parameters_json or NO_PARAMETERS)
 
 
 def chat_request_from_proto(
@@ -143,6 +183,8 @@ def chat_request_from_proto(
         params=_params_from_proto(message.params),
         request_id=request_id,
         tenant=tenant,
+        tools=tuple(_tool_from_proto(t) for t in message.tools),
+        tool_choice=_tool_choice_from_proto(message.tool_choice),
     )
     return request, _CACHE_MODE_NAMES.get(message.cache_mode, CacheMode.DEFAULT)
 
@@ -192,6 +234,10 @@ def chunk_to_proto(chunk: GenerationChunk, kind: type[Chunk]) -> Chunk:
             )
             for entry in chunk.choice.logprobs
         )
+        message.choice.tool_calls.extend(
+            pb.ToolCallDelta(index=d.index, id=d.id, name=d.name, arguments=d.arguments)
+            for d in chunk.choice.tool_calls
+        )
     if chunk.usage is not None:
         message.usage.CopyFrom(_usage_to_proto(chunk.usage))
     return message
@@ -210,7 +256,10 @@ def chunk_from_proto(message: pb.ChatCompletionResponse | pb.CompletionResponse)
             )
             for e in message.choice.logprobs
         )
-        choice = TokenChunk(message.choice.text, message.choice.index, finish, logprobs=logprobs)
+        calls = tuple(ToolCallDelta(d.index, d.id, d.name, d.arguments) for d in message.choice.tool_calls)
+        choice = TokenChunk(
+            message.choice.text, message.choice.index, finish, logprobs=logprobs, tool_calls=calls
+        )
     return GenerationChunk(
         id=message.id,
         model=message.model,

@@ -6,13 +6,43 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "cancelled", "error", "tool_calls"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # a JSON object, as text
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
+    tool_call_id: str = ""  # a tool message: the call it answers
+
+
+NO_PARAMETERS = '{"type": "object", "properties": {}}'
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call; `parameters` is its JSON Schema, as text."""
+
+    name: str
+    description: str = ""
+    parameters: str = NO_PARAMETERS
+
+
+ToolChoiceMode = Literal["auto", "none", "required", "function"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: ToolChoiceMode = "auto"
+    name: str = ""  # mode "function": the one to call
 
 
 ResponseFormatType = Literal["text", "json_object", "json_schema"]
@@ -56,6 +86,8 @@ class GenerateRequest:
     params: SamplingParams = SamplingParams()
     request_id: str = ""
     tenant: str = ""
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice = ToolChoice()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +118,16 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of the choice's `index`-th tool call: its id and name come first, arguments after."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TokenChunk:
     """A piece of generated text for choice `index`; the last chunk of a choice has a finish_reason
     and the usage so far."""
@@ -95,6 +137,7 @@ class TokenChunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens whose text this chunk carries
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """OpenAI wire models of the REST edge: requests validated here and turned into domain requests.
 
 Unknown fields are accepted and logged (clients send new fields first); fields that would change the
-answer in a way aisf cannot honour (tools, logprobs, ...) are a 400, never ignored.
+answer in a way aisf cannot honour (the deprecated function calling, audio, ...) are a 400, never ignored.
 """
 
 from __future__ import annotations
@@ -15,23 +15,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aisf.services.common.errors import InvalidInput
 from aisf.services.common.llm_types import (
+    NO_PARAMETERS,
     ChatMessage,
     EmbedRequest,
     GenerateRequest,
     ResponseFormat,
     Role,
     SamplingParams,
+    Tool,
+    ToolCall,
+    ToolChoice,
 )
 
 log = logging.getLogger(__name__)
 
 # Field -> values that mean "not used"; anything else asks for a feature aisf does not serve.
 _CHAT_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
-    "tools": (None, []),
-    "tool_choice": (None, "none"),
     "functions": (None, []),
     "function_call": (None, "none"),
-    "parallel_tool_calls": (None,),
     "logit_bias": (None, {}),
     "presence_penalty": (None, 0, 0.0),
     "frequency_penalty": (None, 0, 0.0),
@@ -55,6 +56,7 @@ _ROLES: dict[str, Role] = {
     "developer": "system",
     "user": "user",
     "assistant": "assistant",
+    "tool": "tool",
 }
 
 
@@ -109,28 +111,73 @@ class ContentPart(_OpenAI):
     text: str | None = None
 
 
+class FunctionCallIn(_OpenAI):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(_OpenAI):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(_OpenAI):
     role: str
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
     def to_domain(self, index: int) -> ChatMessage:
         where = f"messages[{index}]"
-        if self.role in ("tool", "function"):
-            raise InvalidInput(f"{where}.role: '{self.role}' messages need tool calling (not supported)")
+        if self.role == "function":
+            raise InvalidInput(f"{where}.role: 'function' messages are the deprecated API; use 'tool'")
         role = _ROLES.get(self.role)
         if role is None:
             raise InvalidInput(f"{where}.role: must be one of {sorted(_ROLES)}, got '{self.role}'")
-        if any((self.model_extra or {}).get(key) for key in ("tool_calls", "function_call")):
-            raise InvalidInput(f"{where}.tool_calls: tool calling is not supported")
-        if self.content is None:
-            raise InvalidInput(f"{where}.content: is required (tool calls are not supported)")
-        if isinstance(self.content, str):
-            return ChatMessage(role, self.content)
+        if (self.model_extra or {}).get("function_call"):
+            raise InvalidInput(f"{where}.function_call: the deprecated API; use tool_calls")
+        calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or [])
+        if calls and role != "assistant":
+            raise InvalidInput(f"{where}.tool_calls: only assistant messages carry tool calls")
+        if self.content is None and not calls:
+            raise InvalidInput(f"{where}.content: is required (unless the message carries tool_calls)")
+        return ChatMessage(role, self._text(where), calls, self.tool_call_id or "")
+
+    def _text(self, where: str) -> str:
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
         for j, part in enumerate(self.content):
             if part.type != "text" or part.text is None:
                 raise InvalidInput(f"{where}.content[{j}].type: only text is supported, not '{part.type}'")
-        return ChatMessage(role, "".join(part.text or "" for part in self.content))
+        return "".join(part.text or "" for part in self.content)
+
+
+class FunctionIn(_OpenAI):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolIn(_OpenAI):
+    type: Literal["function"]
+    function: FunctionIn
+
+    def to_domain(self) -> Tool:
+        spec = self.function
+        parameters = json.dumps(spec.parameters) if spec.parameters is not None else NO_PARAMETERS
+        return Tool(spec.name, spec.description or "", parameters)
+
+
+class NamedFunction(_OpenAI):
+    name: str
+
+
+class NamedToolChoice(_OpenAI):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class JsonSchemaFormat(_OpenAI):
@@ -159,6 +206,9 @@ class ChatCompletionRequest(_Sampling):
     response_format: ResponseFormatIn | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    tools: list[ToolIn] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # accepted: a choice makes at most one call either way
 
     def to_domain(self, request_id: str) -> GenerateRequest:
         self._checked(_CHAT_UNSUPPORTED)
@@ -169,11 +219,18 @@ class ChatCompletionRequest(_Sampling):
             raise InvalidInput("top_logprobs: needs logprobs set to true")
         if self.logprobs:
             params = replace(params, logprobs=self.top_logprobs or 0)
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            tool_choice = ToolChoice("function", choice.function.name)
+        else:
+            tool_choice = ToolChoice(choice or "auto")
         return GenerateRequest(
             model_name=self.model,
             messages=tuple(m.to_domain(i) for i, m in enumerate(self.messages)),
             params=params,
             request_id=request_id,
+            tools=tuple(tool.to_domain() for tool in self.tools or []),
+            tool_choice=tool_choice,
         )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from aisf.services.common.errors import AisfError, InternalError
 from aisf.services.common.llm_outputs import EmbedResult, GenerationChunk
-from aisf.services.common.llm_types import TokenChunk, TokenLogprob, Usage
+from aisf.services.common.llm_types import TokenChunk, TokenLogprob, ToolCallDelta, Usage
 
 Body = dict[str, Any]
 
@@ -109,6 +109,27 @@ def _logprobs(entries: Sequence[TokenLogprob], flavor: Flavor, offset: int) -> B
     return _chat_logprobs(entries) if flavor.chat else _text_logprobs(entries, offset)
 
 
+def _call_delta(delta: ToolCallDelta) -> Body:
+    """A streamed piece of a tool call: id, type and name on its first piece, arguments as they come."""
+    body: Body = {"index": delta.index, "function": {"arguments": delta.arguments}}
+    if delta.id:
+        body.update(id=delta.id, type="function")
+        body["function"]["name"] = delta.name
+    return body
+
+
+def _calls(deltas: Sequence[ToolCallDelta]) -> list[Body]:
+    """A choice's tool-call pieces reassembled into whole calls."""
+    calls: dict[int, Body] = {}
+    for d in deltas:
+        empty = {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+        call = calls.setdefault(d.index, empty)
+        call["id"] = d.id or call["id"]
+        call["function"]["name"] = d.name or call["function"]["name"]
+        call["function"]["arguments"] += d.arguments
+    return [calls[i] for i in sorted(calls)]
+
+
 def _streamed_choice(choice: TokenChunk, flavor: Flavor, first: bool, offset: int) -> Body:
     logprobs = _logprobs(choice.logprobs, flavor, offset)
     if not flavor.chat:
@@ -121,6 +142,8 @@ def _streamed_choice(choice: TokenChunk, flavor: Flavor, first: bool, offset: in
     delta: Body = {"role": "assistant", "content": choice.text} if first else {}
     if choice.text:
         delta["content"] = choice.text
+    if choice.tool_calls:
+        delta["tool_calls"] = [_call_delta(d) for d in choice.tool_calls]
     finish = choice.finish_reason
     return {"index": choice.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
 
@@ -146,17 +169,25 @@ async def stream_events(
                 yield {**head, "choices": [], "usage": usage_body(chunk.usage)}
 
 
+def _message(text: str, deltas: Sequence[ToolCallDelta]) -> Body:
+    if not deltas:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": text or None, "tool_calls": _calls(deltas)}
+
+
 async def answer_body(chunks: AsyncIterator[GenerationChunk], flavor: Flavor) -> Body:
     """The whole stream folded into one response, as a non-streaming request gets it."""
     texts: dict[int, list[str]] = {}
     finish: dict[int, str | None] = {}
     logprobs: dict[int, list[TokenLogprob]] = {}
+    tool_calls: dict[int, list[ToolCallDelta]] = {}
     usage, last = Usage(), None
     async for chunk in chunks:
         last = chunk
         if chunk.choice is not None:
             texts.setdefault(chunk.choice.index, []).append(chunk.choice.text)
             logprobs.setdefault(chunk.choice.index, []).extend(chunk.choice.logprobs)
+            tool_calls.setdefault(chunk.choice.index, []).extend(chunk.choice.tool_calls)
             finish[chunk.choice.index] = chunk.choice.finish_reason or finish.get(chunk.choice.index)
         if chunk.usage is not None:
             usage = chunk.usage
@@ -165,7 +196,7 @@ async def answer_body(chunks: AsyncIterator[GenerationChunk], flavor: Flavor) ->
     choices = []
     for index in sorted(texts):
         text = "".join(texts[index])
-        content: Body = {"message": {"role": "assistant", "content": text}} if flavor.chat else {"text": text}
+        content: Body = {"message": _message(text, tool_calls[index])} if flavor.chat else {"text": text}
         entries = _logprobs(logprobs[index], flavor, 0)
         choices.append({"index": index, **content, "logprobs": entries, "finish_reason": finish[index]})
     return {**_head(last, flavor, flavor.answer_object), "choices": choices, "usage": usage_body(usage)}

@@ -29,6 +29,7 @@ from aisf.services.common.llm_types import (
     Usage,
 )
 from aisf.services.common.settings import Settings
+from aisf.services.router import tool_calls
 from aisf.services.router.breaker import Permit
 from aisf.services.router.engine_calls import StreamLease, on_successor
 from aisf.services.router.fallback import circuit_open
@@ -232,7 +233,10 @@ class LlmDataplane:
                 lookup = _NO_PROBE
                 source, fallback = self._fallback(model, request, trace)
             else:
-                source = self._run(model, asked, request, trace)
+                engine_request, calls = tool_calls.prepared(request)
+                source = self._run(model, asked, engine_request, trace)
+                if calls is not None:
+                    source = calls.read(source)
             cached = lookup.hit is not None
             head = replace(head, cached=cached, fallback=fallback)
             async with aclosing(source) as chunks:
@@ -244,7 +248,8 @@ class LlmDataplane:
             await self._store(lookup, answer)
             outcome = "fallback" if fallback else "success"
             yield replace(head, usage=answer.usage())
-            if not cached and not fallback and model.config.shadow is not None:
+            # A shadow compares texts: an answer that may be a tool call is not one to compare.
+            if not cached and not fallback and model.config.shadow is not None and not request.tools:
                 self._mirror(model, request, answer, perf_counter_ns() - started)
         except AisfError as exc:
             outcome = exc.reason

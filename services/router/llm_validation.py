@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 
@@ -12,6 +13,7 @@ from aisf.services.common.llm_types import EmbedRequest, GenerateRequest
 MAX_CHOICES = 16
 MAX_STOP_STRINGS = 4
 MAX_TOP_LOGPROBS = 20  # OpenAI's own bound
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def validate_generate(request: GenerateRequest, context_length: int) -> None:
@@ -40,12 +42,40 @@ def validate_generate(request: GenerateRequest, context_length: int) -> None:
     if p.logprobs is not None and not 0 <= p.logprobs <= MAX_TOP_LOGPROBS:
         raise InvalidInput(f"top_logprobs: must be between 0 and {MAX_TOP_LOGPROBS}, got {p.logprobs}")
     if p.response_format.type == "json_schema":
-        _check_schema(p.response_format.schema)
+        _check_schema(p.response_format.schema, "response_format.json_schema.schema")
+    _check_tools(request)
 
 
-def _check_schema(text: str) -> None:
-    """The schema of a json_schema response format: a JSON object that is itself a valid JSON Schema."""
-    where = "response_format.json_schema.schema"
+def _check_tools(request: GenerateRequest) -> None:
+    names = [tool.name for tool in request.tools]
+    for i, tool in enumerate(request.tools):
+        if not _TOOL_NAME.fullmatch(tool.name):
+            raise InvalidInput(
+                f"tools[{i}].function.name: 1 to 64 of a-z, A-Z, 0-9, _ and -, got '{tool.name}'"
+            )
+        if names.count(tool.name) > 1:
+            raise InvalidInput(f"tools[{i}].function.name: '{tool.name}' appears twice")
+        _check_schema(tool.parameters, f"tools[{i}].function.parameters")
+    choice = request.tool_choice
+    if choice.mode in ("required", "function") and not request.tools:
+        raise InvalidInput(f"tool_choice: '{choice.mode}' needs tools")
+    if choice.mode == "function" and choice.name not in names:
+        raise InvalidInput(f"tool_choice.function.name: no tool named '{choice.name}'")
+    for i, message in enumerate(request.messages):
+        if message.role == "tool" and not message.tool_call_id:
+            raise InvalidInput(f"messages[{i}].tool_call_id: a tool message names the call it answers")
+        for j, call in enumerate(message.tool_calls):
+            try:
+                arguments = json.loads(call.arguments or "{}")
+            except ValueError:
+                arguments = None
+            if not isinstance(arguments, dict):
+                raise InvalidInput(f"messages[{i}].tool_calls[{j}].function.arguments: must be a JSON object")
+
+
+def _check_schema(text: str, where: str) -> None:
+    """A schema (of a response format, of a tool's parameters): a JSON object that is a valid JSON
+    Schema."""
     try:
         schema = json.loads(text)
     except ValueError as exc:

@@ -60,10 +60,15 @@ class Probe:
 
 def cacheable(request: GenerateRequest, mode: CacheMode) -> bool:
     """Only deterministic requests by default: a sampled answer replayed would pass for a fresh sample.
-    Never one that asks for log probabilities: a stored answer keeps only its text."""
-    if mode is CacheMode.BYPASS or request.params.logprobs is not None:
+    Never one that asks for log probabilities (a stored answer keeps only its text), nor one with tools
+    or tool results (the scope keys a conversation by its texts)."""
+    if mode is CacheMode.BYPASS or request.params.logprobs is not None or _has_tools(request):
         return False
     return request.params.deterministic or mode is CacheMode.OPT_IN
+
+
+def _has_tools(request: GenerateRequest) -> bool:
+    return bool(request.tools) or any(m.tool_calls or m.role == "tool" for m in request.messages)
 
 
 def _digest(material: object) -> str:

@@ -148,3 +148,23 @@ def test_logprobs_over_grpc_come_on_each_choice_piece(stub: pb_grpc.LlmServiceSt
     entries = [e for r in replies if r.HasField("choice") for e in r.choice.logprobs]
     assert len(entries) == 6 and all(len(e.top_logprobs) == 1 and e.logprob <= 0 for e in entries)
     assert "".join(e.token for e in entries) == "".join(r.choice.text for r in replies)
+
+
+def test_a_required_tool_call_over_grpc(stub: pb_grpc.LlmServiceStub) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 10}},
+        "required": ["city"],
+    }
+    request = pb.ChatCompletionRequest(
+        model=MODEL,
+        messages=HELLO,
+        params=pb.SamplingParams(max_tokens=100, seed=2),
+        tools=[pb.Tool(name="get_weather", parameters_json=json.dumps(schema))],
+        tool_choice=pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_REQUIRED),
+    )
+    replies = list(stub.ChatCompletion(request, timeout=30))
+    ended = next(r for r in replies if r.HasField("choice") and r.choice.finish_reason)
+    assert ended.choice.finish_reason == pb.FINISH_REASON_TOOL_CALLS
+    (call,) = ended.choice.tool_calls
+    assert call.name == "get_weather" and call.id and isinstance(json.loads(call.arguments)["city"], str)

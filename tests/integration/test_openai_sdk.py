@@ -113,7 +113,7 @@ def test_models_and_embeddings_work(client: OpenAI) -> None:
 @pytest.mark.parametrize(
     ("options", "param"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]}, "tools"),
+        ({"functions": [{"name": "lookup", "parameters": {}}]}, "functions"),  # the deprecated API
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
     ],
 )
@@ -249,3 +249,111 @@ def test_a_logprobs_request_never_comes_from_the_semantic_cache(client: OpenAI) 
             model=MODEL, messages=HELLO, max_tokens=4, temperature=0, logprobs=True
         )
         assert raw.headers.get("x-aisf-cache") != "hit" and raw.parse().choices[0].logprobs is not None
+
+
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}, "celsius": {"type": "boolean"}},
+            "required": ["city", "celsius"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME: Any = {"type": "function", "function": {"name": "get_time", "description": "The time now"}}
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.mark.parametrize(
+    "tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+)
+def test_a_required_tool_call_names_a_tool_with_arguments_valid_for_its_parameters(
+    client: OpenAI, tool_choice: Any
+) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=[WEATHER, TIME], tool_choice=tool_choice, max_tokens=200, seed=5
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    (call,) = choice.message.tool_calls
+    assert call.id.startswith("call_") and call.type == "function"
+    assert call.function.name in ("get_weather", "get_time")
+    if tool_choice != "required":
+        assert call.function.name == "get_weather"
+    if call.function.name == "get_weather":
+        jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+
+
+def test_a_streamed_tool_call_is_reassembled_by_the_sdk(client: OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=ASK,
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=200,
+        seed=6,
+        stream=True,
+    )
+    with stream:
+        chunks = [chunk.choices[0] for chunk in stream if chunk.choices]
+    deltas = [d for c in chunks for d in c.delta.tool_calls or []]
+    assert chunks[-1].finish_reason == "tool_calls" and deltas and deltas[0].id
+    assert deltas[0].function and deltas[0].function.name == "get_weather"
+    arguments = "".join((d.function.arguments or "") for d in deltas if d.function)
+    jsonschema.validate(json.loads(arguments), WEATHER["function"]["parameters"])
+
+
+def test_tool_choice_none_answers_text_and_a_tool_result_continues_the_conversation(client: OpenAI) -> None:
+    first = client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required", max_tokens=200, seed=7
+    )
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    conversation: Any = [
+        *ASK,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "clear", "celsius": 21}'},
+    ]
+    follow_up = client.chat.completions.create(
+        model=MODEL, messages=conversation, tools=[WEATHER], tool_choice="none", max_tokens=8
+    )
+    assert follow_up.choices[0].message.content and not follow_up.choices[0].message.tool_calls
+    assert follow_up.choices[0].finish_reason == "length"
+
+
+def test_tool_choice_auto_answers_either_text_or_a_call(client: OpenAI) -> None:
+    """The sample model's weights are random: it answers text; either way the answer is well formed."""
+    reply = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER], max_tokens=8)
+    choice = reply.choices[0]
+    assert bool(choice.message.tool_calls) == (choice.finish_reason == "tool_calls")
+    assert choice.message.content or choice.message.tool_calls
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tool_choice": "required"}, "tool_choice: 'required' needs tools"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "no tool"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 1}}}]},
+            "tools[0].function.parameters",
+        ),
+        ({"tools": [WEATHER, WEATHER]}, "appears twice"),
+    ],
+)
+def test_bad_tool_requests_are_a_400_naming_the_field(
+    client: OpenAI, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=2, **options)
+    assert raised.value.status_code == 400 and message in raised.value.message
+
+
+def test_a_tool_message_without_its_call_id_is_a_400(client: OpenAI) -> None:
+    messages: Any = [*ASK, {"role": "tool", "content": "21 degrees"}]
+    with pytest.raises(openai.BadRequestError, match="tool_call_id"):
+        client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2)

@@ -17,6 +17,10 @@ from aisf.services.common.llm_types import (
     SamplingParams,
     TokenChunk,
     TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
     TopLogprob,
     Usage,
 )
@@ -70,6 +74,13 @@ def test_an_unspecified_role_is_rejected_naming_the_message() -> None:
         GenerationChunk("id", "m", "1", 1700000000, choice=TokenChunk("", 0, "length")),
         GenerationChunk("id", "m", "1", 1700000000, usage=Usage(5, 9), cached=True),
         GenerationChunk("id", "m", "1", 1700000000, choice=TokenChunk("hé", 0, logprobs=(LOGPROB, LOGPROB))),
+        GenerationChunk(
+            "id",
+            "m",
+            "1",
+            1700000000,
+            choice=TokenChunk("", 0, "tool_calls", tool_calls=(ToolCallDelta(0, "call_1", "f", '{"a": 1}'),)),
+        ),
     ],
 )
 def test_generation_chunks_round_trip(chunk: GenerationChunk) -> None:
@@ -107,3 +118,20 @@ def test_an_unknown_response_format_type_is_rejected_naming_the_field() -> None:
     wire.params.response_format.type = 99  # type: ignore[assignment]
     with pytest.raises(InvalidInput, match="response_format.type"):
         codec.completion_request_from_proto(wire, "", "")
+
+
+@pytest.mark.parametrize(
+    "choice", [ToolChoice(), ToolChoice("none"), ToolChoice("required"), ToolChoice("function", "f")]
+)
+def test_tools_calls_and_results_survive_the_wire(choice: ToolChoice) -> None:
+    messages = (
+        ChatMessage("user", "weather?"),
+        ChatMessage("assistant", "", (ToolCall("call_1", "f", '{"city": "Paris"}'),)),
+        ChatMessage("tool", "sunny", tool_call_id="call_1"),
+    )
+    tools = (Tool("f", "the weather", '{"type": "object"}'), Tool("g"))
+    request = GenerateRequest("m", messages=messages, tools=tools, tool_choice=choice)
+    wire = pb.ChatCompletionRequest.FromString(
+        codec.chat_request_to_proto(request, CacheMode.DEFAULT).SerializeToString()
+    )
+    assert codec.chat_request_from_proto(wire, "", "")[0] == request

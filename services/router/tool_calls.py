@@ -1,0 +1,121 @@
+"""Tool calling for engines that have none of their own (llama.cpp, vLLM's engine API, any engine that
+takes a response format): the offered tools are described to the model in a system message, a call is
+one JSON object {"name": ..., "arguments": {...}}, decoding is constrained to that shape (a response
+format) when a call is required, and the answer is read back into OpenAI-style tool calls: a call comes
+as one tool-call delta when its choice ends.
+
+With `auto` the model may answer text or a call: an answer that starts with "{" is held until it ends
+and becomes a call if it is one, otherwise it is streamed as it comes. A choice makes at most one call."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from aisf.services.common.llm_types import (
+    ChatMessage,
+    GenerateRequest,
+    ResponseFormat,
+    TokenChunk,
+    Tool,
+    ToolCallDelta,
+)
+
+
+def _described(tools: tuple[Tool, ...], required: bool) -> str:
+    lines = [
+        "You can call these functions. To call one, answer with only a JSON object "
+        '{"name": <function name>, "arguments": <its arguments as a JSON object>}'
+        + ("; you must call one." if required else "; otherwise answer in text."),
+    ]
+    for tool in tools:
+        lines.append(f"- {tool.name}: {tool.description or '(no description)'} Parameters: {tool.parameters}")
+    return "\n".join(lines)
+
+
+def _call_schema(tools: tuple[Tool, ...]) -> str:
+    options = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": tool.name}, "arguments": json.loads(tool.parameters)},
+            "required": ["name", "arguments"],
+        }
+        for tool in tools
+    ]
+    return json.dumps(options[0] if len(options) == 1 else {"anyOf": options})
+
+
+def _flattened(message: ChatMessage) -> ChatMessage:
+    """Earlier calls and their results as plain messages an engine's chat template takes."""
+    if message.tool_calls:
+        calls = [{"name": c.name, "arguments": json.loads(c.arguments or "{}")} for c in message.tool_calls]
+        text = "\n".join(json.dumps(call) for call in calls)
+        return ChatMessage("assistant", f"{message.content}\n{text}".strip())
+    if message.role == "tool":
+        return ChatMessage("tool", message.content)
+    return message
+
+
+def prepared(request: GenerateRequest) -> tuple[GenerateRequest, ToolCallReader | None]:
+    """The request an engine without tool calling is given, and the reader of its answer (None when no
+    tool may be called)."""
+    messages = tuple(_flattened(m) for m in request.messages)
+    choice = request.tool_choice
+    if not request.tools or choice.mode == "none":
+        return replace(request, messages=messages, tools=()), None
+    offered = tuple(t for t in request.tools if choice.mode != "function" or t.name == choice.name)
+    required = choice.mode in ("required", "function")
+    system = ChatMessage("system", _described(offered, required))
+    if messages and messages[0].role == "system":
+        system, messages = ChatMessage("system", f"{messages[0].content}\n\n{system.content}"), messages[1:]
+    params = request.params
+    if required:
+        params = replace(params, response_format=ResponseFormat("json_schema", _call_schema(offered), "call"))
+    engine_request = replace(request, messages=(system, *messages), params=params, tools=())
+    return engine_request, ToolCallReader(frozenset(t.name for t in offered), required)
+
+
+@dataclass(slots=True)
+class _Choice:
+    held: list[str] = field(default_factory=list)
+    holding: bool | None = None  # None: no text seen yet
+
+
+class ToolCallReader:
+    def __init__(self, names: frozenset[str], required: bool) -> None:
+        self._names = names
+        self._required = required
+
+    async def read(self, chunks: AsyncIterator[TokenChunk]) -> AsyncGenerator[TokenChunk, None]:
+        choices: dict[int, _Choice] = {}
+        async for chunk in chunks:
+            state = choices.setdefault(chunk.index, _Choice(holding=True if self._required else None))
+            if state.holding is None and chunk.text.strip():
+                state.holding = self._required or chunk.text.lstrip().startswith("{")
+            if not state.holding:
+                if chunk.text or chunk.finish_reason is not None:
+                    yield chunk
+                continue
+            state.held.append(chunk.text)
+            if chunk.finish_reason is not None:
+                yield self._ended(chunk, "".join(state.held))
+
+    def _ended(self, last: TokenChunk, text: str) -> TokenChunk:
+        """The held answer as one call (id, name and arguments in one piece, so a call cut off by
+        max_tokens is never half announced); as text when it is not a call after all (an `auto` answer in
+        braces, or one cut off)."""
+        try:
+            call = json.loads(text)
+        except ValueError:
+            call = None
+        if (
+            isinstance(call, dict)
+            and call.get("name") in self._names
+            and isinstance(call.get("arguments"), dict)
+        ):
+            call_id = f"call_{uuid.uuid4().hex[:24]}"
+            delta = ToolCallDelta(0, call_id, call["name"], json.dumps(call["arguments"]))
+            return TokenChunk("", last.index, "tool_calls", last.usage, tool_calls=(delta,))
+        return replace(last, text=text)
