@@ -27,6 +27,7 @@ from aisf.services.common.errors import (
     code_for_http_status,
 )
 from aisf.services.common.llm_types import (
+    ChatMessage,
     EmbedRequest,
     EmbedResponse,
     FinishReason,
@@ -34,6 +35,9 @@ from aisf.services.common.llm_types import (
     ResponseFormat,
     TokenChunk,
     TokenLogprob,
+    Tool,
+    ToolCallDelta,
+    ToolChoice,
     TopLogprob,
     Usage,
 )
@@ -41,7 +45,12 @@ from aisf.services.common.tensors import InferRequest, InferResponse
 
 _HEALTH_TIMEOUT_S = 5.0  # readiness probes must not hang for a generation-sized timeout
 # vLLM says "abort" for a request it cancelled; tool calls and content filters end the text like a stop.
-_FINISH: dict[str, FinishReason] = {"length": "length", "abort": "cancelled", "cancelled": "cancelled"}
+_FINISH: dict[str, FinishReason] = {
+    "length": "length",
+    "abort": "cancelled",
+    "cancelled": "cancelled",
+    "tool_calls": "tool_calls",
+}
 
 
 def upstream_error(status: int, body: str, retry_after: str | None, where: str) -> AisfError:
@@ -82,6 +91,8 @@ class OpenAIRemoteAdapter:
     deadline is nearer), `retries` (2: further attempts when the server is unreachable, overloaded or
     restarting, before any answer arrived), `context_length` (default: the server's max_model_len when
     its model card has one, else 0 for unknown)."""
+
+    calls_tools = True  # OpenAI servers call tools themselves: requests keep their tools
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._transport = transport  # tests substitute the network
@@ -147,8 +158,9 @@ class OpenAIRemoteAdapter:
                     index = int(choice.get("index", 0))
                     text = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
                     logprobs = _logprobs_of(choice.get("logprobs"))
-                    if text or logprobs:
-                        yield TokenChunk(text, index=index, logprobs=logprobs)
+                    calls = _call_deltas((choice.get("delta") or {}).get("tool_calls"))
+                    if text or logprobs or calls:
+                        yield TokenChunk(text, index=index, logprobs=logprobs, tool_calls=calls)
                     if reason := choice.get("finish_reason"):
                         finished.append((index, _FINISH.get(reason, "stop")))
         for index, reason in finished:
@@ -282,8 +294,53 @@ class OpenAIRemoteAdapter:
             return "completions", {**body, "prompt": request.prompt}
         if params.logprobs is not None:
             body.update(logprobs=True, top_logprobs=params.logprobs)
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        return "chat/completions", {**body, "messages": messages}
+        if request.tools:
+            body["tools"] = [_tool(t) for t in request.tools]
+            body["tool_choice"] = _tool_choice(request.tool_choice)
+        return "chat/completions", {**body, "messages": [_wire_message(m) for m in request.messages]}
+
+
+def _wire_message(message: ChatMessage) -> dict[str, Any]:
+    body: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        body["content"] = message.content or None
+        body["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id:
+        body["tool_call_id"] = message.tool_call_id
+    return body
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    function = {"name": tool.name, "description": tool.description, "parameters": json.loads(tool.parameters)}
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if choice.mode == "function":
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice.mode
+
+
+def _call_deltas(calls: Any) -> tuple[ToolCallDelta, ...]:
+    """A streamed delta's tool-call pieces (id and name on a call's first, then argument pieces)."""
+    if not isinstance(calls, list):
+        return ()
+    deltas = []
+    for call in calls:
+        if isinstance(call, dict):
+            function = call.get("function") or {}
+            deltas.append(
+                ToolCallDelta(
+                    int(call.get("index", 0)),
+                    str(call.get("id") or ""),
+                    str(function.get("name") or ""),
+                    str(function.get("arguments") or ""),
+                )
+            )
+    return tuple(deltas)
 
 
 def _logprobs_of(body: Any) -> tuple[TokenLogprob, ...]:

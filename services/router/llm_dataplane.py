@@ -233,7 +233,9 @@ class LlmDataplane:
                 lookup = _NO_PROBE
                 source, fallback = self._fallback(model, request, trace)
             else:
-                engine_request, calls = tool_calls.prepared(request)
+                # An engine that calls tools itself (an OpenAI server) gets them as they are.
+                native = getattr(adapter, "calls_tools", False)
+                engine_request, calls = (request, None) if native else tool_calls.prepared(request)
                 source = self._run(model, asked, engine_request, trace)
                 if calls is not None:
                     source = calls.read(source)

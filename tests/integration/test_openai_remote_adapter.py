@@ -25,6 +25,7 @@ from aisf.services.common.errors import (
     ModelLoadFailed,
 )
 from aisf.services.common.llm_types import (
+    NO_PARAMETERS,
     ChatMessage,
     EmbedRequest,
     GenerateRequest,
@@ -32,6 +33,10 @@ from aisf.services.common.llm_types import (
     SamplingParams,
     TokenChunk,
     TokenLogprob,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
     TopLogprob,
 )
 from aisf.services.common.model_config import ModelConfig
@@ -291,6 +296,62 @@ async def test_logprobs_are_asked_for_and_read_back_in_both_of_openais_forms() -
     assert (seen[0]["logprobs"], seen[0]["top_logprobs"], seen[1]["logprobs"]) == (True, 2, 2)
     expected = TokenLogprob("a", -0.5, b"a", (TopLogprob("a", -0.5, b"a"), TopLogprob("b", -1.5, b"b")))
     assert chat[0].logprobs == (expected,) and text[0].logprobs == (expected,)
+
+
+async def test_tools_go_to_the_server_as_they_are_and_its_tool_call_deltas_come_back() -> None:
+    """An OpenAI server calls tools itself: the request keeps its tools, history and choice."""
+    seen: list[dict[str, Any]] = []
+    first = {"index": 0, "id": "call_9", "type": "function", "function": {"name": "f", "arguments": ""}}
+    events = _sse(
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [first]}}]},
+        {
+            "choices": [
+                {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"a"'}}]}}
+            ]
+        },
+        {
+            "choices": [
+                {"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}}
+            ]
+        },
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        "[DONE]",
+    )
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, stream=_Upstream(events))
+
+    history = (
+        ChatMessage("user", "go"),
+        ChatMessage("assistant", "", (ToolCall("call_1", "f", "{}"),)),
+        ChatMessage("tool", "done", tool_call_id="call_1"),
+    )
+    request = GenerateRequest(
+        "remote", messages=history, tools=(Tool("f", "does f"),), tool_choice=ToolChoice("function", "f")
+    )
+    adapter = await _scripted(handler)
+    chunks = await _collect(adapter, request)
+    await adapter.unload()
+    body = seen[0]
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "f", "description": "does f", "parameters": json.loads(NO_PARAMETERS)},
+        }
+    ]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert (
+        body["messages"][1]["tool_calls"][0]["id"] == "call_1"
+        and body["messages"][2]["tool_call_id"] == "call_1"
+    )
+    deltas = [d for c in chunks for d in c.tool_calls]
+    assert deltas == [
+        ToolCallDelta(0, "call_9", "f", ""),
+        ToolCallDelta(0, arguments='{"a"'),
+        ToolCallDelta(0, arguments=": 1}"),
+    ]
+    assert chunks[-1].finish_reason == "tool_calls"
 
 
 async def test_finish_chunks_carry_the_usage_the_server_sends_last() -> None:
