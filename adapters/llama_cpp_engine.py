@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import llama_cpp
 import numpy as np
 import numpy.typing as npt
-from llama_cpp import Llama
+from llama_cpp import Llama, LogitsProcessorList
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
@@ -88,6 +88,23 @@ def grammar_for(response_format: ResponseFormat) -> LlamaGrammar | None:
         raise InvalidInput(
             f"response_format.json_schema.schema: llama.cpp cannot constrain decoding to it ({exc})"
         ) from None
+
+
+def _biased(bias: tuple[tuple[int, float], ...], vocab: int) -> LogitsProcessorList | None:
+    """OpenAI's logit_bias: a constant added to some tokens' logits before sampling (ids past the
+    vocabulary are the caller's to get right, as with OpenAI: they are refused)."""
+    if not bias:
+        return None
+    if any(token >= vocab for token, _ in bias):
+        raise InvalidInput(f"logit_bias: token ids must be below the model's vocabulary of {vocab}")
+    ids = np.array([token for token, _ in bias], dtype=np.int64)
+    values = np.array([value for _, value in bias], dtype=np.float32)
+
+    def add(_: npt.NDArray[np.intc], logits: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
+        logits[ids] += values
+        return logits
+
+    return LogitsProcessorList([add])
 
 
 def _logits_at(llm: Llama, position: int) -> npt.NDArray[np.float32]:
@@ -398,6 +415,9 @@ class LlamaCppAdapter:
             top_k=0,
             min_p=0.0,
             repeat_penalty=1.0,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            logits_processor=_biased(params.logit_bias, llm.n_vocab()),
             grammar=grammar,  # structured outputs: only tokens the format allows can be sampled
         )
         sampled: list[int] = []

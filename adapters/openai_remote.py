@@ -286,6 +286,9 @@ class OpenAIRemoteAdapter:
             "seed": params.seed,
             "stop": list(params.stop) or None,
             "response_format": _response_format(params.response_format),
+            "presence_penalty": params.presence_penalty or None,
+            "frequency_penalty": params.frequency_penalty or None,
+            "logit_bias": {str(t): v for t, v in params.logit_bias} or None,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         if request.prompt is not None:

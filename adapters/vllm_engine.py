@@ -143,6 +143,9 @@ class VllmAdapter:
                 stop=list(params.stop),
                 seed=params.seed,
                 logprobs=params.logprobs,
+                presence_penalty=params.presence_penalty,
+                frequency_penalty=params.frequency_penalty,
+                logit_bias=dict(params.logit_bias) or None,
                 output_kind=importlib.import_module("vllm.sampling_params").RequestOutputKind.DELTA,
                 **self._structured(params.response_format),
             )

@@ -96,6 +96,9 @@ def _params_to_proto(params: SamplingParams) -> pb.SamplingParams:
             type=_FORMATS[form.type], json_schema=form.schema, name=form.name, strict=form.strict
         ),
         logprobs=params.logprobs,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        logit_bias=dict(params.logit_bias),
     )
 
 
@@ -117,6 +120,9 @@ def _params_from_proto(params: pb.SamplingParams) -> SamplingParams:
         n=params.n or 1,
         response_format=_format_from_proto(params.response_format),
         logprobs=params.logprobs if params.HasField("logprobs") else None,
+        presence_penalty=round(params.presence_penalty, 6),
+        frequency_penalty=round(params.frequency_penalty, 6),
+        logit_bias=tuple(sorted((int(k), round(v, 6)) for k, v in params.logit_bias.items())),
     )
 
 

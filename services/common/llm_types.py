@@ -69,6 +69,9 @@ class SamplingParams:
     response_format: ResponseFormat = ResponseFormat()
     # None: no log probabilities; k: each generated token's, with its k most likely alternatives.
     logprobs: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit), sorted by id
 
     @property
     def deterministic(self) -> bool:

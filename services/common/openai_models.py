@@ -33,9 +33,6 @@ log = logging.getLogger(__name__)
 _CHAT_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "functions": (None, []),
     "function_call": (None, "none"),
-    "logit_bias": (None, {}),
-    "presence_penalty": (None, 0, 0.0),
-    "frequency_penalty": (None, 0, 0.0),
     "audio": (None,),
     "modalities": (None, ["text"]),
     "prediction": (None,),
@@ -46,9 +43,6 @@ _COMPLETION_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "echo": (None, False),
     "best_of": (None, 1),
     "suffix": (None, ""),
-    "logit_bias": (None, {}),
-    "presence_penalty": (None, 0, 0.0),
-    "frequency_penalty": (None, 0, 0.0),
 }
 # OpenAI's newer "developer" role is what older models call "system".
 _ROLES: dict[str, Role] = {
@@ -88,7 +82,18 @@ class _Sampling(_OpenAI):
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    user: str | None = None  # accepted; aisf's tenant comes from the caller's credentials
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+
+    def _bias(self) -> tuple[tuple[int, float], ...]:
+        bias = []
+        for token, value in (self.logit_bias or {}).items():
+            if not token.isdigit():
+                raise InvalidInput(f"logit_bias: keys are token ids, got '{token}'")
+            bias.append((int(token), float(value)))
+        return tuple(sorted(bias))
 
     def _params(self, max_tokens: int | None) -> SamplingParams:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
@@ -99,6 +104,9 @@ class _Sampling(_OpenAI):
             stop=stop,
             seed=self.seed,
             n=self.n,
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            logit_bias=self._bias(),
         )
 
     @property

@@ -13,6 +13,7 @@ from aisf.services.common.llm_types import EmbedRequest, GenerateRequest
 MAX_CHOICES = 16
 MAX_STOP_STRINGS = 4
 MAX_TOP_LOGPROBS = 20  # OpenAI's own bound
+MAX_LOGIT_BIAS = 300  # OpenAI's own bound
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -39,6 +40,11 @@ def validate_generate(request: GenerateRequest, context_length: int) -> None:
         raise InvalidInput(f"n: must be between 1 and {MAX_CHOICES}, got {p.n}")
     if len(p.stop) > MAX_STOP_STRINGS or any(not s for s in p.stop):
         raise InvalidInput(f"stop: at most {MAX_STOP_STRINGS} non-empty strings")
+    for name, value in (("presence_penalty", p.presence_penalty), ("frequency_penalty", p.frequency_penalty)):
+        if not -2.0 <= value <= 2.0:
+            raise InvalidInput(f"{name}: must be between -2 and 2, got {value}")
+    if len(p.logit_bias) > MAX_LOGIT_BIAS or any(not -100 <= v <= 100 or t < 0 for t, v in p.logit_bias):
+        raise InvalidInput(f"logit_bias: at most {MAX_LOGIT_BIAS} token ids, each biased by -100 to 100")
     if p.logprobs is not None and not 0 <= p.logprobs <= MAX_TOP_LOGPROBS:
         raise InvalidInput(f"top_logprobs: must be between 0 and {MAX_TOP_LOGPROBS}, got {p.logprobs}")
     if p.response_format.type == "json_schema":

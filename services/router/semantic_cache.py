@@ -93,6 +93,7 @@ def cache_key(request: GenerateRequest, model_version: str) -> CacheKey:
         turns,
         [p.max_tokens, p.temperature, p.top_p, list(p.stop), p.seed, p.n],
         [p.response_format.type, p.response_format.schema],  # a JSON answer is not a text answer
+        [p.presence_penalty, p.frequency_penalty, list(p.logit_bias)],
     ]
     return CacheKey(_digest(material), text)
 

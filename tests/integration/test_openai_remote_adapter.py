@@ -227,7 +227,18 @@ async def test_the_request_carries_sampling_the_key_and_asks_for_usage(
     form = ResponseFormat("json_schema", '{"type": "object"}', "thing", strict=True)
     await _collect(
         adapter,
-        _chat(max_tokens=7, temperature=0.5, top_p=0.9, seed=3, stop=("x",), n=2, response_format=form),
+        _chat(
+            max_tokens=7,
+            temperature=0.5,
+            top_p=0.9,
+            seed=3,
+            stop=("x",),
+            n=2,
+            response_format=form,
+            presence_penalty=0.5,
+            frequency_penalty=1.0,
+            logit_bias=((11, -100.0),),
+        ),
     )
     await _collect(adapter, _chat(max_tokens=7))
     await adapter.unload()
@@ -236,7 +247,13 @@ async def test_the_request_carries_sampling_the_key_and_asks_for_usage(
         "type": "json_schema",
         "json_schema": {"name": "thing", "schema": {"type": "object"}, "strict": True},
     }
-    assert "response_format" not in json.loads(seen[1].content)  # free text: the server's default
+    assert (body["presence_penalty"], body["frequency_penalty"], body["logit_bias"]) == (
+        0.5,
+        1.0,
+        {"11": -100.0},
+    )
+    plain = json.loads(seen[1].content)
+    assert not {"response_format", "presence_penalty", "logit_bias"} & set(plain)  # the server's defaults
     assert seen[0].url.path == "/v1/chat/completions"
     assert seen[0].headers["authorization"] == f"Bearer {KEY}"
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}

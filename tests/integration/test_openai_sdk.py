@@ -114,7 +114,7 @@ def test_models_and_embeddings_work(client: OpenAI) -> None:
     ("options", "param"),
     [
         ({"functions": [{"name": "lookup", "parameters": {}}]}, "functions"),  # the deprecated API
-        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"audio": {"voice": "alloy", "format": "mp3"}}, "audio"),
     ],
 )
 def test_unsupported_options_get_a_clear_400(client: OpenAI, options: dict[str, object], param: str) -> None:
@@ -357,3 +357,38 @@ def test_a_tool_message_without_its_call_id_is_a_400(client: OpenAI) -> None:
     messages: Any = [*ASK, {"role": "tool", "content": "21 degrees"}]
     with pytest.raises(openai.BadRequestError, match="tool_call_id"):
         client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
+
+
+def test_logit_bias_steers_every_token_to_the_biased_one(client: OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=5, temperature=0, logprobs=True, logit_bias={"300": 100}
+    )
+    content = reply.choices[0].logprobs.content if reply.choices[0].logprobs else None
+    assert content is not None and len(content) == 5 and len({entry.token for entry in content}) == 1
+
+
+def test_a_frequency_penalty_makes_a_greedy_answer_repeat_itself_less(client: OpenAI) -> None:
+    def distinct(**penalty: float) -> int:
+        reply = client.completions.create(
+            model=MODEL, prompt="the", max_tokens=40, temperature=0, logprobs=0, **penalty
+        )
+        return len(set(reply.choices[0].logprobs.tokens or [])) if reply.choices[0].logprobs else 0
+
+    assert distinct(frequency_penalty=2.0) > distinct()
+    assert distinct(presence_penalty=2.0) > distinct()
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"logit_bias": {"token": 1}}, "logit_bias"),
+        ({"logit_bias": {"999999": 1}}, "logit_bias"),
+        ({"frequency_penalty": 3}, "frequency_penalty"),
+    ],
+)
+def test_bad_penalties_and_biases_are_a_400_naming_them(
+    client: OpenAI, options: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2, **options)
+    assert raised.value.status_code == 400 and param in raised.value.message

@@ -37,6 +37,9 @@ PARAMS = SamplingParams(
     n=2,
     response_format=SCHEMA,
     logprobs=3,
+    presence_penalty=0.5,
+    frequency_penalty=-1.25,
+    logit_bias=((7, -100.0), (300, 2.5)),
 )
 
 
