@@ -8,12 +8,15 @@ never samples end-of-sequence, so every request generates exactly that many). Ta
 concurrency 1 and 8 with the same request count:
 
   direct       LlamaCppAdapter.stream() in this process (no server)
+  direct, no draft   the same without the draft model (c=1): speculative decoding on vs off
   aisf gRPC    `aisf serve --role all`, aisf.llm.v1.LlmService/ChatCompletion (server stream)
   aisf REST    the same process, POST /v1/chat/completions with stream=true (SSE), via httpx
+  aisf gRPC, json_schema / tool call (required)   structured output and a tool call (c=1)
 
 The served requests send cache bypass so they reach the engine. Then the semantic cache (MiniLM
-embeddings, in-process index) is primed with one greedy answer and hit by REST (non-streaming) requests:
-their end-to-end latency is the cache-hit latency. Everything binds 127.0.0.1; every loop is bounded.
+embeddings, in-process index; with --redis-url a second server with Redis as the index) is primed with
+one greedy answer and hit by REST (non-streaming) requests: their end-to-end latency is the cache-hit
+latency. Everything binds 127.0.0.1; every loop is bounded.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import platform
 import sys
@@ -30,6 +34,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +46,16 @@ from bench.report import command_line, machine, write_section  # noqa: E402 - ne
 
 MODEL = "llm-demo"
 PROMPT = "hello world, tell me about the model"
+VERDICT = json.dumps(
+    {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}, "score": {"type": "integer"}},
+        "required": ["answer", "score"],
+    }
+)
+WEATHER = json.dumps(
+    {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16}}, "required": ["city"]}
+)
 HEADING = "## LLM lane: time to first token, tokens/s, semantic cache"
 
 # One request: yields once per streamed chunk that carries text; returns nothing.
@@ -86,13 +101,21 @@ async def _level(target: str, generate: Generate, concurrency: int, requests: in
     return Level(target, concurrency, requests, float(p50), float(p99), tokens / wall, gap_p99)
 
 
-async def _direct(repository: Path, max_tokens: int, requests: int) -> list[Level]:
+async def _direct(
+    repository: Path, max_tokens: int, requests: int, draft: bool = True
+) -> tuple[list[Level], float | None]:
+    """The engine alone at c=1 and 8 (with `draft` False: c=1 without the draft model); and the draft's
+    acceptance rate over the run (None without one)."""
     from aisf.adapters.base import GenerativeAdapter, ModelSpec
     from aisf.adapters.registry import AdapterRegistry
     from aisf.services.common.llm_types import ChatMessage, GenerateRequest, SamplingParams
     from aisf.services.common.model_config import load_model_config
 
     config = load_model_config(repository / MODEL)
+    if not draft:
+        config = config.model_copy(
+            update={"parameters": {k: v for k, v in config.parameters.items() if k != "draft_model"}}
+        )
     adapter = AdapterRegistry.from_entry_points().create(config.backend)
     assert isinstance(adapter, GenerativeAdapter)
     await adapter.load(ModelSpec(MODEL, 1, repository / MODEL / "1", config))
@@ -105,9 +128,15 @@ async def _direct(repository: Path, max_tokens: int, requests: int) -> list[Leve
             if chunk.text:
                 yield chunk.text
 
+    target = "direct" if draft else "direct, no draft"
     try:
-        await _level("direct", generate, 1, 2)  # warm-up
-        return [await _level("direct", generate, c, requests) for c in (1, 8)]
+        await _level(target, generate, 1, 2)  # warm-up
+        stats = getattr(adapter, "speculative_stats", dict)()
+        levels = [await _level(target, generate, c, requests) for c in ((1, 8) if draft else (1,))]
+        after = getattr(adapter, "speculative_stats", dict)()
+        proposed = after.get("proposed", 0) - stats.get("proposed", 0)
+        accepted = after.get("accepted", 0) - stats.get("accepted", 0)
+        return levels, accepted / proposed if proposed else None
     finally:
         await adapter.unload()
 
@@ -149,10 +178,38 @@ async def _served(grpc_url: str, http_url: str, max_tokens: int, requests: int) 
                         if choices and choices[0]["delta"].get("content"):
                             yield choices[0]["delta"]["content"]
 
+        def constrained(**fields: Any) -> Generate:
+            asked = pb.ChatCompletionRequest()
+            asked.CopyFrom(request)
+            for name, value in fields.items():
+                if name == "response_format":
+                    asked.params.response_format.CopyFrom(value)
+                elif name == "tools":
+                    asked.tools.extend(value)
+                else:
+                    getattr(asked, name).CopyFrom(value)
+
+            async def generate() -> AsyncIterator[str]:
+                async for reply in stub.ChatCompletion(asked, timeout=120):
+                    if reply.choice.text or reply.choice.tool_calls:
+                        yield reply.choice.text
+
+            return generate
+
+        schema = pb.ResponseFormat(
+            type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA, json_schema=VERDICT, name="verdict"
+        )
+        tool = pb.Tool(name="get_weather", description="The weather in a city", parameters_json=WEATHER)
+        required = pb.ToolChoice(mode=pb.TOOL_CHOICE_MODE_REQUIRED)
         levels = []
-        for target, generate in (("aisf gRPC", over_grpc), ("aisf REST", over_rest)):
+        for target, generate, levels_at in (
+            ("aisf gRPC", over_grpc, (1, 8)),
+            ("aisf REST", over_rest, (1, 8)),
+            ("aisf gRPC, json_schema", constrained(response_format=schema), (1,)),
+            ("aisf gRPC, tool call (required)", constrained(tools=[tool], tool_choice=required), (1,)),
+        ):
             await _level(target, generate, 1, 2)  # warm-up
-            levels += [await _level(target, generate, c, requests) for c in (1, 8)]
+            levels += [await _level(target, generate, c, requests) for c in levels_at]
         return levels
 
 
@@ -163,11 +220,12 @@ async def _cache_hits(http_url: str, max_tokens: int, requests: int) -> tuple[fl
     body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens}
     body["temperature"] = 0
     url = f"http://{http_url}/v1/chat/completions"
+    tenant = f"bench-{time.time_ns()}"  # a Redis index outlives the run: a fresh scope misses first
     async with httpx.AsyncClient(timeout=120) as http:
 
         async def timed() -> tuple[float, bool]:
             started = time.perf_counter()
-            response = await http.post(url, json=body, headers={"X-Aisf-Tenant": "bench"})
+            response = await http.post(url, json=body, headers={"X-Aisf-Tenant": tenant})
             response.raise_for_status()
             return (time.perf_counter() - started) * 1000, response.headers.get("x-aisf-cache") == "hit"
 
@@ -196,7 +254,11 @@ def _table(levels: Sequence[Level]) -> str:
 
 
 def _document(
-    levels: Sequence[Level], cache: tuple[float, float, float], load: str, args: argparse.Namespace
+    levels: Sequence[Level],
+    caches: dict[str, tuple[float, float, float]],
+    acceptance: float | None,
+    load: str,
+    args: argparse.Namespace,
 ) -> str:
     command = command_line()
     cores, cpu = machine()
@@ -225,10 +287,30 @@ TTFT grows with the queue while throughput stays the engine's. `aisf serve --rol
 embedded Temporal dev server and the job worker on the same 2 cores; load average over the run:
 {load}.
 
-Semantic cache (REST, non-streaming, MiniLM embedding of the prompt + in-process index, one tenant):
-first request (miss, generated) {cache[0]:.1f} ms; hits over {args.cache_requests} requests: p50
-{cache[1]:.1f} ms, p99 {cache[2]:.1f} ms.
+Speculative decoding: `direct` runs with the draft model, `direct, no draft` the same target without it;
+the draft's tokens accepted by the target over the `direct` levels: {_rate(acceptance)}.
+
+Structured output and tool calls (gRPC, c=1): `json_schema` constrains decoding with a GBNF grammar of a
+small schema, `tool call (required)` with the grammar of one tool's call plus the tool's description in
+the prompt. Both answers end when the grammar does (a few dozen tokens, not {args.max_tokens}); tokens/s
+counts the chunks streamed (a tool call arrives as one piece when its choice ends, so its TTFT is the
+whole call).
+
+Semantic cache (REST, non-streaming, MiniLM embedding of the prompt, one tenant): first request (miss,
+generated) then {args.cache_requests} hits.
+
+| index | miss (ms) | hit p50 (ms) | hit p99 (ms) |
+|---|---:|---:|---:|
+{_cache_rows(caches)}
 """
+
+
+def _rate(acceptance: float | None) -> str:
+    return "no draft proposals" if acceptance is None else f"{acceptance:.1%}"
+
+
+def _cache_rows(caches: dict[str, tuple[float, float, float]]) -> str:
+    return "\n".join(f"| {name} | {c[0]:.1f} | {c[1]:.1f} | {c[2]:.1f} |" for name, c in caches.items())
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -241,13 +323,19 @@ async def _main(args: argparse.Namespace) -> None:
         repository = Path(scratch) / "models"
         build_llm_demo(repository)
         build_sample(repository)
-        levels = await _direct(repository, args.max_tokens, args.requests)
+        levels, acceptance = await _direct(repository, args.max_tokens, args.requests)
+        levels += (await _direct(repository, args.max_tokens, args.requests, draft=False))[0]
         env = {"AISF_SEMANTIC_CACHE_EMBEDDING_MODEL": "minilm-embed", "AISF_LOG_LEVEL": "WARNING"}
+        caches = {}
         with running_aisf(repository, Path(scratch) / "data", env=env) as server:
             levels += await _served(server.grpc_url, server.http_url, args.max_tokens, args.requests)
-            cache = await _cache_hits(server.http_url, args.max_tokens, args.cache_requests)
+            caches["in process"] = await _cache_hits(server.http_url, args.max_tokens, args.cache_requests)
+        if args.redis_url:
+            env["AISF_SEMANTIC_CACHE_REDIS_URL"] = args.redis_url
+            with running_aisf(repository, Path(scratch) / "data-redis", env=env) as server:
+                caches["Redis"] = await _cache_hits(server.http_url, args.max_tokens, args.cache_requests)
     load = f"{loads[0]:.1f} → {os.getloadavg()[0]:.1f} (1-minute, start → end)"
-    section = _document(levels, cache, load, args)
+    section = _document(levels, caches, acceptance, load, args)
     print(section)
     if args.out:
         write_section(Path(args.out), "llm-bench", section)
@@ -260,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=40, help="timed requests per level (default 40)")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens per request (default 64)")
     parser.add_argument("--cache-requests", type=int, default=200, help="cache hits timed (default 200)")
+    parser.add_argument(
+        "--redis-url",
+        default="",
+        help="also time cache hits with this Redis as the index (e.g. redis://127.0.0.1:6379/15)",
+    )
     parser.add_argument("--out", help="markdown file whose LLM section to write (e.g. docs/benchmarks.md)")
     asyncio.run(_main(parser.parse_args(argv)))
 
