@@ -175,15 +175,20 @@ async def test_max_tokens_beyond_the_context_stops_at_the_context_with_length(ll
     assert usage.total_tokens == CONTEXT_LENGTH == llm.context_length()
 
 
-async def test_speculative_decoding_keeps_the_targets_greedy_output_and_counts_drafts(
-    llm: LlamaCppAdapter, sample_repository: Path, tmp_path: Path
-) -> None:
+async def _without_draft(sample_repository: Path, tmp_path: Path) -> LlamaCppAdapter:
+    """The sample's target model loaded alone (its config without the draft model)."""
     alone = tmp_path / LLM_DEMO
     shutil.copytree(sample_repository / LLM_DEMO, alone)
     config = yaml.safe_load((alone / "config.yaml").read_text())
     del config["parameters"]["draft_model"]
     (alone / "config.yaml").write_text(yaml.safe_dump(config))
-    target_alone = await _loaded(tmp_path, LLM_DEMO)
+    return await _loaded(tmp_path, LLM_DEMO)
+
+
+async def test_speculative_decoding_keeps_the_targets_greedy_output_and_counts_drafts(
+    llm: LlamaCppAdapter, sample_repository: Path, tmp_path: Path
+) -> None:
+    target_alone = await _without_draft(sample_repository, tmp_path)
     try:
         expected = _text(await _collect(target_alone, _chat(max_tokens=60, temperature=0.0)))
         assert target_alone.speculative_stats() == {"proposed": 0, "accepted": 0}
@@ -201,12 +206,7 @@ async def test_logprobs_are_the_same_with_or_without_a_draft_model_and_greedy_pi
 ) -> None:
     """With a draft model llama.cpp keeps every position's logits, without one only the last: both
     paths give the target's own distribution."""
-    alone = tmp_path / LLM_DEMO
-    shutil.copytree(sample_repository / LLM_DEMO, alone)
-    config = yaml.safe_load((alone / "config.yaml").read_text())
-    del config["parameters"]["draft_model"]
-    (alone / "config.yaml").write_text(yaml.safe_dump(config))
-    target_alone = await _loaded(tmp_path, LLM_DEMO)
+    target_alone = await _without_draft(sample_repository, tmp_path)
     request = _chat(max_tokens=12, temperature=0.0, logprobs=3)
     try:
         without_draft = [e for c in await _collect(target_alone, request) for e in c.logprobs]

@@ -237,9 +237,13 @@ def test_completion_logprobs_use_the_legacy_shape(client: OpenAI) -> None:
 def test_bad_logprob_options_are_a_400_naming_them(
     client: OpenAI, options: dict[str, Any], param: str
 ) -> None:
+    _refused(client, HELLO, options, param)
+
+
+def _refused(client: OpenAI, messages: Any, options: dict[str, Any], message: str) -> None:
     with pytest.raises(openai.BadRequestError) as raised:
-        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2, **options)
-    assert raised.value.status_code == 400 and param in raised.value.message
+        client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2, **options)
+    assert raised.value.status_code == 400 and message in raised.value.message
 
 
 def test_a_logprobs_request_never_comes_from_the_semantic_cache(client: OpenAI) -> None:
@@ -348,9 +352,7 @@ def test_tool_choice_auto_answers_either_text_or_a_call(client: OpenAI) -> None:
 def test_bad_tool_requests_are_a_400_naming_the_field(
     client: OpenAI, options: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(openai.BadRequestError) as raised:
-        client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=2, **options)
-    assert raised.value.status_code == 400 and message in raised.value.message
+    _refused(client, ASK, options, message)
 
 
 def test_a_tool_message_without_its_call_id_is_a_400(client: OpenAI) -> None:
@@ -389,6 +391,4 @@ def test_a_frequency_penalty_makes_a_greedy_answer_repeat_itself_less(client: Op
 def test_bad_penalties_and_biases_are_a_400_naming_them(
     client: OpenAI, options: dict[str, Any], param: str
 ) -> None:
-    with pytest.raises(openai.BadRequestError) as raised:
-        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2, **options)
-    assert raised.value.status_code == 400 and param in raised.value.message
+    _refused(client, HELLO, options, param)
