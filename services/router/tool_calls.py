@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
 from aisf.services.common.llm_types import (
@@ -88,19 +89,21 @@ class ToolCallReader:
         self._names = names
         self._required = required
 
-    async def read(self, chunks: AsyncIterator[TokenChunk]) -> AsyncGenerator[TokenChunk, None]:
+    async def read(self, chunks: AsyncGenerator[TokenChunk, None]) -> AsyncGenerator[TokenChunk, None]:
+        """Closing this closes `chunks`: a consumer that leaves stops the engine and frees its slot."""
         choices: dict[int, _Choice] = {}
-        async for chunk in chunks:
-            state = choices.setdefault(chunk.index, _Choice(holding=True if self._required else None))
-            if state.holding is None and chunk.text.strip():
-                state.holding = self._required or chunk.text.lstrip().startswith("{")
-            if not state.holding:
-                if chunk.text or chunk.finish_reason is not None:
-                    yield chunk
-                continue
-            state.held.append(chunk.text)
-            if chunk.finish_reason is not None:
-                yield self._ended(chunk, "".join(state.held))
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                state = choices.setdefault(chunk.index, _Choice(holding=True if self._required else None))
+                if state.holding is None and chunk.text.strip():
+                    state.holding = self._required or chunk.text.lstrip().startswith("{")
+                if not state.holding:
+                    if chunk.text or chunk.logprobs or chunk.finish_reason is not None:
+                        yield chunk
+                    continue
+                state.held.append(chunk.text)
+                if chunk.finish_reason is not None:
+                    yield self._ended(chunk, "".join(state.held))
 
     def _ended(self, last: TokenChunk, text: str) -> TokenChunk:
         """The held answer as one call (id, name and arguments in one piece, so a call cut off by

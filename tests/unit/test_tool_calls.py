@@ -4,7 +4,8 @@ answer is read back into tool calls or left as text."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from aisf.services.common.llm_types import (
     ChatMessage,
@@ -26,13 +27,13 @@ def _request(choice: ToolChoice, *messages: ChatMessage) -> GenerateRequest:
     return GenerateRequest("m", messages=asked, tools=(WEATHER, TIME), tool_choice=choice)
 
 
-async def _chunks(*pieces: str, finish: str = "stop") -> AsyncIterator[TokenChunk]:
+async def _chunks(*pieces: str, finish: str = "stop") -> AsyncGenerator[TokenChunk, None]:
     for piece in pieces[:-1]:
         yield TokenChunk(piece)
     yield TokenChunk(pieces[-1], 0, finish, Usage(3, len(pieces)))  # type: ignore[arg-type]
 
 
-async def _read(reader: ToolCallReader, chunks: AsyncIterator[TokenChunk]) -> list[TokenChunk]:
+async def _read(reader: ToolCallReader, chunks: AsyncGenerator[TokenChunk, None]) -> list[TokenChunk]:
     return [chunk async for chunk in reader.read(chunks)]
 
 
@@ -90,3 +91,20 @@ async def test_a_call_cut_off_by_max_tokens_is_text_never_half_a_call() -> None:
     reader = ToolCallReader(frozenset({"get_weather"}), required=True)
     (cut,) = await _read(reader, _chunks('{"name": "get_weather", "argu', finish="length"))
     assert cut.finish_reason == "length" and not cut.tool_calls and cut.text.startswith('{"name"')
+
+
+async def test_a_consumer_that_leaves_closes_the_engines_stream() -> None:
+    """Closing the reader closes what it reads: that is what stops the engine and frees its slot."""
+    closed: list[bool] = []
+
+    async def engine() -> AsyncGenerator[TokenChunk, None]:
+        try:
+            while True:
+                yield TokenChunk("word ")
+        finally:
+            closed.append(True)
+
+    reader = ToolCallReader(frozenset({"get_weather"}), required=False)
+    async with aclosing(reader.read(engine())) as chunks:
+        assert (await anext(chunks)).text == "word "
+    assert closed == [True]
