@@ -199,12 +199,13 @@ def test_with_ack_started_a_submit_while_temporal_is_down_is_503_and_writes_noth
 def test_a_group_slower_than_the_heartbeat_timeout_runs_each_item_once(
     tmp_path: Path, temporal_server: object
 ) -> None:
-    """16 items of 0.25 s one after another make a 4 s group under a 1 s heartbeat timeout: the activity
-    beats while the group runs, so Temporal never takes the worker for dead and starts a second attempt
-    beside it (the landed main beat only between groups)."""
+    """16 items of 0.45 s one after another make a 7.2 s group under a 4 s heartbeat timeout: the
+    activity beats while the group runs, so Temporal never takes the worker for dead and starts a second
+    attempt beside it (the landed main beat only between groups). The SDK throttles heartbeats to 0.8x
+    the timeout, so a longer timeout leaves a loaded machine more slack."""
     repository = tmp_path / "models"
-    recorder(repository, "slow", delay_s=0.25)
-    env = {"AISF_JOB_HEARTBEAT_TIMEOUT_S": "1", "AISF_JOB_ITEM_CONCURRENCY": "1"}
+    recorder(repository, "slow", delay_s=0.45)
+    env = {"AISF_JOB_HEARTBEAT_TIMEOUT_S": "4", "AISF_JOB_ITEM_CONCURRENCY": "1"}
     requests = [
         {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [i, 0]}]} for i in range(16)
     ]
