@@ -233,12 +233,7 @@ class LlmDataplane:
                 lookup = _NO_PROBE
                 source, fallback = self._fallback(model, request, trace)
             else:
-                # An engine that calls tools itself (an OpenAI server) gets them as they are.
-                native = getattr(adapter, "calls_tools", False)
-                engine_request, calls = (request, None) if native else tool_calls.prepared(request)
-                source = self._run(model, asked, engine_request, trace)
-                if calls is not None:
-                    source = calls.read(source)
+                source = self._generation(model, asked, request, trace)
             cached = lookup.hit is not None
             head = replace(head, cached=cached, fallback=fallback)
             async with aclosing(source) as chunks:
@@ -289,12 +284,24 @@ class LlmDataplane:
         moved = replace(request, model_name=target.name, model_version=str(target.version))
         try:
             async with aclosing(
-                self._run(target, (target.name, moved.model_version), moved, trace)
+                self._generation(target, (target.name, moved.model_version), moved, trace)
             ) as chunks:
                 async for chunk in chunks:
                     yield chunk
         finally:
             target.breaker.leave(permit)
+
+    def _generation(
+        self, model: LoadedModel, asked: tuple[str, str], request: GenerateRequest, trace: Trace
+    ) -> AsyncGenerator[TokenChunk, None]:
+        """The engine's answer to a request, tools included: an engine that calls tools itself (an
+        OpenAI server) gets them as they are; for any other the request is rewritten and the answer read
+        back into tool calls."""
+        if getattr(model.adapter, "calls_tools", False):
+            return self._run(model, asked, request, trace)
+        engine_request, calls = tool_calls.prepared(request)
+        source = self._run(model, asked, engine_request, trace)
+        return source if calls is None else calls.read(source)
 
     async def _held(
         self, model: LoadedModel, asked: tuple[str, str], tenant: str

@@ -4,7 +4,9 @@ shadow version's generations are compared with the live ones."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from aisf.services.common.errors import CircuitOpen, EngineUnavailable, ModelLoadFailed
 from aisf.services.common.llm_metrics import LlmMetrics
-from aisf.services.common.llm_types import ChatMessage, GenerateRequest, SamplingParams
+from aisf.services.common.llm_types import ChatMessage, GenerateRequest, SamplingParams, Tool, ToolChoice
 from aisf.services.router.llm_dataplane import LlmDataplane
 from aisf.services.router.shadows import ShadowRegistry
 from tests.support.llm import EMBEDDER, LLM, REMOTE, build_llm_models, kill, served_repository, upstream
@@ -92,6 +94,34 @@ async def test_an_open_circuit_hands_the_generation_to_the_fallback_model(
             chunks = [c async for c in dataplane.generate(chat(REMOTE, max_tokens=4, temperature=0.0))]
     assert "".join(c.choice.text for c in chunks if c.choice)
     assert all(c.fallback == LLM for c in chunks) and chunks[-1].usage is not None
+
+
+async def test_a_fallback_model_answers_a_required_tool_call_as_the_model_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote would call the tool itself; the in-process fallback gets the dataplane's tool calling."""
+    models = build_llm_models(tmp_path / "models", embedder=False)
+    city = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 10}},
+        "required": ["city"],
+    }
+    weather = Tool("get_weather", "The weather", json.dumps(city))
+    with upstream(models, monkeypatch) as server:
+        _configure(models / REMOTE, fallback={"model": LLM}, circuit_breaker={"failures": 2})
+        async with served_repository(tmp_path) as repository:
+            dataplane = LlmDataplane(repository, LlmMetrics(CollectorRegistry()))
+            kill(server)
+            for _ in range(2):
+                with pytest.raises(EngineUnavailable):
+                    [c async for c in dataplane.generate(chat(REMOTE, max_tokens=4))]
+            asked = replace(
+                chat(REMOTE, max_tokens=200, seed=1), tools=(weather,), tool_choice=ToolChoice("required")
+            )
+            chunks = [c async for c in dataplane.generate(asked)]
+    ended = [c.choice for c in chunks if c.choice and c.choice.finish_reason]
+    assert ended and ended[-1].finish_reason == "tool_calls"
+    assert ended[-1].tool_calls[0].name == "get_weather" and chunks[0].fallback == LLM
 
 
 async def test_an_embedding_model_refuses_a_fallback_at_load(tmp_path: Path) -> None:
