@@ -41,10 +41,11 @@ from aisf.services.common.llm_types import (
     TopLogprob,
     Usage,
 )
+from aisf.services.common.openai_responses import tool_call_body
 from aisf.services.common.tensors import InferRequest, InferResponse
 
 _HEALTH_TIMEOUT_S = 5.0  # readiness probes must not hang for a generation-sized timeout
-# vLLM says "abort" for a request it cancelled; tool calls and content filters end the text like a stop.
+# vLLM says "abort" for a request it cancelled; a content filter ends the text like a stop.
 _FINISH: dict[str, FinishReason] = {
     "length": "length",
     "abort": "cancelled",
@@ -307,10 +308,7 @@ def _wire_message(message: ChatMessage) -> dict[str, Any]:
     body: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.tool_calls:
         body["content"] = message.content or None
-        body["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in message.tool_calls
-        ]
+        body["tool_calls"] = [tool_call_body(c.id, c.name, c.arguments) for c in message.tool_calls]
     if message.tool_call_id:
         body["tool_call_id"] = message.tool_call_id
     return body

@@ -118,16 +118,19 @@ def _call_delta(delta: ToolCallDelta) -> Body:
     return body
 
 
+def tool_call_body(call_id: str, name: str, arguments: str) -> Body:
+    """OpenAI's form of one whole tool call (in an answer's message, or in a request's history)."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
 def _calls(deltas: Sequence[ToolCallDelta]) -> list[Body]:
     """A choice's tool-call pieces reassembled into whole calls."""
-    calls: dict[int, Body] = {}
+    calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
     for d in deltas:
-        empty = {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
-        call = calls.setdefault(d.index, empty)
-        call["id"] = d.id or call["id"]
-        call["function"]["name"] = d.name or call["function"]["name"]
-        call["function"]["arguments"] += d.arguments
-    return [calls[i] for i in sorted(calls)]
+        call = calls.setdefault(d.index, ["", "", ""])
+        call[0], call[1] = d.id or call[0], d.name or call[1]
+        call[2] += d.arguments
+    return [tool_call_body(*calls[i]) for i in sorted(calls)]
 
 
 def _streamed_choice(choice: TokenChunk, flavor: Flavor, first: bool, offset: int) -> Body:
