@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 
 from aisf import __version__
-from aisf.gateway import batch_routes, jobs_routes, openai_routes, v2_routes
+from aisf.gateway import batch_routes, features_routes, jobs_routes, openai_routes, v2_routes
 from aisf.gateway.errors import install_error_handlers
 from aisf.services.clients.batch_client import BatchClient
+from aisf.services.clients.feature_client import FeatureClient
 from aisf.services.clients.job_client import JobClient
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import deadlines
@@ -24,13 +25,21 @@ async def bind_deadline(request: Request) -> None:
         deadlines.bind(deadlines.parse_timeout_ms(header, f"{deadlines.TIMEOUT_HEADER} header"))
 
 
-def create_app(settings: Settings, client: RouterClient, jobs: JobClient, batches: BatchClient) -> FastAPI:
+def create_app(
+    settings: Settings,
+    client: RouterClient,
+    jobs: JobClient,
+    batches: BatchClient,
+    features: FeatureClient | None = None,
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await client.close()
         await jobs.close()
         await batches.close()
+        if features is not None:
+            await features.close()
 
     app = FastAPI(
         title="AI Serving Foundation",
@@ -42,9 +51,12 @@ def create_app(settings: Settings, client: RouterClient, jobs: JobClient, batche
     app.state.router = client
     app.state.jobs = jobs
     app.state.batches = batches
+    app.state.features = features
     install_error_handlers(app)
     app.include_router(v2_routes.router)
     app.include_router(jobs_routes.router)
     app.include_router(openai_routes.router)  # LLM lane: OpenAI errors are route-scoped (openai_errors)
     app.include_router(batch_routes.router)  # the OpenAI Files and Batch APIs
+    if features is not None:
+        app.include_router(features_routes.router)  # Feast's feature-server API
     return app

@@ -10,6 +10,7 @@ import uvicorn
 
 from aisf.gateway.app import create_app
 from aisf.services.clients.batch_client import BatchClient
+from aisf.services.clients.feature_client import FeatureClient
 from aisf.services.clients.job_client import JobClient
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common.settings import Settings
@@ -27,13 +28,16 @@ class GatewayRuntime:
             await self.task
 
 
-async def start_gateway(settings: Settings, router_target: str, job_target: str) -> GatewayRuntime:
+async def start_gateway(
+    settings: Settings, router_target: str, job_target: str, feature_target: str = ""
+) -> GatewayRuntime:
     limit = settings.max_request_bytes
     app = create_app(
         settings,
         RouterClient(router_target, limit, settings.request_timeout_s, settings.stream_timeout_s),
         JobClient(job_target, limit),
         BatchClient(job_target, limit),
+        FeatureClient(feature_target, limit, settings.request_timeout_s) if feature_target else None,
     )
     config = uvicorn.Config(
         app,

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 
@@ -15,8 +16,10 @@ from aisf import __version__
 from aisf.services.common.errors import AisfError
 from aisf.services.common.logging import configure_logging
 from aisf.services.common.settings import Role, Settings
+from aisf.services.feature import repo_tools
 from aisf.services.runtime import Endpoints, run
 from aisf.services.samples import build_samples
+from aisf.services.triton_export import triton_config_text, write_triton_model
 
 
 def _serve_flags(parser: argparse.ArgumentParser, roles: bool) -> None:
@@ -55,7 +58,35 @@ def _parser() -> argparse.ArgumentParser:
         "build-samples", help="write the sample models (trained/exported on the spot)"
     )
     samples.add_argument("directory", type=Path)
+    samples.add_argument(
+        "--features", type=Path, help="also write the sample Feast repository here, and recsys-demo"
+    )
+    export = models.add_parser(
+        "export-triton", help="write a Triton model config (FIL backend) for a tree model of the repository"
+    )
+    export.add_argument("model", type=Path, help="the model's folder (models/<name>)")
+    export.add_argument("--output", type=Path, help="Triton model folder to write (default: print)")
+    features = commands.add_parser("features", help="Feast feature repository tools").add_subparsers(
+        dest="action", required=True
+    )
+    for action, text in (
+        ("apply", "register the repository's definitions (Feast apply)"),
+        ("materialize", "load the offline sources into the online store"),
+    ):
+        command = features.add_parser(action, help=text)
+        command.add_argument(
+            "--repo", type=Path, help="the feature repository (AISF_FEATURE_REPO, default .aisf/features)"
+        )
+        if action == "materialize":
+            command.add_argument("--start", type=_timestamp, help="ISO 8601 start (UTC if naive)")
+            command.add_argument("--end", type=_timestamp, help="ISO 8601 end (default: now)")
+            command.add_argument("--incremental", action="store_true", help="since the last materialization")
     return parser
+
+
+def _timestamp(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -82,20 +113,60 @@ def _serve(settings: Settings, role: str) -> None:
     asyncio.run(run(settings, role, _announce))  # type: ignore[arg-type]
 
 
+def _models(args: argparse.Namespace) -> int:
+    if args.action == "export-triton":
+        text = triton_config_text(args.model)
+        if args.output is None:
+            print(text, end="")
+        else:
+            print(f"wrote {write_triton_model(args.model, args.output)}")
+        return 0
+    for path in build_samples(args.directory, args.features):
+        print(f"wrote {path}")
+    return 0
+
+
+def _prepare_features(repo: Path | None) -> None:
+    """The embedded default's feature repository, registered and loaded once."""
+    if (
+        repo is None
+        or not (repo / "feature_store.yaml").is_file()
+        or (repo / "data" / "registry.db").is_file()
+    ):
+        return
+    print(f"registering and materializing the sample features in {repo}", flush=True)
+    repo_tools.apply(repo)
+    repo_tools.materialize(repo, datetime(2000, 1, 1, tzinfo=UTC), None, incremental=False)
+
+
+def _features(args: argparse.Namespace) -> int:
+    repo = args.repo or Settings().feature_repo or Path(".aisf/features")
+    if args.action == "apply":
+        repo_tools.apply(repo)
+        print(f"applied {repo}")
+    else:
+        repo_tools.materialize(repo, args.start, args.end, args.incremental)
+        print(f"materialized {repo}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "models":
-            for path in build_samples(args.directory):
-                print(f"wrote {path}")
-            return 0
+            return _models(args)
+        if args.command == "features":
+            return _features(args)
         settings = _settings(args)
         if args.command == "up":
             if args.model_repository is None and "AISF_MODEL_REPOSITORY" not in os.environ:
                 settings = settings.model_copy(update={"model_repository": settings.data_dir / "models"})
+            if settings.feature_repo is None:
+                settings = settings.model_copy(update={"feature_repo": settings.data_dir / "features"})
             if not any(settings.model_repository.glob("*/config.yaml")):
                 print(f"building sample models in {settings.model_repository}", flush=True)
-                build_samples(settings.model_repository)
+                build_samples(settings.model_repository, settings.feature_repo)
+            _prepare_features(settings.feature_repo)
             _serve(settings, "all")
         else:
             _serve(settings, args.role)

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, start_http_server
 
 from aisf.gateway.server import start_gateway
+from aisf.services.clients.feature_client import FeatureClient
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import heap
 from aisf.services.common.db.engine import open_database
 from aisf.services.common.grpc_server import Registrar, build_server
 from aisf.services.common.settings import Role, Settings
+from aisf.services.feature.server import build_feature_lane
 from aisf.services.job.server import build_finalizer, build_job_lane, open_storage
 from aisf.services.job.store import JobStore
 from aisf.services.job.temporal import connect, start_dev_server
@@ -75,7 +77,7 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
     router_target = own_target or settings.router_address or f"127.0.0.1:{settings.grpc_port}"
     database = (
         open_database(settings.resolved_database_url(), settings.database_threads)
-        if role != "gateway"
+        if role not in ("gateway", "feature")
         else None
     )
     if database is not None:
@@ -89,13 +91,31 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
 
     registrars: list[Registrar] = []
     names: list[str] = []
+    # Feature lane: Feast's registry loads (seconds) while the router loads its models.
+    serves_features = role in ("all", "feature") and settings.feature_repo is not None
+    feature_lane = asyncio.create_task(build_feature_lane(settings, registry)) if serves_features else None
     router = None
-    if role in ("all", "router"):
-        assert database is not None
-        router = await build_router(settings, registry, database)
-        stack.push_async_callback(router.close)
-        registrars += router.registrars
-        names += router.service_names
+    try:
+        if role in ("all", "router"):
+            assert database is not None
+            router = await build_router(settings, registry, database)
+            stack.push_async_callback(router.close)
+            registrars += router.registrars
+            names += router.service_names
+    finally:
+        features = await feature_lane if feature_lane is not None else None
+    if features is not None:
+        stack.push_async_callback(features.close)
+        registrars += features.registrars
+        names += features.service_names
+    feature_target = own_target if features is not None else settings.feature_address
+    if router is not None:
+        if features is not None:
+            router.dataplane.features.use(features.lookup)  # in process: no hop
+        elif settings.feature_address:
+            remote = FeatureClient(settings.feature_address, settings.max_request_bytes)
+            stack.push_async_callback(remote.close)
+            router.dataplane.features.use(remote)
     # The job service and the workers of one process share one router channel, job store and file storage.
     router_client = job_store = storage = None
     if role in ("all", "job", "worker"):
@@ -145,7 +165,7 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         await _start_workers(settings, activities, temporal_address, stack)
     if role in ("all", "gateway"):
         job_target = own_target or settings.job_address or router_target
-        gateway = await start_gateway(settings, router_target, job_target)
+        gateway = await start_gateway(settings, router_target, job_target, feature_target)
         stack.push_async_callback(gateway.stop)
         endpoints.rest = f"http://{host}:{gateway.http_port}"
     return endpoints

@@ -11,6 +11,7 @@ import xgboost
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
+from aisf.services.feature_samples import build_feature_repo, build_recsys_demo
 from aisf.services.llm_samples import build_llm_demo
 
 TABULAR_FEATURES = 4
@@ -105,6 +106,11 @@ def build_vision_demo(repository: Path) -> Path:
     return model_dir
 
 
-def build_samples(repository: Path) -> list[Path]:
+def build_samples(repository: Path, feature_repo: Path | None = None) -> list[Path]:
+    """The sample models; with `feature_repo`, also the sample Feast repository and recsys-demo (served
+    with its feature join)."""
     repository.mkdir(parents=True, exist_ok=True)
-    return [build_tabular_demo(repository), build_vision_demo(repository), *build_llm_demo(repository)]
+    built = [build_tabular_demo(repository), build_vision_demo(repository), *build_llm_demo(repository)]
+    if feature_repo is not None:
+        built += [build_feature_repo(feature_repo), build_recsys_demo(repository)]
+    return built

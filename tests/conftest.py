@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import prometheus_client  # noqa: F401  (before any feast import: see feast_keeps_its_metrics_folder_to_itself)
 import pytest
 
 from aisf.services.samples import build_samples
@@ -38,3 +39,13 @@ def aisf_server(sample_repository: Path, tmp_path_factory: pytest.TempPathFactor
     """One `aisf serve --role all` over the sample models, shared by tests that only read state."""
     with running_aisf(sample_repository, tmp_path_factory.mktemp("data")) as server:
         yield server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def feast_keeps_its_metrics_folder_to_itself() -> None:
+    """Test modules import feast directly; its metrics module points PROMETHEUS_MULTIPROC_DIR at a temp
+    folder, which the aisf servers these tests start must not inherit (aisf undoes it the same way); and
+    had prometheus_client not been imported first, this process's metrics would have moved to files."""
+    for name in ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR"):
+        if "feast_metrics_" in os.environ.get(name, ""):
+            os.environ.pop(name)

@@ -197,6 +197,21 @@ class Unsupported(AisfError):
     reason = "unimplemented"
 
 
+class EntityNotFound(AisfError):
+    """A model's feature join found no features for an entity (its policy says not_found)."""
+
+    code = Code.NOT_FOUND
+    reason = "entity_not_found"
+
+
+class FeatureStoreUnavailable(AisfError):
+    """The online feature store (Redis, Feast's store) did not answer; retry once it is back."""
+
+    code = Code.UNAVAILABLE
+    reason = "feature_store_unavailable"
+    retry_after = 1
+
+
 class DeadlineExceeded(AisfError):
     code = Code.DEADLINE_EXCEEDED
     reason = "deadline_exceeded"

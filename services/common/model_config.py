@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -158,6 +158,34 @@ class TrafficConfig(_Strict):
         return self
 
 
+class FeatureJoinConfig(_Strict):
+    """The model fetches its own features: a request carries entity ids (inputs named by the join keys,
+    e.g. user_id [1] and item_id [N]; one-value inputs apply to every row) and the router fills `input`
+    with one row of features per entity row, columns in `features` order (or the feature service's)."""
+
+    entities: Annotated[list[TensorConfig], Field(min_length=1)]
+    """What a request carries: one input per join key (e.g. user_id INT64), each a list of ids (dims [-1])."""
+    feature_service: str = ""
+    features: list[str] = []
+    """"<feature view>:<feature>" columns in tensor order; with feature_service, a subset and order of it."""
+    input: str = ""
+    """The engine input the features fill; empty: the model's only input."""
+    missing: Literal["not_found", "default"] = "not_found"
+    """An entity without features: a typed NOT_FOUND naming it, or `default` values in its row."""
+    default: float = 0.0
+
+    @model_validator(mode="after")
+    def _names_features(self) -> FeatureJoinConfig:
+        if not self.feature_service and not self.features:
+            raise ValueError("features needs feature_service, features, or both")
+        if any(e.dims not in ([-1], [1]) for e in self.entities):
+            raise ValueError("features.entities are lists of ids: dims [-1] (or [1] for one id)")
+        return self
+
+    def entity_specs(self) -> list[TensorSpec]:
+        return [TensorSpec(e.name, e.datatype, tuple(e.dims)) for e in self.entities]
+
+
 class ModelConfig(_Strict):
     name: str = ""
     backend: Annotated[str, Field(min_length=1)]
@@ -176,6 +204,7 @@ class ModelConfig(_Strict):
     fallback: FallbackConfig | None = None
     shadow: ShadowConfig | None = None
     traffic: TrafficConfig | None = None
+    features: FeatureJoinConfig | None = None
 
     @model_validator(mode="after")
     def _batching_needs_batch_dim(self) -> ModelConfig:

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aisf.services.common.deadlines import MAX_TIMEOUT_S
 
-Role = Literal["all", "router", "gateway", "job", "worker"]
+Role = Literal["all", "router", "gateway", "job", "worker", "feature"]
 
 
 class Settings(BaseSettings):
@@ -123,6 +123,16 @@ class Settings(BaseSettings):
     llm_max_waiting: int = Field(32, ge=0)
     """Requests that may queue for a busy generative engine; more get 429 with Retry-After."""
     # --- end LLM lane ---
+    # --- feature lane: Feast online features (REQ-OPT-02) ---
+    feature_repo: Path | None = None
+    """Feast feature repository (feature_store.yaml) the feature role serves; empty: no feature role."""
+    feature_address: str = ""
+    """gRPC target of the feature service for the router and gateway roles; empty means the co-located one."""
+    feature_max_entities: int = Field(1000, ge=1, le=100_000)
+    """Most entity rows one online-feature request may ask for; more is a 400."""
+    feature_store_timeout_s: float = Field(0.5, gt=0, le=30)
+    """Bound on one online-store round trip (Redis socket connect and read)."""
+    # --- end feature lane ---
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     shutdown_grace_s: float = Field(5.0, ge=0)

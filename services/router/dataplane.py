@@ -18,6 +18,7 @@ from aisf.services.common.validation import select_outputs, validate_request
 from aisf.services.router.breaker import STATE_VALUES
 from aisf.services.router.engine_calls import on_successor
 from aisf.services.router.fallback import RULE, circuit_open, rule_answer
+from aisf.services.router.feature_join import FeatureJoin
 from aisf.services.router.repository import IndexEntry, LoadedModel, ModelRepository
 from aisf.services.router.routing import TrafficRouter
 from aisf.services.router.shadow import tensors_agree
@@ -85,8 +86,10 @@ class Dataplane:
         metrics: InferenceMetrics,
         shadows: ShadowRegistry,
         request_timeout_s: float = 60.0,
+        features: FeatureJoin | None = None,
     ) -> None:
         self._repository = repository
+        self.features = features or FeatureJoin(None)
         self._metrics = metrics
         self._shadows = shadows
         self._routes = TrafficRouter(repository)
@@ -125,6 +128,10 @@ class Dataplane:
     ) -> InferResponse:
         version = str(model.version)
         try:
+            if model.config.features is not None:  # the model fetches its own features
+                request = await self.features.join(
+                    model.name, model.config.features, model.inputs, model.outputs, request
+                )
             batch_size = validate_request(
                 model.name, model.inputs, model.outputs, model.config.max_batch_size, request
             )

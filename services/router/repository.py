@@ -52,6 +52,12 @@ class LoadedModel:
     threads: BlockingPool
     artifacts: tuple[tuple[str, int, int], ...] = ()
 
+    @property
+    def request_inputs(self) -> list[TensorSpec]:
+        """What a client sends: the entity ids of a model that fetches its own features, else the engine's
+        inputs."""
+        return self.config.features.entity_specs() if self.config.features is not None else self.inputs
+
     async def close(self, grace_s: float) -> None:
         """Drain, then unload: the engine's unload() never runs under a live call."""
         await self.executor.close(grace_s)

@@ -155,12 +155,13 @@ class RedisIndex:
 
     async def _entries(self, key: str) -> dict[bytes, _Entry]:
         # bytes both ways: the client is built without decode_responses.
-        raw = cast(dict[bytes, bytes], await self._client.hgetall(key))
+        # redis 7's annotations give async replies as `Awaitable[T] | T` and fields as str: bytes work.
+        raw = cast(dict[bytes, bytes], await self._client.hgetall(key))  # type: ignore[misc]
         now = self._clock()
         entries = {field: _unpack(value) for field, value in raw.items()}
         expired = [field for field, entry in entries.items() if entry.expires <= now]
         if expired:
-            await self._client.hdel(key, *expired)
+            await self._client.hdel(key, *expired)  # type: ignore[misc, arg-type]
         return {field: entry for field, entry in entries.items() if entry.expires > now}
 
     async def nearest(self, scope: str, vector: Vector) -> tuple[float, CachedAnswer] | None:
@@ -175,7 +176,7 @@ class RedisIndex:
         packed = _pack(self._clock() + self._ttl_s, unit(vector), answer)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                pipe.hset(key, uuid.uuid4().hex, packed)
+                pipe.hset(key, uuid.uuid4().hex, packed)  # type: ignore[arg-type]
                 pipe.expire(key, math.ceil(self._ttl_s))
                 pipe.hlen(key)
                 *_, size = await pipe.execute()
@@ -183,7 +184,7 @@ class RedisIndex:
                 entries = await self._entries(key)
                 oldest = sorted(entries, key=lambda field: entries[field].expires)
                 if len(oldest) > self._max_entries:
-                    await self._client.hdel(key, *oldest[: len(oldest) - self._max_entries])
+                    await self._client.hdel(key, *oldest[: len(oldest) - self._max_entries])  # type: ignore[misc, arg-type]
         except RedisError as exc:
             raise EngineUnavailable(f"semantic cache index: {exc}") from exc
 

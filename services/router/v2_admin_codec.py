@@ -43,22 +43,24 @@ def model_metadata_to_proto(model: LoadedModel, versions: list[str]) -> pb.Model
         name=model.name,
         versions=versions,
         platform=model.platform,
-        inputs=tensors(model.inputs),
+        inputs=tensors(model.request_inputs),
         outputs=tensors(model.outputs),
     )
 
 
 def model_config_to_proto(model: LoadedModel) -> pb.ModelConfigResponse:
     config = model.config
-    skip = 1 if config.max_batch_size > 0 else 0
+    # A model that fetches its own features takes lists of entity ids, not batches of engine rows.
+    max_batch_size = 0 if config.features is not None else config.max_batch_size
+    skip = 1 if max_batch_size > 0 else 0
     message = mc.ModelConfig(
         name=model.name,
         platform=model.platform,
         backend=config.backend,
-        max_batch_size=config.max_batch_size,
+        max_batch_size=max_batch_size,
         input=[
             mc.ModelInput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.shape[skip:])
-            for t in model.inputs
+            for t in model.request_inputs
         ],
         output=[
             mc.ModelOutput(name=t.name, data_type=_CONFIG_TYPES[t.datatype], dims=t.shape[skip:])
