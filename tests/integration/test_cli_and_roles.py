@@ -53,8 +53,9 @@ def test_up_builds_samples_serves_them_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         start_new_session=True,
     )
     try:
-        lines = _wait_for_line(process, "aisf ready:")
+        lines = _wait_for_line(process, "aisf ready:", timeout_s=150)
         assert any("building sample models" in line for line in lines)
+        assert any("materializing the sample features" in line for line in lines)
         assert f"REST http://127.0.0.1:{http_port}" in lines[-1]
         client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
         tensor = httpclient.InferInput("input__0", [1, 4], "FP32")
@@ -66,6 +67,22 @@ def test_up_builds_samples_serves_them_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30) as rest:
             job = submit(rest, {"model": "tabular-demo", "requests": [tabular_request([1, 2, 3, 4])]}).json()
             assert wait_final(rest, job["job_id"])["state"] == "succeeded"
+            # The sample features (Feast's SQLite online store, read through Feast's SDK) and recsys-demo.
+            features = rest.post(
+                "/v1/features/get-online-features",
+                json={"feature_service": "ranker_features", "entities": {"user_id": [1], "item_id": [2]}},
+            ).json()
+            assert set(features["results"][-1]["statuses"]) == {"PRESENT"}, features
+            ranked = rest.post(
+                "/v2/models/recsys-demo/infer",
+                json={
+                    "inputs": [
+                        {"name": "user_id", "shape": [1], "datatype": "INT64", "data": [1]},
+                        {"name": "item_id", "shape": [3], "datatype": "INT64", "data": [1, 2, 3]},
+                    ]
+                },
+            )
+            assert ranked.status_code == 200 and len(ranked.json()["outputs"][0]["data"]) == 3, ranked.text
         os.killpg(process.pid, signal.SIGINT)
         output, _ = process.communicate(timeout=30)
     finally:
