@@ -10,6 +10,7 @@ from typing import Any
 
 import mmh3
 import numpy as np
+import numpy.typing as npt
 
 # Feast's ValueType numbers (feast/value_type.py) of the scalar types aisf reads and writes.
 VALUE_TYPES = {
@@ -185,3 +186,53 @@ def decode_fixed_column(raws: Sequence[bytes | None], value_type: str) -> np.nda
     if not (records["tag"] == tag).all():
         return None
     return records["value"]
+
+
+_VARINT_BYTES = 10
+_SHIFTS = np.arange(_VARINT_BYTES, dtype=np.uint64) * np.uint64(7)
+
+
+def _varints(
+    table: npt.NDArray[np.uint8], start: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.intp]]:
+    """Decode one varint per row of `table` (rows of bytes, zero-padded) starting at `start`: the values
+    and the varints' lengths, with no Python loop."""
+    rows = np.arange(table.shape[0])[:, None]
+    at = np.minimum(start[:, None] + np.arange(_VARINT_BYTES), table.shape[1] - 1)
+    window = table[rows, at]
+    # A byte belongs to the varint while every byte before it had its continuation bit set.
+    more = window >= 0x80
+    belongs = np.concatenate(
+        [np.ones((len(window), 1), bool), np.cumprod(more[:, :-1], axis=1).astype(bool)], axis=1
+    )
+    parts = (window & 0x7F).astype(np.uint64) << _SHIFTS
+    return np.where(belongs, parts, 0).sum(axis=1, dtype=np.uint64), belongs.sum(axis=1)
+
+
+def _padded(raws: Sequence[bytes], width: int) -> npt.NDArray[np.uint8]:
+    return np.frombuffer(b"".join(r.ljust(width, b"\0") for r in raws), dtype=np.uint8).reshape(
+        len(raws), width
+    )
+
+
+_VECTOR_MIN = 64  # below this many values numpy's per-call overhead costs more than the Python loop
+
+
+def decode_timestamp_column(raws: Sequence[bytes | None]) -> npt.NDArray[np.int64]:
+    """Serialized Timestamps (seconds = 1, nanos = 2, either omitted when zero) in nanoseconds; 0 where
+    absent."""
+    width = 2 * (1 + _VARINT_BYTES)
+    present = [r or b"" for r in raws]
+    if len(present) < _VECTOR_MIN or any(len(r) > width for r in present):
+        return np.fromiter((decode_timestamp_ns(r) for r in raws), dtype=np.int64, count=len(raws))
+    table = _padded(present, width + 1)
+    n = len(present)
+    zero = np.zeros(n, dtype=np.intp)
+    has_seconds = table[:, 0] == 0x08
+    seconds, used = _varints(table, zero + 1)
+    seconds = np.where(has_seconds, seconds, 0)
+    nanos_at = np.where(has_seconds, 1 + used, 0)
+    has_nanos = table[np.arange(n), nanos_at] == 0x10
+    nanos, _ = _varints(table, nanos_at + 1)
+    nanos = np.where(has_nanos, nanos, 0)
+    return seconds.view(np.int64) * 1_000_000_000 + nanos.view(np.int64)

@@ -111,9 +111,7 @@ def _decode(
     read: ViewRead, replies: Sequence[Sequence[bytes | None]], rows_to_key: npt.NDArray[np.intp], now_ns: int
 ) -> list[FeatureColumn]:
     count = len(replies)
-    event_ns = np.fromiter(
-        (feast_layout.decode_timestamp_ns(r[-1]) for r in replies), dtype=np.int64, count=count
-    )
+    event_ns = feast_layout.decode_timestamp_column([r[-1] for r in replies])
     found = np.fromiter((any(r) for r in replies), dtype=np.bool_, count=count)
     entity_status = np.where(found, np.uint8(Status.PRESENT), np.uint8(Status.NOT_FOUND))
     if read.view.ttl_s > 0:

@@ -100,3 +100,26 @@ def test_a_list_value_is_refused_by_name_not_misread() -> None:
         assert "not a scalar" in str(exc)
     else:
         raise AssertionError("a list value decoded as a scalar")
+
+
+@given(
+    st.lists(
+        st.one_of(st.none(), st.tuples(st.integers(0, 2**33), st.integers(0, 999_999_999))),
+        min_size=60,
+        max_size=80,
+    )
+)
+def test_a_column_of_timestamps_decodes_as_each_one_does(stamps: list[tuple[int, int] | None]) -> None:
+    raws = [None if s is None else Timestamp(seconds=s[0], nanos=s[1]).SerializeToString() for s in stamps]
+    column = feast_layout.decode_timestamp_column(raws)
+    assert column.tolist() == [feast_layout.decode_timestamp_ns(r) for r in raws]
+
+
+@given(st.lists(st.floats(allow_nan=False), min_size=1, max_size=50))
+def test_a_column_of_doubles_decodes_in_one_view_as_each_one_does(values: list[float]) -> None:
+    raws = [Value(double_val=v).SerializeToString() or None for v in values]
+    column = feast_layout.decode_fixed_column(raws, "DOUBLE")
+    if any(r is None for r in raws):
+        assert column is None  # a null (or a proto3-omitted 0.0) takes the per-value path
+    else:
+        assert column is not None and column.tolist() == values
