@@ -83,9 +83,10 @@ def load_catalog(store: Any) -> Catalog:
     config = store.config
     online = config.online_store
     kind = str(getattr(online, "type", "sqlite")).rsplit(".", 1)[-1].lower()
-    if "redis" in kind:
-        kind = "redis"
-    options = parse_redis_connection(online.connection_string) if kind == "redis" else {}
+    if "redis" in kind:  # a cluster or sentinel deployment keeps its name and Feast's SDK path
+        deployment = str(getattr(online, "redis_type", "redis")).rsplit(".", 1)[-1].lower()
+        kind = "redis" if deployment == "redis" else f"redis_{deployment.removeprefix('redis_')}"
+    options = parse_redis_connection(online.connection_string) if kind.startswith("redis") else {}
     return Catalog(
         config.project,
         views,

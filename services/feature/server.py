@@ -16,6 +16,7 @@ from aisf.services.common.settings import Settings
 from aisf.services.feature import servicer
 from aisf.services.feature.catalog import Catalog, load_catalog, repository_config
 from aisf.services.feature.feast_import import import_feast
+from aisf.services.feature.feast_layout import VALUE_TYPES
 from aisf.services.feature.metrics import FeatureMetrics
 from aisf.services.feature.online import FeatureLookup, OnlineStore
 from aisf.services.feature.redis_store import RedisFeatureStore
@@ -42,7 +43,9 @@ def open_feature_store(repo: Path) -> Any:
 
 
 def online_store(catalog: Catalog, feast_store: Any, timeout_s: float) -> OnlineStore:
-    if catalog.online_store.type == "redis":
+    """Redis read directly when every feature is a scalar aisf decodes; Feast's SDK otherwise."""
+    scalar = all(f.value_type in VALUE_TYPES for v in catalog.views.values() for f in v.features)
+    if catalog.online_store.type == "redis" and scalar:
         return RedisFeatureStore(catalog, timeout_s)
     return FeastSdkStore(feast_store, catalog.online_store.type)
 
