@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
 from bench.report import command_line, machine, write_section  # noqa: E402 - needs ROOT on sys.path
 
 DB = 12
-RATES = (100, 200, 400, 800)
+RATES = (50, 100, 150, 200, 300)
 
 
 def _pct(values: Sequence[float], q: float) -> float:

@@ -168,8 +168,11 @@ def decode_timestamp_ns(data: bytes | None) -> int:
     return seconds * 1_000_000_000 + nanos
 
 
-# Fixed-width scalars: (tag, little-endian dtype); a column of them decodes as one numpy view.
-_FIXED = {"DOUBLE": (0x29, "<f8"), "FLOAT": (0x35, "<f4")}
+# Fixed-width scalars: their tag, and the record a serialized one is (tag byte, little-endian value).
+_FIXED = {
+    "DOUBLE": (0x29, np.dtype([("tag", "u1"), ("value", "<f8")])),
+    "FLOAT": (0x35, np.dtype([("tag", "u1"), ("value", "<f4")])),
+}
 
 
 def decode_fixed_column(raws: Sequence[bytes | None], value_type: str) -> np.ndarray | None:
@@ -178,11 +181,13 @@ def decode_fixed_column(raws: Sequence[bytes | None], value_type: str) -> np.nda
     fixed = _FIXED.get(value_type)
     if fixed is None:
         return None
-    tag, dtype = fixed
-    width = 1 + np.dtype(dtype).itemsize
-    if any(raw is None or len(raw) != width for raw in raws):
+    tag, record = fixed
+    try:
+        if set(map(len, raws)) != {record.itemsize}:  # type: ignore[arg-type]
+            return None
+    except TypeError:  # a None: a missing value
         return None
-    records = np.frombuffer(b"".join(raws), dtype=np.dtype([("tag", "u1"), ("value", dtype)]))  # type: ignore[arg-type]
+    records = np.frombuffer(b"".join(raws), dtype=record)  # type: ignore[arg-type]
     if not (records["tag"] == tag).all():
         return None
     return records["value"]

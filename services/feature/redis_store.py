@@ -8,23 +8,27 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-import redis.asyncio as redis
-from redis.exceptions import RedisError
 
 from aisf.services.common.errors import FeatureStoreUnavailable
 from aisf.services.feature import feast_layout
-from aisf.services.feature.catalog import Catalog, FeatureViewDef
+from aisf.services.feature.catalog import Catalog, FeatureField, FeatureViewDef
+from aisf.services.feature.resp_client import RedisReplyError, RedisUnavailable, RespClient, Script
 from aisf.services.feature.types import COLUMN_DTYPES, FeatureColumn, ReadPlan, Status, ViewRead
 
-# KEYS: every entity's hash; ARGV: view count, then per view its key count, field count and fields.
+# KEYS: every entity's hash; ARGV: view count, then per view its key count, field count and fields. The
+# answer is flat (entity after entity, field after field): the client slices a column in one step.
 _READ_SCRIPT = """
-local out, k, a = {}, 1, 2
+local out, n, k, a = {}, 0, 1, 2
 for _ = 1, tonumber(ARGV[1]) do
   local nkeys, nfields = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local fields = {unpack(ARGV, a + 2, a + 1 + nfields)}
   a = a + 2 + nfields
   for _ = 1, nkeys do
-    out[#out + 1] = redis.call('HMGET', KEYS[k], unpack(fields))
+    local values = redis.call('HMGET', KEYS[k], unpack(fields))
+    for i = 1, nfields do
+      out[n + i] = values[i]
+    end
+    n = n + nfields
     k = k + 1
   end
 end
@@ -38,29 +42,28 @@ class RedisFeatureStore:
     def __init__(self, catalog: Catalog, timeout_s: float) -> None:
         config = catalog.online_store
         self._catalog = catalog
-        self._client = redis.Redis(
-            host=config.redis_host,
-            port=config.redis_port,
-            db=config.redis_db,
-            password=config.redis_password or None,
-            ssl=config.redis_ssl,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            max_connections=64,
+        self._client = RespClient(
+            config.redis_host,
+            config.redis_port,
+            config.redis_db,
+            config.redis_password,
+            config.redis_ssl,
+            timeout_s,
         )
-        self._script = self._client.register_script(_READ_SCRIPT)
+        self._script = Script(self._client, _READ_SCRIPT)
         self._where = f"redis://{config.redis_host}:{config.redis_port}/{config.redis_db}"
         self._keys = {
             v.name: feast_layout.EntityKeys(v.join_keys, v.join_key_types, catalog.project)
             for v in catalog.views.values()
         }
+        self._read_fields_cache: dict[tuple[str, tuple[FeatureField, ...]], list[bytes]] = {}
         self._fields = {
             v.name: [*(feast_layout.field_hash(v.name, f.name) for f in v.features)]
             for v in catalog.views.values()
         }
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     async def read(self, plan: ReadPlan) -> list[FeatureColumn]:
         keys: list[bytes] = []
@@ -74,7 +77,7 @@ class RedisFeatureStore:
             argv += [len(unique), len(fields), *fields]
         try:
             replies = await self._script(keys=keys, args=argv)
-        except (RedisError, OSError) as exc:
+        except (RedisUnavailable, RedisReplyError) as exc:
             raise FeatureStoreUnavailable(
                 f"online store {self._where} is unavailable: {type(exc).__name__}: {exc}"
             ) from None
@@ -82,14 +85,22 @@ class RedisFeatureStore:
         start = 0
         now_ns = time.time_ns()
         for read, rows_to_key in zip(plan.reads, row_keys, strict=True):
-            count = int(rows_to_key.max()) + 1
-            columns += _decode(read, replies[start : start + count], rows_to_key, now_ns)
-            start += count
+            size = (int(rows_to_key.max()) + 1) * (len(read.features) + 1)
+            columns += _decode(read, replies[start : start + size], rows_to_key, now_ns)
+            start += size
         return columns
 
     def _read_fields(self, read: ViewRead) -> list[bytes]:
-        hashes = dict(zip((f.name for f in read.view.features), self._fields[read.view.name], strict=True))
-        return [*(hashes[f.name] for f in read.features), feast_layout.timestamp_field(read.view.name)]
+        key = (read.view.name, read.features)
+        fields = self._read_fields_cache.get(key)
+        if fields is None:
+            hashes = dict(
+                zip((f.name for f in read.view.features), self._fields[read.view.name], strict=True)
+            )
+            fields = [*(hashes[f.name] for f in read.features), feast_layout.timestamp_field(read.view.name)]
+            if len(self._read_fields_cache) < 4096:
+                self._read_fields_cache[key] = fields
+        return fields
 
     def _entity_keys(self, view: FeatureViewDef, plan: ReadPlan) -> tuple[list[bytes], npt.NDArray[np.intp]]:
         """One key per distinct entity (a ranking request repeats its user N times), and each row's key."""
@@ -108,18 +119,24 @@ class RedisFeatureStore:
 
 
 def _decode(
-    read: ViewRead, replies: Sequence[Sequence[bytes | None]], rows_to_key: npt.NDArray[np.intp], now_ns: int
+    read: ViewRead, replies: list[bytes | None], rows_to_key: npt.NDArray[np.intp], now_ns: int
 ) -> list[FeatureColumn]:
-    count = len(replies)
-    event_ns = feast_layout.decode_timestamp_column([r[-1] for r in replies])
-    found = np.fromiter((any(r) for r in replies), dtype=np.bool_, count=count)
+    """`replies`: the view's fields then its timestamp, entity after entity (Lua's false for a missing
+    field arrives as None)."""
+    width = len(read.features) + 1
+    count = len(replies) // width
+    event_ns = feast_layout.decode_timestamp_column(replies[width - 1 :: width])
+    present = np.fromiter((r is not None for r in replies), dtype=np.bool_, count=len(replies))
+    found = present.reshape(count, width).any(axis=1)
     entity_status = np.where(found, np.uint8(Status.PRESENT), np.uint8(Status.NOT_FOUND))
     if read.view.ttl_s > 0:
         stale = found & (now_ns - event_ns > int(read.view.ttl_s * 1e9))
         entity_status[stale] = Status.OUTSIDE_MAX_AGE
+    distinct = count == len(rows_to_key)  # keys are numbered by first appearance: rows map 1:1
+    rows_event_ns = event_ns if distinct else event_ns[rows_to_key]
     out = []
     for i, (feature, name) in enumerate(zip(read.features, read.names, strict=True)):
-        raws = [r[i] for r in replies]
+        raws = replies[i::width]
         values = feast_layout.decode_fixed_column(raws, feature.value_type)
         statuses = entity_status
         if values is None:
@@ -127,11 +144,9 @@ def _decode(
             if nulls.any():
                 statuses = entity_status.copy()
                 statuses[nulls & found] = Status.NULL_VALUE
-        out.append(
-            FeatureColumn(
-                name, feature.value_type, values[rows_to_key], statuses[rows_to_key], event_ns[rows_to_key]
-            )
-        )
+        if not distinct:
+            values, statuses = values[rows_to_key], statuses[rows_to_key]
+        out.append(FeatureColumn(name, feature.value_type, values, statuses, rows_event_ns))
     return out
 
 
