@@ -86,7 +86,8 @@ class RedisFeatureStore:
         now_ns = time.time_ns()
         for read, rows_to_key in zip(plan.reads, row_keys, strict=True):
             size = (int(rows_to_key.max()) + 1) * (len(read.features) + 1)
-            columns += _decode(read, replies[start : start + size], rows_to_key, now_ns)
+            decode = _decode_few if size <= _FEW * (len(read.features) + 1) else _decode
+            columns += decode(read, replies[start : start + size], rows_to_key, now_ns)
             start += size
         return columns
 
@@ -147,6 +148,47 @@ def _decode(
         if not distinct:
             values, statuses = values[rows_to_key], statuses[rows_to_key]
         out.append(FeatureColumn(name, feature.value_type, values, statuses, rows_event_ns))
+    return out
+
+
+_FEW = 8  # entities of a view below which numpy's per-call cost outweighs its loops
+
+
+def _decode_few(
+    read: ViewRead, replies: list[bytes | None], rows_to_key: npt.NDArray[np.intp], now_ns: int
+) -> list[FeatureColumn]:
+    """_decode for a handful of entities, in plain Python (a single-entity lookup is the common case)."""
+    width = len(read.features) + 1
+    count = len(replies) // width
+    stamps = [feast_layout.decode_timestamp_ns(replies[j * width + width - 1]) for j in range(count)]
+    ttl_ns = int(read.view.ttl_s * 1e9)
+    status = []
+    for j in range(count):
+        if all(v is None for v in replies[j * width : (j + 1) * width]):
+            status.append(Status.NOT_FOUND)
+        elif ttl_ns and now_ns - stamps[j] > ttl_ns:
+            status.append(Status.OUTSIDE_MAX_AGE)
+        else:
+            status.append(Status.PRESENT)
+    rows = rows_to_key.tolist()
+    event_ns = np.asarray([stamps[k] for k in rows], dtype=np.int64)
+    out = []
+    for i, (feature, name) in enumerate(zip(read.features, read.names, strict=True)):
+        dtype = COLUMN_DTYPES[feature.value_type]
+        zero: object = "" if dtype.kind == "O" else 0
+        values, statuses = [], []
+        for k in rows:
+            raw = replies[k * width + i]
+            if raw:
+                values.append(feast_layout.decode_value(raw))
+                statuses.append(status[k])
+            else:
+                values.append(zero)
+                statuses.append(Status.NOT_FOUND if status[k] == Status.NOT_FOUND else Status.NULL_VALUE)
+        column = FeatureColumn(
+            name, feature.value_type, np.asarray(values, dtype), np.asarray(statuses, np.uint8), event_ns
+        )
+        out.append(column)
     return out
 
 
