@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # reuse the test suite's process helpers (tests/support)
     sys.path.insert(0, str(ROOT))
 
-from bench.report import command_line, machine, write_section  # noqa: E402 - needs ROOT on sys.path
+from bench.loads import Sample, open_loop  # noqa: E402 - needs ROOT on sys.path
+from bench.report import command_line, machine, write_section  # noqa: E402
 
 SERVICE_TIME_S = 0.004
 SHADOW_DELAY_S = 0.020
@@ -129,20 +129,6 @@ def _repository(root: Path) -> Path:
 # ------------------------------------------------------------------------------------------- load
 
 
-@dataclass
-class Sample:
-    latencies_ms: list[float]
-    refused: int
-    failed: int
-    wall_s: float
-
-    def rate(self) -> float:
-        return len(self.latencies_ms) / self.wall_s
-
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
-
-
 def _inputs(grpcclient: Any, name: str, shape: tuple[int, ...]) -> list[Any]:
     tensor = grpcclient.InferInput(name, list(shape), "FP32")
     tensor.set_data_from_numpy(np.full(shape, 0.5, np.float32))
@@ -164,38 +150,6 @@ async def _closed_loop(call: Callable[[], Awaitable[Any]], concurrency: int, sec
     return Sample(latencies, 0, 0, time.perf_counter() - started)
 
 
-async def _open_loop(call: Callable[[], Awaitable[Any]], rate: float, seconds: float) -> Sample:
-    """Requests sent on a fixed schedule, whatever the answers: what real traffic does to a server."""
-    from tritonclient.utils import InferenceServerException
-
-    latencies: list[float] = []
-    refused = failed = 0
-
-    async def one() -> None:
-        nonlocal refused, failed
-        started = time.perf_counter()
-        try:
-            await call()
-        except InferenceServerException as exc:
-            if "RESOURCE_EXHAUSTED" in str(exc.status()):
-                refused += 1
-            else:
-                failed += 1
-            return
-        latencies.append((time.perf_counter() - started) * 1000)
-
-    loop = asyncio.get_running_loop()
-    begin = loop.time()
-    tasks = []
-    for i in range(int(rate * seconds)):
-        delay = begin + i / rate - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one()))
-    await asyncio.gather(*tasks)
-    return Sample(latencies, refused, failed, loop.time() - begin)
-
-
 async def _overload(url: str, seconds: float) -> dict[str, Any]:
     import tritonclient.grpc.aio as grpcclient
 
@@ -208,9 +162,9 @@ async def _overload(url: str, seconds: float) -> dict[str, Any]:
 
         capacity = await _closed_loop(caller("unbounded"), 16, 3)
         rate = 2 * len(capacity.latencies_ms) / capacity.wall_s
-        bounded = await _open_loop(caller("bounded"), rate, seconds)
+        bounded = await open_loop(caller("bounded"), rate, seconds)
         await asyncio.sleep(1)
-        unbounded = await _open_loop(caller("unbounded"), rate, seconds)
+        unbounded = await open_loop(caller("unbounded"), rate, seconds)
     finally:
         await client.close()
     return {"capacity": len(capacity.latencies_ms) / capacity.wall_s, "rate": rate, "bounded": bounded,

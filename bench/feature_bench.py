@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.report import command_line, machine, write_section  # noqa: E402 - needs ROOT on sys.path
+from bench.loads import open_loop  # noqa: E402 - needs ROOT on sys.path
+from bench.report import command_line, machine, write_section  # noqa: E402
 
 DB = 12
 RATES = (50, 100, 150, 200, 300)
@@ -167,64 +168,41 @@ async def _lookups(targets: dict[str, Any], lookups: int) -> dict[int, dict[str,
     return results
 
 
-async def _open_loop(grpc_url: str, seconds: float) -> list[dict[str, float]]:
-    import grpc
-    from tritonclient.grpc import service_pb2 as v2
-    from tritonclient.grpc import service_pb2_grpc as v2_grpc
+async def _ranking(grpc_url: str, seconds: float) -> list[dict[str, float]]:
+    """recsys-demo through tritonclient's asyncio gRPC client: one user, 100 candidate ids per request."""
+    import tritonclient.grpc.aio as grpcclient
 
-    channel = grpc.aio.insecure_channel(grpc_url)
-    stub = v2_grpc.GRPCInferenceServiceStub(channel)
+    client = grpcclient.InferenceServerClient(grpc_url)
+    counter = iter(range(10**9))
 
-    def request(i: int) -> Any:
-        message = v2.ModelInferRequest(model_name="recsys-demo")
-        message.inputs.add(name="user_id", datatype="INT64", shape=[1])
-        message.inputs.add(name="item_id", datatype="INT64", shape=[100])
-        message.raw_input_contents.extend(
-            [
-                np.asarray([(i % 200) + 1], np.int64).tobytes(),
-                ((np.arange(100) + i) % 500 + 1).astype(np.int64).tobytes(),
-            ]
+    def inputs(i: int) -> list[Any]:
+        user, items = (
+            grpcclient.InferInput("user_id", [1], "INT64"),
+            grpcclient.InferInput("item_id", [100], "INT64"),
         )
-        return message
+        user.set_data_from_numpy(np.asarray([(i % 200) + 1], np.int64))
+        items.set_data_from_numpy(((np.arange(100) + i) % 500 + 1).astype(np.int64))
+        return [user, items]
 
-    for i in range(100):
-        await stub.ModelInfer(request(i))
+    async def rank() -> Any:
+        return await client.infer("recsys-demo", inputs(next(counter)), client_timeout=10)
+
+    for _ in range(100):
+        await rank()
     levels = []
     for rate in RATES:
-        latencies: list[float] = []
-        failed = 0
-
-        async def one(i: int, latencies: list[float] = latencies) -> None:
-            nonlocal failed
-            started = time.perf_counter()
-            try:
-                await stub.ModelInfer(request(i), timeout=10)
-            except grpc.aio.AioRpcError:
-                failed += 1
-                return
-            latencies.append((time.perf_counter() - started) * 1000)
-
-        loop = asyncio.get_running_loop()
-        begin = loop.time()
-        tasks = []
-        for i in range(int(rate * seconds)):
-            delay = begin + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        elapsed = loop.time() - begin
+        sample = await open_loop(rank, rate, seconds)
         level = {
             "rate": rate,
-            "achieved": len(latencies) / elapsed,
-            "p50": _pct(latencies, 50),
-            "p99": _pct(latencies, 99),
-            "p999": _pct(latencies, 99.9),
-            "failed": failed,
+            "achieved": sample.rate(),
+            "p50": sample.percentile(50),
+            "p99": sample.percentile(99),
+            "p999": sample.percentile(99.9),
+            "failed": sample.failed + sample.refused,
         }
         print(f"rate {rate}: {level}", flush=True)
         levels.append(level)
-    await channel.close()
+    await client.close()
     return levels
 
 
@@ -317,7 +295,7 @@ def main() -> None:
                     targets = _lookup_targets(repo, store, server.grpc_url, server.http_url, feast_url)
                     try:
                         found = await _lookups(targets, args.lookups)
-                        return found, await _open_loop(server.grpc_url, args.seconds)
+                        return found, await _ranking(server.grpc_url, args.seconds)
                     finally:
                         for close in targets["close"]:
                             await close()
