@@ -5,7 +5,8 @@ fast path in process, over gRPC and over REST) and recsys-demo ranking 100 candi
 
 One run: the sample Feast repository (users x items, 8 features in the `ranker_features` service) is
 written to a temp dir, applied and materialized into the local Redis (db 12, flushed), and every target
-reads the same keys one request at a time (c=1) after a warm-up: 1 entity row, and 100 rows (100 users
+reads the same keys one request at a time (c=1) after a warm-up, with start-up's objects frozen out of the
+garbage collector for every target (what `aisf serve` does): 1 entity row, and 100 rows (100 users
 and 100 items: 200 Redis hashes, 800 values). Then `aisf serve --role all` ranks 100 candidates for one
 user per request (tritonclient-style V2 gRPC, entity ids only), open-loop at increasing rates.
 Everything binds 127.0.0.1; every loop is bounded.
@@ -260,6 +261,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
+    from aisf.services.common import heap
     from aisf.services.feature.server import open_feature_store
     from aisf.services.feature_samples import build_recsys_demo
     from tests.support.features import materialized_repo
@@ -293,6 +295,7 @@ def main() -> None:
 
                 async def run() -> tuple[Any, Any]:
                     targets = _lookup_targets(repo, store, server.grpc_url, server.http_url, feast_url)
+                    heap.freeze()  # as `aisf serve` does once started (AISF_GC_FREEZE): Feast's objects too
                     try:
                         found = await _lookups(targets, args.lookups)
                         return found, await _ranking(server.grpc_url, args.seconds)

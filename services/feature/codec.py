@@ -39,7 +39,9 @@ def query_to_proto(query: FeatureQuery) -> pb.GetOnlineFeaturesRequest:
         full_feature_names=query.full_feature_names,
     )
     for key, values in query.entities.items():
-        if all(isinstance(v, str) for v in values):
+        if isinstance(values, np.ndarray):  # the router's join: integer ids
+            request.entities[key].int64_values.values.extend(values.tolist())
+        elif all(isinstance(v, str) for v in values):
             request.entities[key].string_values.values.extend(values)  # type: ignore[arg-type]
         else:
             request.entities[key].int64_values.values.extend(int(v) for v in values)

@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from aisf.services.common.errors import InvalidInput
 from aisf.services.feature.catalog import Catalog, FeatureField, FeatureViewDef
-from aisf.services.feature.types import EntityValue, FeatureQuery, ReadPlan, ViewRead
+from aisf.services.feature.types import EntityValues, FeatureQuery, ReadPlan, ViewRead
 
 _INT_BOUNDS = {"INT64": (-(2**63), 2**63 - 1), "INT32": (-(2**31), 2**31 - 1)}
 
@@ -91,19 +91,27 @@ def _entities(
             raise InvalidInput(f"entities: missing join key '{key}' (feature view '{view.name}' needs it)")
         if rows == -1:
             rows = len(values)
+            if rows > max_rows:  # before looking at any value
+                raise InvalidInput(
+                    f"entities: {rows} rows, the limit is {max_rows} (AISF_FEATURE_MAX_ENTITIES)"
+                )
         elif len(values) != rows:
             raise InvalidInput(f"entities.{key}: {len(values)} values, the other join keys have {rows}")
         columns[key] = _typed(key, key_type, values)
     if rows <= 0:
         raise InvalidInput("entities: no rows (every join key needs at least one value)")
-    if rows > max_rows:
-        raise InvalidInput(f"entities: {rows} rows, the limit is {max_rows} (AISF_FEATURE_MAX_ENTITIES)")
     return columns, rows
 
 
-def _typed(key: str, key_type: str, values: Sequence[EntityValue]) -> npt.NDArray[np.generic]:
+def _typed(key: str, key_type: str, values: EntityValues) -> npt.NDArray[np.generic]:
     if key_type in _INT_BOUNDS:
         low, high = _INT_BOUNDS[key_type]
+        if isinstance(values, np.ndarray) and values.dtype.kind in "iu":  # the router's join: no loop
+            outside = (values < low) | (values > high)
+            if outside.any():
+                i = int(np.argmax(outside))
+                raise InvalidInput(f"entities.{key}[{i}]: {values[i]} is out of {key_type}'s range")
+            return values.astype(np.int64, copy=False)
         for i, value in enumerate(values):
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise InvalidInput(

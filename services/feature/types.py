@@ -12,6 +12,8 @@ import numpy.typing as npt
 from aisf.services.feature.catalog import FeatureField, FeatureViewDef
 
 EntityValue = int | str
+# One join key's values: a list (JSON, protobuf), or an integer array (the router's feature join).
+EntityValues = Sequence[EntityValue] | npt.NDArray[np.integer]
 
 
 class Status(IntEnum):
@@ -39,7 +41,7 @@ COLUMN_DTYPES: dict[str, np.dtype[np.generic]] = {
 
 @dataclass(frozen=True, slots=True)
 class FeatureQuery:
-    entities: Mapping[str, Sequence[EntityValue]]  # join key -> one value per row
+    entities: Mapping[str, EntityValues]  # join key -> one value per row
     features: tuple[str, ...] = ()  # "<view>:<feature>"
     feature_service: str = ""
     full_feature_names: bool = False

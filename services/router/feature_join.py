@@ -4,15 +4,17 @@ a feature lookup, and the answer becomes the engine's input tensor, one row per 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 
 from aisf.services.common.errors import EntityNotFound, InvalidInput, ModelNotReady
 from aisf.services.common.model_config import FeatureJoinConfig
 from aisf.services.common.tensors import NUMPY_DTYPES, InferRequest, Tensor, TensorSpec
 from aisf.services.common.validation import validate_request
 from aisf.services.feature.online import OnlineFeatures
-from aisf.services.feature.types import EntityValue, FeatureQuery, FeatureResult, Status
+from aisf.services.feature.types import EntityValues, FeatureQuery, FeatureResult, Status
 
 _USABLE = (Status.PRESENT, Status.OUTSIDE_MAX_AGE)
 
@@ -66,13 +68,13 @@ def _target(model: str, config: FeatureJoinConfig, inputs: list[TensorSpec]) -> 
     return inputs[0]
 
 
-def _entities(model: str, request: InferRequest) -> dict[str, list[EntityValue]]:
+def _entities(model: str, request: InferRequest) -> dict[str, EntityValues]:
     """Entity inputs, flattened; a one-value input applies to every row (the user of a ranking)."""
-    columns: dict[str, list[EntityValue]] = {}
+    columns: dict[str, EntityValues] = {}
     for tensor in request.inputs:
         flat = tensor.data.reshape(-1)
         if flat.dtype.kind in "iu":
-            columns[tensor.name] = [int(v) for v in flat.tolist()]
+            columns[tensor.name] = cast("npt.NDArray[np.integer]", flat)
         elif flat.dtype.kind == "O":
             columns[tensor.name] = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in flat]
         else:
@@ -82,7 +84,7 @@ def _entities(model: str, request: InferRequest) -> dict[str, list[EntityValue]]
     rows = max(len(v) for v in columns.values())
     for name, values in columns.items():
         if len(values) == 1 and rows > 1:
-            columns[name] = values * rows
+            columns[name] = np.repeat(values, rows) if isinstance(values, np.ndarray) else list(values) * rows
         elif len(values) != rows:
             raise InvalidInput(f"input '{name}': {len(values)} entity ids, other inputs have {rows}")
     return columns
@@ -92,7 +94,7 @@ def _matrix(
     model: str,
     config: FeatureJoinConfig,
     result: FeatureResult,
-    entities: dict[str, list[EntityValue]],
+    entities: dict[str, EntityValues],
     dtype: np.dtype[np.generic],
 ) -> np.ndarray:
     features = [c for c in result.columns if c.name not in entities]

@@ -54,7 +54,10 @@ async def test_one_user_is_applied_to_every_candidate_row() -> None:
     joined = await FeatureJoin(source).join(
         "ranker", config(), ENGINE, OUTPUTS, request(user_id=[7], item_id=[1, 2])
     )
-    assert source.queries[0].entities == {"user_id": [7, 7], "item_id": [1, 2]}
+    assert {k: list(v) for k, v in source.queries[0].entities.items()} == {
+        "user_id": [7, 7],
+        "item_id": [1, 2],
+    }
     assert joined.inputs[0].name == "input__0" and joined.inputs[0].data.dtype == np.float32
     np.testing.assert_array_equal(joined.inputs[0].data, [[0.5, 10.0], [0.25, 20.0]])
 
