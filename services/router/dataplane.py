@@ -129,8 +129,14 @@ class Dataplane:
         version = str(model.version)
         try:
             if model.config.features is not None:  # the model fetches its own features
+                deadlines.check(f"model '{model.name}'")  # a late request fetches nothing
                 request = await self.features.join(
-                    model.name, model.config.features, model.inputs, model.outputs, request
+                    model.name,
+                    model.config.features,
+                    model.inputs,
+                    model.outputs,
+                    request,
+                    model.calls.max_waiting,
                 )
             batch_size = validate_request(
                 model.name, model.inputs, model.outputs, model.config.max_batch_size, request

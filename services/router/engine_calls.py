@@ -105,6 +105,11 @@ class EngineCalls:
         self._closing = False
         self._outcome = _Outcome(breaker)
 
+    @property
+    def max_waiting(self) -> int:
+        """Requests that may wait for the engine; the model's other waits (a feature join) share the bound."""
+        return self._max_waiting
+
     def in_flight(self) -> int:
         return len(self._running) + len(self._streams)
 

@@ -9,7 +9,7 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from aisf.services.common.errors import EntityNotFound, InvalidInput, ModelNotReady
+from aisf.services.common.errors import EngineOverloaded, EntityNotFound, InvalidInput, ModelNotReady
 from aisf.services.common.model_config import FeatureJoinConfig
 from aisf.services.common.tensors import NUMPY_DTYPES, InferRequest, Tensor, TensorSpec
 from aisf.services.common.validation import validate_request
@@ -22,6 +22,7 @@ _USABLE = (Status.PRESENT, Status.OUTSIDE_MAX_AGE)
 class FeatureJoin:
     def __init__(self, source: OnlineFeatures | None) -> None:
         self._source = source
+        self._pending: dict[str, int] = {}
 
     def use(self, source: OnlineFeatures) -> None:
         self._source = source
@@ -33,9 +34,11 @@ class FeatureJoin:
         inputs: list[TensorSpec],
         outputs: list[TensorSpec],
         request: InferRequest,
+        limit: int = 256,
     ) -> InferRequest:
         """The request with the engine input filled in; one that already carries it goes through as it is
-        (a client may send the features itself, and a shadow copy gets the joined request)."""
+        (a client may send the features itself, and a shadow copy gets the joined request). At most `limit`
+        requests of a model fetch features at once (its queue bound): more are refused, not queued."""
         target = _target(model, config, inputs)
         if any(t.name == target.name for t in request.inputs):
             return request
@@ -49,7 +52,17 @@ class FeatureJoin:
         query = FeatureQuery(
             entities, tuple(config.features), "" if config.features else config.feature_service
         )
-        result = await self._source.get(query)
+        pending = self._pending.get(model, 0)
+        if pending >= limit:
+            raise EngineOverloaded(
+                f"model '{model}': {limit} requests are already fetching their features (its queue bound)",
+                retry_after=1,
+            )
+        self._pending[model] = pending + 1
+        try:
+            result = await self._source.get(query)
+        finally:
+            self._pending[model] -= 1
         matrix = _matrix(model, config, result, entities, NUMPY_DTYPES[target.datatype])
         tensor = Tensor(target.name, target.datatype, tuple(matrix.shape), matrix)
         return replace(request, inputs=[tensor])

@@ -91,3 +91,26 @@ async def test_a_request_that_brings_its_own_features_goes_through_untouched() -
 async def test_without_a_feature_service_the_model_is_not_ready_naming_the_setting() -> None:
     with pytest.raises(ModelNotReady, match="AISF_FEATURE_REPO"):
         await FeatureJoin(None).join("ranker", config(), ENGINE, OUTPUTS, request(user_id=[1], item_id=[1]))
+
+
+async def test_lookups_beyond_the_models_queue_bound_are_refused_not_queued() -> None:
+    import asyncio
+
+    from aisf.services.common.errors import EngineOverloaded
+
+    release = asyncio.Event()
+
+    class Slow(StaticFeatures):
+        async def get(self, query: FeatureQuery) -> FeatureResult:
+            await release.wait()
+            return await super().get(query)
+
+    join = FeatureJoin(Slow())
+    rows = request(user_id=[1], item_id=[1])
+    first = asyncio.create_task(join.join("ranker", config(), ENGINE, OUTPUTS, rows, limit=1))
+    await asyncio.sleep(0)
+    with pytest.raises(EngineOverloaded, match="1 requests are already fetching"):
+        await join.join("ranker", config(), ENGINE, OUTPUTS, rows, limit=1)
+    release.set()
+    assert (await first).inputs[0].name == "input__0"
+    assert (await join.join("ranker", config(), ENGINE, OUTPUTS, rows, limit=1)).inputs[0].name == "input__0"
