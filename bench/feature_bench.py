@@ -265,7 +265,7 @@ def main() -> None:
     from aisf.services.feature.server import open_feature_store
     from aisf.services.feature_samples import build_recsys_demo
     from tests.support.features import materialized_repo
-    from tests.support.processes import free_port, running_aisf
+    from tests.support.processes import free_port, running_aisf, stop_process
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
@@ -287,6 +287,8 @@ def main() -> None:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
         )
         try:
             _wait_http(f"http://127.0.0.1:{feast_port}/health")
@@ -305,8 +307,7 @@ def main() -> None:
 
                 lookups, levels = asyncio.run(run())
         finally:
-            feast.terminate()
-            feast.wait(10)
+            stop_process(feast)  # feast serve's gunicorn master and its workers
     document = _document(lookups, levels, args)
     print(document)
     if args.out:
