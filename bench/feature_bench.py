@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -213,11 +214,7 @@ def _document(
     args: argparse.Namespace,
 ) -> str:
     cpus, model = machine()
-    versions = subprocess.run(
-        [sys.executable, "-c", "import feast, redis; print(feast.__version__, redis.__version__)"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    versions = [metadata.version("feast"), metadata.version("redis")]
     server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
     redis_version = server[2].removeprefix("v=") if len(server) > 2 else "?"
     lines = [

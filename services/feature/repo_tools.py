@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +21,15 @@ def apply(repo: Path) -> None:
 
     # Feast imports the repository's modules by name: put it on the path for this apply only, and forget
     # its modules afterwards (a second repository's features.py must not be the cached first one).
+    # Feast's apply also changes the working directory to the repository for good: put it back, or every
+    # relative path after it (the data dir of `aisf up`) would resolve inside the repository.
     root = str(repo.resolve())
+    cwd = os.getcwd()
     sys.path.insert(0, root)
     try:
         apply_total(load_repo_config(repo, config_path), repo.resolve(), skip_source_validation=False)
     finally:
+        os.chdir(cwd)
         sys.path.remove(root)
         for name, module in list(sys.modules.items()):
             if (getattr(module, "__file__", None) or "").startswith(root + "/"):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -18,7 +19,8 @@ import tritonclient.grpc as triton
 
 from aisf.feature.v1 import feature_service_pb2 as pb
 from aisf.feature.v1 import feature_service_pb2_grpc as pb_grpc
-from aisf.services.feature_samples import build_recsys_demo
+from aisf.services.feature import repo_tools
+from aisf.services.feature_samples import build_feature_repo, build_recsys_demo
 from tests.support.features import materialized_repo
 from tests.support.processes import AisfProcess, free_port, running_aisf
 
@@ -146,3 +148,12 @@ def test_a_dead_redis_is_unavailable_naming_the_store_and_recovers_without_a_res
                 raise
             time.sleep(0.1)
     assert _rank(router_role).shape == (4, 1)
+
+
+def test_features_apply_leaves_the_working_directory_where_it_was(tmp_path: Path) -> None:
+    """Feast's apply moves into the repository for good; `aisf up` resolves its data dir after it."""
+    repo = build_feature_repo(tmp_path / "repo")
+    before = os.getcwd()
+    repo_tools.apply(repo)
+    assert os.getcwd() == before
+    assert (repo / "data" / "registry.db").is_file()
