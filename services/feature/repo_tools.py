@@ -14,6 +14,7 @@ from aisf.services.feature.server import open_feature_store
 
 def apply(repo: Path) -> None:
     """Register the repository's definitions (Feast's `feast apply`) and create its online tables."""
+    repo = repo.resolve()  # Feast reads relative paths of the config against the directory it moves into
     config_path = repository_config(repo)
     import_feast()
     from feast.repo_config import load_repo_config
@@ -23,11 +24,11 @@ def apply(repo: Path) -> None:
     # its modules afterwards (a second repository's features.py must not be the cached first one).
     # Feast's apply also changes the working directory to the repository for good: put it back, or every
     # relative path after it (the data dir of `aisf up`) would resolve inside the repository.
-    root = str(repo.resolve())
+    root = str(repo)
     cwd = os.getcwd()
     sys.path.insert(0, root)
     try:
-        apply_total(load_repo_config(repo, config_path), repo.resolve(), skip_source_validation=False)
+        apply_total(load_repo_config(repo, config_path), repo, skip_source_validation=False)
     finally:
         os.chdir(cwd)
         sys.path.remove(root)

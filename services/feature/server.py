@@ -39,7 +39,7 @@ def open_feature_store(repo: Path) -> Any:
     """A `feast.FeatureStore` over the repository (blocking, seconds: call it in a thread)."""
     repository_config(repo)
     feast = import_feast()  # seconds: only the feature role and the CLI pay for it
-    return feast.FeatureStore(repo_path=str(repo))
+    return feast.FeatureStore(repo_path=str(repo.resolve()))
 
 
 def online_store(catalog: Catalog, feast_store: Any, timeout_s: float) -> OnlineStore:

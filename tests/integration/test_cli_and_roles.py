@@ -39,7 +39,8 @@ def _wait_for_line(process: subprocess.Popen[str], needle: str, timeout_s: float
 def test_up_builds_samples_serves_them_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     """The embedded default: samples, SQLite, and its own Temporal dev server (no AISF_TEMPORAL_ADDRESS)."""
     http_port = free_port()
-    command = [AISF, "up", "--host", "127.0.0.1", "--data-dir", str(tmp_path / "data"), *free_port_flags()]
+    # A relative data dir, as a newcomer's `aisf up` has (Feast's apply moves the working directory).
+    command = [AISF, "up", "--host", "127.0.0.1", "--data-dir", "data", *free_port_flags()]
     command[command.index("--http-port") + 1] = str(http_port)
     env = {k: v for k, v in os.environ.items() if k != "AISF_TEMPORAL_ADDRESS"}
     env |= {"AISF_TEMPORAL_PORT": str(free_port()), "AISF_TEMPORAL_UI_PORT": str(free_port())}

@@ -334,3 +334,28 @@ def test_a_job_on_recsys_demo_fetches_its_features_too(rest: httpx.Client, model
     assert finished["state"] == "succeeded", finished
     scores = finished["result"]["responses"][0]["outputs"][0]["data"]
     np.testing.assert_allclose(scores, _ranker_scores(5, [1, 2, 3], models), rtol=1e-6)
+
+
+def test_feasts_sdk_path_on_sqlite_answers_what_the_redis_fast_path_answers(
+    catalog: Catalog, feast_store: Any, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from aisf.services.feature import repo_tools
+    from aisf.services.feature_samples import build_feature_repo
+
+    sqlite_repo = build_feature_repo(tmp_path / "sqlite")
+    repo_tools.apply(sqlite_repo)
+    repo_tools.materialize(sqlite_repo, datetime(2000, 1, 1, tzinfo=UTC), None, incremental=False)
+    sqlite_store = open_feature_store(sqlite_repo)
+    sqlite_catalog = load_catalog(sqlite_store)
+    assert sqlite_catalog.online_store.type == "sqlite"
+    query = FeatureQuery(
+        {"user_id": [1, 2, 3], "item_id": [4, MISSING_ITEM, 6]}, feature_service="ranker_features"
+    )
+    fast, sdk = read(catalog, feast_store, query), read(sqlite_catalog, sqlite_store, query)
+    assert sdk.online_store == "sqlite" and fast.online_store == "redis"
+    for column in fast.columns:
+        other = sdk.column(column.name)
+        np.testing.assert_array_equal(column.values, other.values)
+        assert column.statuses.tolist() == other.statuses.tolist(), column.name
