@@ -3,7 +3,6 @@ the feature role runs elsewhere)."""
 
 from __future__ import annotations
 
-from aisf.feature.v1 import feature_service_pb2 as pb
 from aisf.feature.v1 import feature_service_pb2_grpc as pb_grpc
 from aisf.services.clients.grpc_client import GrpcClient
 from aisf.services.feature import codec
@@ -18,6 +17,3 @@ class FeatureClient(GrpcClient):
     async def get(self, query: FeatureQuery) -> FeatureResult:
         reply = await self._call(self._stub.GetOnlineFeatures, codec.query_to_proto(query))
         return codec.result_from_proto(reply)
-
-    async def list_features(self) -> pb.ListFeaturesResponse:
-        return await self._call(self._stub.ListFeatures, pb.ListFeaturesRequest())

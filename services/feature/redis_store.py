@@ -41,7 +41,6 @@ class RedisFeatureStore:
 
     def __init__(self, catalog: Catalog, timeout_s: float) -> None:
         config = catalog.online_store
-        self._catalog = catalog
         self._client = RespClient(
             config.redis_host,
             config.redis_port,
@@ -58,7 +57,7 @@ class RedisFeatureStore:
         }
         self._read_fields_cache: dict[tuple[str, tuple[FeatureField, ...]], list[bytes]] = {}
         self._fields = {
-            v.name: [*(feast_layout.field_hash(v.name, f.name) for f in v.features)]
+            v.name: [feast_layout.field_hash(v.name, f.name) for f in v.features]
             for v in catalog.views.values()
         }
 

@@ -160,9 +160,10 @@ async def test_an_explicit_version_bypasses_the_split(tmp_path: Path) -> None:
 
 
 async def test_a_shadow_version_takes_no_live_traffic_and_its_agreement_is_reported(tmp_path: Path) -> None:
-    _two_versions(
-        tmp_path / "models", shadow={"version": "2", "sample": 1.0, "promote": {"min_compared": 20}}
-    )
+    # The latency gate has its own tests (test_shadow_gates.py): one slow copy on a loaded CI machine
+    # must not decide this one (it did: shadow/live p99 1.79).
+    promote = {"min_compared": 20, "max_p99_ratio": 1000}
+    _two_versions(tmp_path / "models", shadow={"version": "2", "sample": 1.0, "promote": promote})
     async with routing(tmp_path / "models") as router:
         for i in range(30):
             answer = await router.dataplane.infer(rows("slow-echo", [[i, i]]))
