@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.support.jobs import submit, tabular_request, wait_final
-from tests.support.processes import AISF, AisfProcess, free_port, free_port_flags, stop_process
+from tests.support.processes import AISF, AisfProcess, any_port_flags, free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def test_up_builds_samples_serves_them_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
     """The embedded default: samples, SQLite, and its own Temporal dev server (no AISF_TEMPORAL_ADDRESS)."""
     http_port = free_port()
     # A relative data dir, as a newcomer's `aisf up` has (Feast's apply moves the working directory).
-    command = [AISF, "up", "--host", "127.0.0.1", "--data-dir", "data", *free_port_flags()]
+    command = [AISF, "up", "--host", "127.0.0.1", "--data-dir", "data", *any_port_flags()]
     command[command.index("--http-port") + 1] = str(http_port)
     env = {k: v for k, v in os.environ.items() if k != "AISF_TEMPORAL_ADDRESS"}
     env |= {"AISF_TEMPORAL_PORT": str(free_port()), "AISF_TEMPORAL_UI_PORT": str(free_port())}
@@ -110,7 +110,7 @@ def test_unreachable_database_is_one_clear_line(tmp_path: Path, sample_repositor
             str(sample_repository),
             "--data-dir",
             str(tmp_path),
-            *free_port_flags(),
+            *any_port_flags(),
         ],
         {"AISF_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
         tmp_path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -24,15 +25,40 @@ _PORTS = {
 }
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, for a server that must be told its port before it starts.
+
+    Drawn below the kernel's ephemeral range: a port the kernel picked for `bind(0)` can be handed
+    to some client's outgoing connection before our server binds it (CI lost a run to that)."""
+    floor = _ephemeral_floor()
+    for _ in range(200):
+        port = random.randrange(max(1024, floor - 12000), floor)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
-def free_port_flags() -> list[str]:
-    """`aisf serve` flags putting each listener on a free loopback port."""
-    return [flag for name in ("http", "grpc", "metrics") for flag in (f"--{name}-port", str(free_port()))]
+def any_port_flags() -> list[str]:
+    """`aisf serve` flags binding each listener to port 0: the kernel picks atomically and the
+    ready line names the ports."""
+    return [flag for name in ("http", "grpc", "metrics") for flag in (f"--{name}-port", "0")]
 
 
 @dataclass
@@ -92,7 +118,7 @@ def running_aisf(
         str(repository),
         "--data-dir",
         str(data_dir),
-        *free_port_flags(),
+        *any_port_flags(),
         *args,
     ]
     queue = f"aisf-jobs-{uuid.uuid4().hex[:8]}"
