@@ -43,6 +43,9 @@ class ModelMetadata:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     platform: str
+    # Where it computes: "cpu", "cuda:N" (metrics carry it so dashboards join DCGM's GPU series) or
+    # "remote" (another server's engine).
+    device: str = "cpu"
 
 
 @dataclass(frozen=True, slots=True)

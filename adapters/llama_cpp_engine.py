@@ -241,7 +241,8 @@ class LlamaCppAdapter:
         for instance in self._instances:
             self._pool.put_nowait(instance)
         self._accepting = True
-        return ModelMetadata(inputs=[], outputs=[], platform="llama_cpp")
+        device = "cuda:0" if settings["n_gpu_layers"] != 0 else "cpu"
+        return ModelMetadata(inputs=[], outputs=[], platform="llama_cpp", device=device)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         raise Unsupported(f"model '{self._name}' generates text: use the OpenAI-compatible API, not V2")

@@ -52,6 +52,14 @@ def _spec(arg: Any) -> TensorSpec:
 _cpu_arena_limit: int | None = None
 
 
+def _device(active: list[str], options: list[dict[str, str]]) -> str:
+    """The session's first provider decides where it runs (ORT falls back along the list)."""
+    if active and active[0] in _PREFERRED_PROVIDERS[:2]:
+        index = next((o.get("device_id", "") for o in options if o.get("device_id")), "0")
+        return f"cuda:{index}"
+    return "cpu"
+
+
 def _memory_capped(provider: str, limit: int, options: ort.SessionOptions) -> dict[str, str]:
     """Cap the engine's memory so an oversized batch fails with a real out-of-memory error
     (REQ-ORC-02 reroutes it): the CUDA arena per session; on CPU one process-wide arena,
@@ -107,6 +115,7 @@ class OnnxRuntimeAdapter:
             inputs=inputs,
             outputs=[_spec(o) for o in session.get_outputs()],
             platform="onnxruntime_onnx",
+            device=_device(session.get_providers(), provider_options),
         )
 
     async def infer(self, request: InferRequest) -> InferResponse:

@@ -131,7 +131,7 @@ class OpenAIRemoteAdapter:
             raise ModelLoadFailed(exc.message) from exc
         self._context_length = int(params.get("context_length", card.get("max_model_len") or 0))
         self._client = client
-        return ModelMetadata(inputs=[], outputs=[], platform="openai")
+        return ModelMetadata(inputs=[], outputs=[], platform="openai", device="remote")
 
     async def infer(self, request: InferRequest) -> InferResponse:
         raise Unsupported(f"{self._where} generates text: use the OpenAI-compatible API, not V2 tensors")

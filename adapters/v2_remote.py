@@ -84,6 +84,7 @@ class V2RemoteAdapter:
             inputs=[TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.inputs],
             outputs=[TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in metadata.outputs],
             platform=metadata.platform or "v2_remote",
+            device="remote",
         )
 
     async def _call(

@@ -103,7 +103,7 @@ class VllmAdapter:
             ) from exc
         self._vllm, self._engine, self._name = vllm, engine, spec.name
         self._max_len = int(engine.model_config.max_model_len)
-        return ModelMetadata(inputs=[], outputs=[], platform="vllm")
+        return ModelMetadata(inputs=[], outputs=[], platform="vllm", device="cuda:0")
 
     async def infer(self, request: InferRequest) -> InferResponse:
         raise Unsupported(

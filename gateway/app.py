@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from prometheus_client import CollectorRegistry
 
 from aisf import __version__
 from aisf.gateway import batch_routes, features_routes, jobs_routes, openai_routes, v2_routes
+from aisf.gateway.edge_telemetry import EdgeTelemetry, bind_call
 from aisf.gateway.errors import install_error_handlers
 from aisf.services.clients.batch_client import BatchClient
 from aisf.services.clients.feature_client import FeatureClient
@@ -31,6 +33,7 @@ def create_app(
     jobs: JobClient,
     batches: BatchClient,
     features: FeatureClient | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,8 +48,12 @@ def create_app(
         title="AI Serving Foundation",
         version=__version__,
         lifespan=lifespan,
-        dependencies=[Depends(bind_deadline)],
+        dependencies=[Depends(bind_call), Depends(bind_deadline)],
+        # FastAPI's own spans would stand beside the edge's (a second root per request, a span per
+        # dependency): EdgeTelemetry makes the one server span and the metrics.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.add_middleware(EdgeTelemetry, registry=registry or CollectorRegistry())
     app.state.settings = settings
     app.state.router = client
     app.state.jobs = jobs

@@ -3,7 +3,6 @@ translation of the router's aisf.llm.v1.LlmService, streamed as server-sent even
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, TypeVar
@@ -17,6 +16,7 @@ from aisf.gateway.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
 from aisf.gateway.sse import event_stream, sse_response
 from aisf.llm.v1 import llm_pb2 as pb
 from aisf.services.clients.router_client import RouterClient
+from aisf.services.common import call_context
 from aisf.services.common import llm_codec as codec
 from aisf.services.common.errors import InternalError, InvalidInput, ModelNotFound
 from aisf.services.common.llm_outputs import CacheMode, GenerationChunk, ModelCard
@@ -54,8 +54,9 @@ async def _parse(request: Request, model: type[Model]) -> Model:
     return model.model_validate_json(body)
 
 
-def _request_id(request: Request) -> str:
-    return request.headers.get("x-request-id") or uuid.uuid4().hex
+def _request_id() -> str:
+    """The edge's one request id (edge_telemetry.bind_call: the caller's, else a new one)."""
+    return call_context.request_id.get()
 
 
 def _cache_mode(request: Request) -> CacheMode:
@@ -109,9 +110,9 @@ async def _respond(
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     body = await _parse(request, ChatCompletionRequest)
-    request_id = _request_id(request)
+    request_id = _request_id()
     message = codec.chat_request_to_proto(body.to_domain(request_id), _cache_mode(request))
-    tenant = request.headers.get(codec.TENANT_KEY, "")
+    tenant = request.headers.get(call_context.TENANT_KEY, "")
     chunks = _decoded(_client(request).chat_completion(message, request_id, tenant))
     return await _respond(chunks, CHAT, body.stream, body.include_usage)
 
@@ -119,9 +120,9 @@ async def chat_completions(request: Request) -> Response:
 @router.post("/v1/completions")
 async def completions(request: Request) -> Response:
     body = await _parse(request, CompletionRequest)
-    request_id = _request_id(request)
+    request_id = _request_id()
     message = codec.completion_request_to_proto(body.to_domain(request_id), _cache_mode(request))
-    tenant = request.headers.get(codec.TENANT_KEY, "")
+    tenant = request.headers.get(call_context.TENANT_KEY, "")
     chunks = _decoded(_client(request).completion(message, request_id, tenant))
     return await _respond(chunks, TEXT, body.stream, body.include_usage)
 
@@ -129,7 +130,7 @@ async def completions(request: Request) -> Response:
 @router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     body = await _parse(request, EmbeddingRequest)
-    reply = await _client(request).embed(codec.embed_request_to_proto(body.to_domain()), _request_id(request))
+    reply = await _client(request).embed(codec.embed_request_to_proto(body.to_domain()), _request_id())
     return _json(embeddings_body(codec.embed_result_from_proto(reply), body.encoding_format))
 
 

@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import dataclass
 
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from aisf.gateway.app import create_app
 from aisf.services.clients.batch_client import BatchClient
@@ -29,7 +30,11 @@ class GatewayRuntime:
 
 
 async def start_gateway(
-    settings: Settings, router_target: str, job_target: str, feature_target: str = ""
+    settings: Settings,
+    registry: CollectorRegistry,
+    router_target: str,
+    job_target: str,
+    feature_target: str = "",
 ) -> GatewayRuntime:
     limit = settings.max_request_bytes
     app = create_app(
@@ -38,6 +43,7 @@ async def start_gateway(
         JobClient(job_target, limit),
         BatchClient(job_target, limit),
         FeatureClient(feature_target, limit, settings.request_timeout_s) if feature_target else None,
+        registry,
     )
     config = uvicorn.Config(
         app,

@@ -99,9 +99,7 @@ async def model_statistics(request: Request, model: str, version: str = "") -> d
 async def infer(request: Request, model: str, version: str = "") -> Response:
     body = await read_body(request, request.app.state.settings.max_request_bytes)
     domain, binary = parse_request(model, version, body, request.headers.get(HEADER_LENGTH))
-    reply = await _client(request).infer(
-        v2_codec.request_to_proto(domain), request.headers.get("x-request-id", "")
-    )
+    reply = await _client(request).infer(v2_codec.request_to_proto(domain))  # request id: call_context
     response = v2_codec.response_from_proto(reply)
     content, header_length = encode_response(response, binary)
     headers = {}

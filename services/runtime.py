@@ -11,14 +11,19 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from aisf import __version__
 from aisf.gateway.server import start_gateway
 from aisf.services.clients.feature_client import FeatureClient
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import heap
 from aisf.services.common.db.engine import open_database
 from aisf.services.common.grpc_server import Registrar, build_server
+from aisf.services.common.metrics import DatabasePoolCollector, register_build_info
+from aisf.services.common.request_log import request_log_of
 from aisf.services.common.settings import Role, Settings
+from aisf.services.common.tracing import configure_tracing
 from aisf.services.feature.server import build_feature_lane
+from aisf.services.job.job_metrics import JobGauges
 from aisf.services.job.server import build_finalizer, build_job_lane, open_storage
 from aisf.services.job.store import JobStore
 from aisf.services.job.temporal import connect, start_dev_server
@@ -67,11 +72,15 @@ async def run(settings: Settings, role: Role, announce: Callable[[Endpoints], No
 async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpoints:
     """Start the role's parts; `stack` stops them in reverse order (edge first, database last)."""
     host = _display_host(settings.host)
+    tracer_provider = configure_tracing(settings, role)  # before any channel: they take its interceptors
+    if tracer_provider is not None:
+        stack.callback(tracer_provider.shutdown)  # last out: flushes every span the others ended
     registry = CollectorRegistry()
     metrics_server, metrics_thread = start_http_server(settings.metrics_port, settings.host, registry)
     stack.callback(metrics_thread.join, 2)
     stack.callback(metrics_server.shutdown)
     endpoints = Endpoints(metrics=f"http://{host}:{metrics_server.server_port}/metrics")
+    register_build_info(registry, __version__, role)
     co_located = role == "all"
     own_target = f"unix://{settings.router_socket()}" if co_located else ""
     router_target = own_target or settings.router_address or f"127.0.0.1:{settings.grpc_port}"
@@ -82,6 +91,7 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
     )
     if database is not None:
         stack.callback(database.close)
+        registry.register(DatabasePoolCollector(database.engine.pool, database.engine.dialect.name))
 
     temporal_address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
     if co_located and not settings.temporal_address:
@@ -132,6 +142,15 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         temporal = await connect(settings, temporal_address, lazy=True)
         lane = build_job_lane(settings, database, job_store, router_client, temporal, storage)
         stack.push_async_callback(lane.close)
+        gauges = JobGauges(
+            job_store,
+            temporal,
+            settings.temporal_namespace,
+            [settings.job_task_queue, settings.job_large_task_queue],
+            settings.job_gauges_interval_s,
+        )
+        gauges.start(registry)
+        stack.push_async_callback(gauges.close)
         registrars += lane.registrars
         names += lane.service_names
     if registrars:
@@ -161,11 +180,13 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
                 extra={"files_dir": str(settings.files_dir or settings.data_dir / "files")},
             )
         finalizer = build_finalizer(database, job_store, storage)
-        activities = JobActivities(job_store, router_client, finalizer, settings.job_item_concurrency)
+        activities = JobActivities(
+            job_store, router_client, finalizer, settings.job_item_concurrency, request_log_of(settings)
+        )
         await _start_workers(settings, activities, temporal_address, stack)
     if role in ("all", "gateway"):
         job_target = own_target or settings.job_address or router_target
-        gateway = await start_gateway(settings, router_target, job_target, feature_target)
+        gateway = await start_gateway(settings, registry, router_target, job_target, feature_target)
         stack.push_async_callback(gateway.stop)
         endpoints.rest = f"http://{host}:{gateway.http_port}"
     return endpoints

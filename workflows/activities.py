@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from time import perf_counter_ns
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from aisf.services.clients.router_client import RouterClient
+from aisf.services.common import call_context
 from aisf.services.common.errors import AisfError, EngineOutOfMemory
+from aisf.services.common.request_log import SUCCESS, RequestLog
 from aisf.services.job.batch_output import BatchFinalizer
 from aisf.services.job.model import Answer, JobKind, JobState, StoredItem, item_error_body
 from aisf.services.job.store import JobStore
@@ -47,18 +50,29 @@ async def _beat(checkpoint: Callable[[], int], every_s: float) -> None:
 
 class JobActivities:
     def __init__(
-        self, store: JobStore, router: RouterClient, finalizer: BatchFinalizer, concurrency: int = 8
+        self,
+        store: JobStore,
+        router: RouterClient,
+        finalizer: BatchFinalizer,
+        concurrency: int = 8,
+        request_log: RequestLog | None = None,
     ) -> None:
         self._store = store
         self._runner = ItemRunner(router)
         self._finalizer = finalizer
         self._concurrency = concurrency
+        self._request_log = request_log or RequestLog()
 
     @activity.defn(name=INFER_ITEMS)
     async def infer_items(self, params: InferItemsInput) -> int:
         """Answer items from the last checkpoint on, the items of a group at once (a batching engine
         merges them); a SIGTERM'd worker saves, checkpoints and hands over. Out of memory saves what was
         answered and says where the next attempt starts; an item already answered never runs again."""
+        started = perf_counter_ns()
+        # The router's request log names each item's lane and tenant (this activity's task only).
+        call_context.lane.set(call_context.JOB)
+        call_context.tenant.set(params.tenant)
+        call_context.request_id.set(params.job_id)
         info = activity.info()
         checkpoint = int(info.heartbeat_details[0]) if info.heartbeat_details else 0
         resumed = max(checkpoint, params.resume_from)
@@ -67,6 +81,7 @@ class JobActivities:
             await self._finalizer.in_progress(params.job_id)
         done = resumed
         beating = asyncio.ensure_future(_beat(lambda: done, _beat_interval(info.heartbeat_timeout)))
+        outcome = SUCCESS
         try:
             while done < params.items_total:
                 items = await self._store.items(params.job_id, done, GROUP)
@@ -81,9 +96,31 @@ class JobActivities:
                         type=WORKER_SHUTDOWN,
                         category=ApplicationErrorCategory.BENIGN,
                     )
+        except ApplicationError as error:
+            outcome = error.type or "failed"
+            raise
+        except BaseException as error:
+            outcome = getattr(error, "reason", None) or type(error).__name__
+            raise
         finally:
             beating.cancel()
+            self._log(params, info.attempt, resumed, done, outcome, perf_counter_ns() - started)
         return done
+
+    def _log(
+        self, params: InferItemsInput, attempt: int, resumed: int, done: int, outcome: str, elapsed_ns: int
+    ) -> None:
+        fields: dict[str, object] = {
+            "job_id": params.job_id,
+            "model": params.model_name,
+            "version": params.model_version,
+            "kind": params.kind,
+            "attempt": attempt,
+            "items_from": resumed,
+            "items_done": done,
+            "items_total": params.items_total,
+        }
+        self._request_log.write("job activity", outcome, elapsed_ns, fields)
 
     async def _group(self, items: list[StoredItem], params: InferItemsInput) -> int:
         """Answer one group; save every answer it got, whatever ended it, and return the checkpoint: the

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 from grpc import aio
 
-from aisf.services.common import deadlines
-from aisf.services.common.grpc_errors import REQUEST_ID_KEY, error_from_rpc
+from aisf.services.common import call_context, deadlines, tracing
+from aisf.services.common.grpc_errors import error_from_rpc
 from aisf.services.common.grpc_server import channel_options
 
 Reply = TypeVar("Reply")
@@ -17,7 +17,8 @@ Reply = TypeVar("Reply")
 
 class GrpcClient:
     def __init__(self, target: str, max_message_bytes: int, timeout_s: float) -> None:
-        self._channel = aio.insecure_channel(target, options=channel_options(max_message_bytes))
+        options, spans = channel_options(max_message_bytes), tracing.client_interceptors()
+        self._channel = aio.insecure_channel(target, options=options, interceptors=spans or None)
         self._timeout_s = timeout_s
 
     async def close(self) -> None:
@@ -26,7 +27,7 @@ class GrpcClient:
     async def _call(
         self, method: Callable[..., Awaitable[Reply]], request: Any, request_id: str = ""
     ) -> Reply:
-        metadata = ((REQUEST_ID_KEY, request_id),) if request_id else None
+        metadata = tuple(call_context.outgoing(request_id)) or None
         try:
             return await method(request, timeout=deadlines.timeout_or(self._timeout_s), metadata=metadata)
         except aio.AioRpcError as exc:

@@ -16,8 +16,7 @@ from aisf.router.v1 import model_control_pb2_grpc as control_grpc
 from aisf.router.v1 import model_repository_pb2 as repo_pb
 from aisf.router.v1 import model_repository_pb2_grpc as repo_grpc
 from aisf.services.clients.grpc_client import GrpcClient
-from aisf.services.common.grpc_errors import REQUEST_ID_KEY
-from aisf.services.common.llm_codec import TENANT_KEY
+from aisf.services.common import call_context
 
 
 class RouterClient(GrpcClient):
@@ -97,7 +96,9 @@ class RouterClient(GrpcClient):
     # --- LLM lane (aisf.llm.v1.LlmService) ---
     @staticmethod
     def _llm_metadata(request_id: str, tenant: str) -> tuple[tuple[str, str], ...]:
-        return tuple((k, v) for k, v in ((REQUEST_ID_KEY, request_id), (TENANT_KEY, tenant)) if v)
+        carried = [(k, v) for k, v in call_context.outgoing(request_id) if k != call_context.TENANT_KEY]
+        who = tenant or call_context.tenant.get()
+        return tuple(carried + [(call_context.TENANT_KEY, who)] if who else carried)
 
     def _stream(
         self, method: Callable[..., Any], request: Any, request_id: str, tenant: str

@@ -8,16 +8,15 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from opentelemetry import trace
 
-from aisf.services.common import deadlines
+from aisf.services.common import call_context, deadlines, tracing
 from aisf.services.common.errors import AisfError, Code, InvalidInput
-from aisf.services.common.logging import request_id
 
 log = logging.getLogger(__name__)
 
 REASON_KEY = "aisf-reason"
 RETRY_AFTER_KEY = "retry-after"
-REQUEST_ID_KEY = "x-request-id"
 
 _STATUS_BY_CODE = {Code(s.value[0]): s for s in grpc.StatusCode}
 
@@ -47,12 +46,15 @@ async def abort_with(context: aio.ServicerContext[Any, Any], error: AisfError) -
 
 
 def _rejected(method: str, error: AisfError) -> None:
+    tracing.failed(trace.get_current_span(), error.reason, error.message)
     log.info("request rejected", extra={"rpc": method, "reason": error.reason, "detail": error.message})
 
 
 async def _crashed(method: str, context: aio.ServicerContext[Any, Any], exc: Exception) -> None:
     log.error("request failed", extra={"rpc": method}, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id.get() or 'none'})")
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error (request id {call_context.request_id.get() or 'none'})"
+    )
 
 
 class _Malformed:
@@ -139,15 +141,13 @@ class TypedErrors(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
 
 def _bind_call(context: aio.ServicerContext[Any, Any], default_timeout_s: float) -> None:
-    metadata = context.invocation_metadata()
-    request_id.set(next((str(v) for k, v in metadata or () if k == REQUEST_ID_KEY), ""))
+    call_context.bind(context.invocation_metadata())
     left = context.time_remaining()
     deadlines.bind(default_timeout_s if left is None else left)
 
 
 def _unary(behavior: Callable[..., Any], method: str, timeout_s: float) -> Callable[..., Awaitable[Any]]:
-    async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        _bind_call(context, timeout_s)
+    async def answer(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await behavior(_checked(request), context)
         except AisfError as error:
@@ -157,6 +157,13 @@ def _unary(behavior: Callable[..., Any], method: str, timeout_s: float) -> Calla
             raise
         except Exception as exc:
             await _crashed(method, context, exc)
+
+    async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        _bind_call(context, timeout_s)
+        if not tracing.enabled():
+            return await answer(request, context)
+        with tracing.grpc_server_span(method, context.invocation_metadata()):
+            return await answer(request, context)
 
     return call
 
@@ -169,8 +176,7 @@ def _uploading(behavior: Callable[..., Any], method: str, timeout_s: float) -> C
 def _streaming(
     behavior: Callable[..., Any], method: str, timeout_s: float, stream_in: bool
 ) -> Callable[..., AsyncIterator[Any]]:
-    async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        _bind_call(context, timeout_s)
+    async def answer(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
             incoming = _checked_stream(request) if stream_in else _checked(request)
             async for item in behavior(incoming, context):
@@ -182,5 +188,15 @@ def _streaming(
             raise
         except Exception as exc:
             await _crashed(method, context, exc)
+
+    async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        _bind_call(context, timeout_s)
+        if not tracing.enabled():
+            async for item in answer(request, context):
+                yield item
+            return
+        with tracing.grpc_server_span(method, context.invocation_metadata()):
+            async for item in answer(request, context):
+                yield item
 
     return call

@@ -32,7 +32,6 @@ from aisf.services.common.llm_types import (
 
 # Call metadata naming the tenant, until the edge authenticates tenants (the gateway forwards the
 # X-Aisf-Tenant header under this key).
-TENANT_KEY = "x-aisf-tenant"
 
 _ROLES: dict[Role, pb.Role.ValueType] = {
     "system": pb.ROLE_SYSTEM,
@@ -65,14 +64,6 @@ _KIND_NAMES = {value: name for name, value in _KINDS.items()}
 assert set(_ROLES) == set(get_args(Role))
 
 Chunk = TypeVar("Chunk", pb.ChatCompletionResponse, pb.CompletionResponse)
-
-
-def tenant_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
-    """The caller's tenant: the one place that decides it (an authenticated identity will replace it)."""
-    for key, value in metadata or ():
-        if key == TENANT_KEY:
-            return value.decode() if isinstance(value, bytes) else value
-    return ""
 
 
 _FORMATS: dict[ResponseFormatType, pb.ResponseFormatType.ValueType] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,8 +12,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from aisf.services.common.llm_types import SamplingParams, Usage
-
-log = logging.getLogger("aisf.llm")
+from aisf.services.common.request_log import RequestLog
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -78,7 +76,13 @@ class _InProcessEngineSeries(Collector):
 
 
 class LlmMetrics:
-    def __init__(self, registry: CollectorRegistry, engines: EngineSource | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        engines: EngineSource | None = None,
+        request_log: RequestLog | None = None,
+    ) -> None:
+        self.request_log = request_log or RequestLog()
         labels = ["model", "version"]
         self.requests = Counter(
             "aisf_llm_requests",
@@ -214,9 +218,7 @@ class Trace:
             "model": self._model,
             "version": self._version,
             "kind": self._kind,
-            "outcome": outcome,
             "cache": self.cache,
-            "duration_ms": round(elapsed_ns / 1e6, 3),
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "ttft_ms": round((self._first_ns - self.started_ns) / 1e6, 3) if self._chunks else None,
@@ -236,4 +238,4 @@ class Trace:
                 "seed": p.seed,
                 "stop_count": len(p.stop),
             }
-        log.info("llm request", extra=fields)
+        self._metrics.request_log.write("llm request", outcome, elapsed_ns, fields)

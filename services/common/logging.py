@@ -1,16 +1,38 @@
-"""Structured JSON logs with the request id of the call being served."""
+"""Structured logs carrying the call being served: JSON lines for machines, readable text in a terminal."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
+import re
 import sys
-from typing import Any
+from typing import Any, Literal, TextIO
 
-request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+from aisf.services.common import call_context
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+LogFormat = Literal["auto", "json", "text"]
+
+# uvicorn puts an ANSI-coloured copy of its message in `color_message`: never ours to print.
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _plain(text: str) -> str:
+    return _ANSI.sub("", text) if "\x1b" in text else text
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The call's context, then what the record itself carries."""
+    fields: dict[str, Any] = {}
+    for name, variable in (
+        ("request_id", call_context.request_id),
+        ("tenant", call_context.tenant),
+        ("lane", call_context.lane),
+    ):
+        if value := variable.get():
+            fields[name] = value
+    fields.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+    return fields
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,25 +41,49 @@ class JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _plain(record.getMessage()),
         }
-        rid = request_id.get()
-        if rid:
-            entry["request_id"] = rid
-        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        entry.update(_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
-def configure_logging(level: str, fmt: str) -> None:
+class TextFormatter(logging.Formatter):
+    """`time level logger message key=value ...`: what a person reads in a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = (
+            f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.name}: "
+            f"{_plain(record.getMessage())}"
+        )
+        extras = " ".join(f"{k}={_text(v)}" for k, v in _fields(record).items())
+        if extras:
+            line += "  " + extras
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value if value and " " not in value else json.dumps(value)
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def resolve_format(fmt: LogFormat, stream: TextIO) -> Literal["json", "text"]:
+    """`auto`: text for a person at a terminal, JSON for everything that collects logs."""
+    if fmt != "auto":
+        return fmt
+    return "text" if stream.isatty() else "json"
+
+
+def configure_logging(level: str, fmt: LogFormat) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    chosen = resolve_format(fmt, sys.stderr)
+    handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # uvicorn's access log would print every request; our dataplane logs what matters.
+    # uvicorn's access log would print every request; the request log says what matters.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

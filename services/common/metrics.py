@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -25,6 +27,8 @@ class EngineGauges:
     breaker_state: int  # 0 closed, 1 half-open, 2 open
     breaker_opened: int
     breaker_rejected: int
+    platform: str = ""
+    device: str = "cpu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,19 @@ class ShadowCounts:
     disagreed: int
     errors: int
     shed: int
+
+
+def physical_gpu(device: str, visible: str | None = None) -> str:
+    """DCGM's `gpu` label for a "cuda:N" device: N counts the GPUs CUDA_VISIBLE_DEVICES lists, DCGM counts
+    the machine's. "" off the GPU (and for a UUID list, which only the GPU's own UUID label matches)."""
+    if not device.startswith("cuda:"):
+        return ""
+    index = device.removeprefix("cuda:")
+    mask = os.environ.get("CUDA_VISIBLE_DEVICES", "") if visible is None else visible
+    listed = [d.strip() for d in mask.split(",")]
+    if listed != [""] and index.isdigit() and int(index) < len(listed):
+        return listed[int(index)] if listed[int(index)].isdigit() else ""
+    return index
 
 
 class DataplaneCollector(Collector):
@@ -66,6 +83,14 @@ class DataplaneCollector(Collector):
             opened.add_metric(key, row.breaker_opened)
             rejected.add_metric(key, row.breaker_rejected)
         yield from (depth, flight, state, opened, rejected)
+        info = GaugeMetricFamily(
+            "aisf_model_info",
+            "Served model versions, their engine and where it computes (gpu: DCGM's index, to join on)",
+            labels=["model", "version", "engine", "device", "gpu"],
+        )
+        for row in self._engines():
+            info.add_metric([row.model, row.version, row.platform, row.device, physical_gpu(row.device)], 1)
+        yield info
         copies = CounterMetricFamily(
             "aisf_shadow_requests", "Shadow copies by outcome", labels=["model", "shadow", "outcome"]
         )
@@ -134,3 +159,28 @@ class InferenceMetrics:
 
     def fallback(self, model: str, version: str, fallback: str) -> None:
         self.fallbacks.labels(model, version, fallback).inc()
+
+
+def register_build_info(registry: CollectorRegistry, version: str, role: str) -> None:
+    Gauge(
+        "aisf_build_info", "The aisf release and role of this process", ["version", "role"], registry=registry
+    ).labels(version, role).set(1)
+
+
+class DatabasePoolCollector(Collector):
+    """The metadata database's connection pool as SQLAlchemy holds it at scrape time."""
+
+    def __init__(self, pool: Any, dialect: str) -> None:
+        self._pool = pool
+        self._dialect = dialect
+
+    def collect(self) -> Iterator[Metric]:
+        size = GaugeMetricFamily("aisf_db_pool_size", "Connections the pool keeps", labels=["dialect"])
+        out = GaugeMetricFamily(
+            "aisf_db_pool_checked_out", "Connections in use now (overflow included)", labels=["dialect"]
+        )
+        reads = getattr(self._pool, "size", None), getattr(self._pool, "checkedout", None)
+        if callable(reads[0]) and callable(reads[1]):
+            size.add_metric([self._dialect], float(reads[0]()))
+            out.add_metric([self._dialect], float(reads[1]()))
+        yield from (size, out)

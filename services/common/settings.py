@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     worker_task_queues: list[str] = []
     """Queues this process's workers poll; empty means job_task_queue."""
     worker_max_concurrent_activities: int = Field(4, ge=1)
+    job_gauges_interval_s: float = Field(10.0, gt=0, le=3600)
+    """How often the job role recounts jobs by state and asks Temporal for its backlog (metrics)."""
     job_item_concurrency: int = Field(8, ge=1, le=256)
     """Items of one job a worker answers at once (a dynamic batcher merges them)."""
     job_max_attempts: int = Field(4, ge=1, le=10)
@@ -133,8 +135,22 @@ class Settings(BaseSettings):
     feature_store_timeout_s: float = Field(0.5, gt=0, le=30)
     """Bound on one online-store round trip (Redis socket connect and read)."""
     # --- end feature lane ---
+    # --- operations: logs and traces (REQ-OPS-02) ---
     log_level: str = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = "auto"
+    """auto: readable text when stderr is a terminal, JSON lines otherwise."""
+    request_log_sample: float = Field(1.0, ge=0, le=1)
+    """Share of successful, fast requests that get their request-log line (failures and slow ones always
+    do); lower it on hot paths: docs/operations.md gives the cost."""
+    request_log_slow_ms: float = Field(250.0, ge=0)
+    """A request slower than this is always logged, whatever the sampling."""
+    tracing: Literal["off", "otlp", "console"] = "off"
+    """OpenTelemetry spans with W3C trace context across every hop: off, OTLP/gRPC, or stderr."""
+    otlp_endpoint: str = "http://127.0.0.1:4317"
+    """Where `tracing=otlp` sends spans (an OpenTelemetry Collector, Jaeger, Tempo)."""
+    tracing_sample: float = Field(1.0, ge=0, le=1)
+    """Share of new traces recorded (parent-based: a caller's decision is kept)."""
+    # --- end operations ---
     shutdown_grace_s: float = Field(5.0, ge=0)
     """How long in-flight calls may finish after SIGINT/SIGTERM."""
 

@@ -21,6 +21,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from aisf.services.common import tracing
 from aisf.services.common.db.tables import Base
 from aisf.services.common.errors import InvalidInput, JobAlreadyFinished, JobNotFound
 from aisf.services.common.settings import Settings
@@ -35,6 +36,7 @@ from aisf.workflows.types import JobInput
 _TENANT = SearchAttributeKey.for_keyword("AisfTenant")
 _MODEL = SearchAttributeKey.for_keyword("AisfModel")
 _TIER = SearchAttributeKey.for_keyword("AisfTier")
+_MAX_PENDING_TRACES = 10_000
 _RPC_TIMEOUT = timedelta(seconds=5)
 _WATCH_INTERVAL_S = 0.1
 _WATCH_MAX_INTERVAL_S = 1.0
@@ -76,6 +78,9 @@ class JobService:
         self._last_reconciled: dict[str, float] = {}
         self._checks = checks
         self._outbox = OutboxDispatcher(store, self._start_accepted)
+        # Trace context of submits whose workflow the outbox has yet to start (this process's only:
+        # a job a restart starts begins a trace of its own).
+        self._traces: dict[str, dict[str, str]] = {}
 
     def start(self) -> None:
         """Start the outbox dispatcher: workflows of jobs accepted before a restart start now."""
@@ -103,6 +108,8 @@ class JobService:
         if not created:
             return job, False
         if durable:
+            if tracing.enabled():
+                self._remember_trace(job.job_id)
             self._outbox.wake()
             return job, True
         try:
@@ -154,13 +161,20 @@ class JobService:
             await self._store.outbox_started(job.job_id)
             return
         try:
-            await self._start_workflow(current)
+            with tracing.resumed(self._traces.get(job.job_id)):
+                await self._start_workflow(current)
         except WorkflowAlreadyStartedError:
             pass
         except (RPCError, RuntimeError) as error:
             raise start_refused(error) from None
+        self._traces.pop(job.job_id, None)
         if not await self._store.outbox_started(job.job_id):
             await self._cancel_workflow(job.job_id)
+
+    def _remember_trace(self, job_id: str) -> None:
+        if len(self._traces) >= _MAX_PENDING_TRACES:
+            self._traces.pop(next(iter(self._traces)))
+        self._traces[job_id] = tracing.capture()
 
     async def _cancel_workflow(self, job_id: str) -> None:
         with contextlib.suppress(RPCError, RuntimeError):  # none there: nothing to cancel

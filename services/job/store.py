@@ -236,6 +236,18 @@ class JobStore:
 
     # --- the transactional outbox: jobs accepted whose workflow is not started yet ---
 
+    async def backlog(self) -> tuple[dict[str, int], datetime | None]:
+        """Jobs by state, and when the oldest job still queued was submitted (None: none waits)."""
+
+        def read(session: Session) -> tuple[dict[str, int], datetime | None]:
+            counts = session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
+            oldest = session.scalar(
+                select(func.min(JobRow.create_time)).where(JobRow.state == JobState.QUEUED)
+            )
+            return {str(state): int(n) for state, n in counts}, aware(oldest)
+
+        return await self._run(read)
+
     async def due_outbox(self, limit: int) -> list[Job]:
         """Jobs whose workflow start is due, oldest first. Two dispatchers may read the same row: the
         second start is harmless (the workflow id is the job id)."""

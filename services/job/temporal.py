@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.client import Client, TLSConfig
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.service import RPCError, RPCStatusCode
 
+from aisf.services.common import tracing
 from aisf.services.common.errors import AisfError, EngineUnavailable, InternalError
 from aisf.services.common.settings import Settings
 
@@ -109,7 +111,11 @@ async def connect(settings: Settings, address: str, lazy: bool) -> Client:
             client_private_key=_read(settings.temporal_tls_client_key),
         )
     try:
-        return await Client.connect(address, namespace=settings.temporal_namespace, tls=tls, lazy=lazy)
+        # Temporal headers carry the trace: submit → workflow → activity → router is one trace.
+        interceptors = [TracingInterceptor()] if tracing.enabled() else []
+        return await Client.connect(
+            address, namespace=settings.temporal_namespace, tls=tls, lazy=lazy, interceptors=interceptors
+        )
     except RuntimeError as error:
         raise EngineUnavailable(f"Temporal at {address} is unreachable: {error}") from None
 

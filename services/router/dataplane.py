@@ -9,10 +9,11 @@ from dataclasses import dataclass, replace
 from time import perf_counter_ns
 
 from aisf import __version__
-from aisf.services.common import deadlines
+from aisf.services.common import call_context, deadlines, tracing
 from aisf.services.common.errors import AisfError, InternalError, InvalidInput, ModelNotReady
 from aisf.services.common.marks import FALLBACK_PARAMETER
 from aisf.services.common.metrics import EngineGauges, InferenceMetrics
+from aisf.services.common.request_log import SUCCESS, RequestLog, describe_parameters, describe_tensors, ms
 from aisf.services.common.tensors import InferRequest, InferResponse, ParameterValue
 from aisf.services.common.validation import select_outputs, validate_request
 from aisf.services.router.breaker import STATE_VALUES
@@ -23,7 +24,7 @@ from aisf.services.router.repository import IndexEntry, LoadedModel, ModelReposi
 from aisf.services.router.routing import TrafficRouter
 from aisf.services.router.shadow import tensors_agree
 from aisf.services.router.shadows import ShadowRegistry, shadow_target
-from aisf.services.router.statistics import ModelStatistics
+from aisf.services.router.statistics import ExecutionTiming, ModelStatistics
 
 SERVER_NAME = "aisf"
 # Triton extensions whose RPCs/endpoints aisf serves (tritonclient checks some of these).
@@ -34,6 +35,7 @@ EXTENSIONS = (
     "binary_tensor_data",
     "model_configuration",
 )
+STREAM_LANE = "stream"
 STREAM_WINDOW = 64  # requests of one ModelStreamInfer stream in flight or answered but not yet sent
 
 
@@ -62,6 +64,16 @@ class StreamAnswer:
     error: AisfError | None = None
 
 
+def _span_attributes(model: LoadedModel, rows: int) -> dict[str, str | int]:
+    return {
+        "aisf.model": model.name,
+        "aisf.model_version": model.version,
+        "aisf.engine": model.platform,
+        "aisf.device": model.device,
+        "aisf.rows": rows,
+    }
+
+
 def timeout_parameter(request: InferRequest) -> float | None:
     """Triton's per-request `timeout` parameter (microseconds), in seconds."""
     value = request.parameters.get(deadlines.TIMEOUT_PARAMETER)
@@ -87,8 +99,10 @@ class Dataplane:
         shadows: ShadowRegistry,
         request_timeout_s: float = 60.0,
         features: FeatureJoin | None = None,
+        request_log: RequestLog | None = None,
     ) -> None:
         self._repository = repository
+        self._request_log = request_log or RequestLog()
         self.features = features or FeatureJoin(None)
         self._metrics = metrics
         self._shadows = shadows
@@ -144,27 +158,60 @@ class Dataplane:
             deadlines.check(f"model '{model.name}'")
             permit = model.breaker.enter()
             if permit is None:
-                return await self._fallback(model, request, batch_size, live)
+                return await self._fallback(model, request, batch_size, live, started)
             try:
-                response, timing = await model.executor.execute(request, batch_size)
+                with tracing.span(f"engine {model.name}", _span_attributes(model, batch_size)):
+                    response, timing = await model.executor.execute(request, batch_size)
             finally:
                 model.breaker.leave(permit)
         except AisfError as exc:
             elapsed = perf_counter_ns() - started
             model.stats.record_failure(elapsed)
             self._metrics.failure(model.name, version, exc.reason, elapsed)
+            if live:
+                self._log(model, request, exc.reason, elapsed)
             raise
         elapsed = perf_counter_ns() - started
         model.stats.record_success(elapsed, batch_size, timing)
         self._metrics.success(model.name, version, elapsed, timing.queue_ns, timing.batch_size)
+        if live:
+            self._log(model, request, SUCCESS, elapsed, batch_size, timing)
         response = select_outputs(response, [o.name for o in request.outputs])
         response.model_name, response.model_version, response.id = model.name, version, request.id
         if live and model.config.shadow is not None:
             self._mirror(model, request, response, elapsed)
         return response
 
+    def _log(
+        self,
+        model: LoadedModel,
+        request: InferRequest,
+        outcome: str,
+        elapsed_ns: int,
+        rows: int | None = None,
+        timing: ExecutionTiming | None = None,
+        fallback: str = "",
+    ) -> None:
+        fields: dict[str, object] = {
+            "model": model.name,
+            "version": str(model.version),
+            "inputs": describe_tensors(request.inputs),
+            "parameters": describe_parameters(request.parameters),
+            "outputs": [o.name for o in request.outputs],
+            "rows": rows,
+        }
+        if timing is not None:
+            fields["queue_ms"] = ms(timing.queue_ns)
+            fields["compute_ms"] = ms(
+                timing.compute_input_ns + timing.compute_infer_ns + timing.compute_output_ns
+            )
+            fields["batch_size"] = timing.batch_size
+        if fallback:
+            fields["fallback"] = fallback
+        self._request_log.write("v2 request", outcome, elapsed_ns, fields)
+
     async def _fallback(
-        self, model: LoadedModel, request: InferRequest, batch_size: int, live: bool
+        self, model: LoadedModel, request: InferRequest, batch_size: int, live: bool, started: int
     ) -> InferResponse:
         """The open circuit's answer: the configured fallback (model or rule), else UNAVAILABLE."""
         version, fallback = str(model.version), model.config.fallback
@@ -190,6 +237,7 @@ class Dataplane:
             kind = RULE
         response.parameters[FALLBACK_PARAMETER] = kind
         self._metrics.fallback(model.name, version, kind)
+        self._log(model, request, SUCCESS, perf_counter_ns() - started, batch_size, fallback=kind)
         return response
 
     def _mirror(
@@ -236,6 +284,8 @@ class Dataplane:
                 answers.put_nowait(StreamAnswer(item.model_name, item.id, error=failed))
 
         async def read_all() -> None:
+            if not call_context.lane.get():  # this task's own context: the answers' tasks inherit it
+                call_context.lane.set(STREAM_LANE)
             try:
                 async for item in items:
                     await window.acquire()
@@ -307,6 +357,8 @@ class Dataplane:
                 STATE_VALUES[status.state],
                 status.opened_count,
                 status.rejected,
+                model.platform,
+                model.device,
             )
 
     def repository_index(self) -> list[IndexEntry]:

@@ -16,7 +16,7 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry
 
 from aisf.adapters.base import EmbeddingAdapter, GenerativeAdapter, engine_failure
-from aisf.services.common import deadlines
+from aisf.services.common import deadlines, tracing
 from aisf.services.common.errors import AisfError, EngineUnavailable, InvalidInput, ModelNotReady
 from aisf.services.common.llm_metrics import EngineCounters, LlmMetrics, Trace
 from aisf.services.common.llm_outputs import CacheMode, EmbedResult, GenerationChunk, ModelCard, ModelKind
@@ -28,6 +28,7 @@ from aisf.services.common.llm_types import (
     TokenChunk,
     Usage,
 )
+from aisf.services.common.request_log import request_log_of
 from aisf.services.common.settings import Settings
 from aisf.services.router import tool_calls
 from aisf.services.router.breaker import Permit
@@ -236,12 +237,15 @@ class LlmDataplane:
                 source = self._generation(model, asked, request, trace)
             cached = lookup.hit is not None
             head = replace(head, cached=cached, fallback=fallback)
-            async with aclosing(source) as chunks:
-                async for chunk in chunks:
-                    if chunk.text:
-                        trace.chunk()
-                    answer.add(chunk)
-                    yield replace(head, choice=chunk)
+            where: dict[str, str | int] = {"aisf.model": model.name, "aisf.engine": model.platform}
+            where["aisf.cached"] = int(cached)
+            with tracing.span(f"generate {model.name}", where):
+                async with aclosing(source) as chunks:
+                    async for chunk in chunks:
+                        if chunk.text:
+                            trace.chunk()
+                        answer.add(chunk)
+                        yield replace(head, choice=chunk)
             await self._store(lookup, answer)
             outcome = "fallback" if fallback else "success"
             yield replace(head, usage=answer.usage())
@@ -410,7 +414,7 @@ def build_llm_dataplane(
 ) -> LlmDataplane:
     """The LLM dataplane as configured: its metrics, and the semantic cache when an embedding model
     is named (indexed in Redis when a URL is given, in this process otherwise)."""
-    metrics = LlmMetrics(registry, engines=lambda: engine_counters(repository))
+    metrics = LlmMetrics(registry, lambda: engine_counters(repository), request_log_of(settings))
     cache = None
     if settings.semantic_cache_embedding_model:
         index: VectorIndex

@@ -10,18 +10,17 @@ from grpc import aio
 
 from aisf.llm.v1 import llm_pb2 as pb
 from aisf.llm.v1 import llm_pb2_grpc as pb_grpc
+from aisf.services.common import call_context
 from aisf.services.common import llm_codec as codec
-from aisf.services.common.grpc_errors import REQUEST_ID_KEY
 from aisf.services.router.llm_dataplane import LlmDataplane
 
 Context = aio.ServicerContext[Any, Any]
 SERVICE_NAME = "aisf.llm.v1.LlmService"
 
 
-def _caller(context: Context) -> tuple[str, str]:
-    metadata = context.invocation_metadata()
-    request_id = next((str(v) for k, v in metadata or () if k == REQUEST_ID_KEY), "")
-    return codec.tenant_from_metadata(metadata), request_id
+def _caller() -> tuple[str, str]:
+    """Bound from the call's metadata when it arrived (grpc_errors.TypedErrors)."""
+    return call_context.tenant.get(), call_context.request_id.get()
 
 
 class LlmServicer(pb_grpc.LlmServiceServicer):
@@ -31,7 +30,7 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
     async def ChatCompletion(
         self, request: pb.ChatCompletionRequest, context: Context
     ) -> AsyncIterator[pb.ChatCompletionResponse]:
-        decoded = codec.chat_request_from_proto(request, *_caller(context))
+        decoded = codec.chat_request_from_proto(request, *_caller())
         async with aclosing(self._dataplane.generate(*decoded)) as generation:
             async for chunk in generation:
                 yield codec.chunk_to_proto(chunk, pb.ChatCompletionResponse)
@@ -39,7 +38,7 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
     async def Completion(
         self, request: pb.CompletionRequest, context: Context
     ) -> AsyncIterator[pb.CompletionResponse]:
-        decoded = codec.completion_request_from_proto(request, *_caller(context))
+        decoded = codec.completion_request_from_proto(request, *_caller())
         async with aclosing(self._dataplane.generate(*decoded)) as generation:
             async for chunk in generation:
                 yield codec.chunk_to_proto(chunk, pb.CompletionResponse)

@@ -51,6 +51,7 @@ class LoadedModel:
     breaker: CircuitBreaker
     threads: BlockingPool
     artifacts: tuple[tuple[str, int, int], ...] = ()
+    device: str = "cpu"
 
     @property
     def request_inputs(self) -> list[TensorSpec]:
@@ -323,6 +324,7 @@ class ModelRepository:
             breaker,
             threads,
             artifacts,
+            metadata.device,
         )
 
     def _max_waiting(self, config: ModelConfig, adapter: ModelAdapter) -> int:

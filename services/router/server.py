@@ -11,6 +11,7 @@ from aisf.services.common.db.engine import Database
 from aisf.services.common.db.model_store import ModelStore
 from aisf.services.common.grpc_server import Registrar
 from aisf.services.common.metrics import DataplaneCollector, InferenceMetrics, ShadowCounts
+from aisf.services.common.request_log import request_log_of
 from aisf.services.common.settings import Settings
 from aisf.services.router import control_servicer, llm_servicer, repository_servicer, v2_servicer
 from aisf.services.router.control import ModelControl
@@ -55,7 +56,13 @@ async def build_router(
         settings.model_repository, adapters or AdapterRegistry.from_entry_points(), store, defaults
     )
     shadows = ShadowRegistry(repository, settings.request_timeout_s)
-    dataplane = Dataplane(repository, InferenceMetrics(metrics), shadows, settings.request_timeout_s)
+    dataplane = Dataplane(
+        repository,
+        InferenceMetrics(metrics),
+        shadows,
+        settings.request_timeout_s,
+        request_log=request_log_of(settings),
+    )
     llm = build_llm_dataplane(settings, metrics, repository, shadows)  # LLM lane (aisf.llm.v1)
     metrics.register(DataplaneCollector(dataplane.engine_gauges, lambda: _shadow_counts(shadows)))
     control = ModelControl(repository, shadows)

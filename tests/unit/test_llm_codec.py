@@ -101,12 +101,6 @@ def test_embeddings_and_model_cards_round_trip() -> None:
     assert codec.model_cards_from_proto(codec.model_cards_to_proto(cards)) == cards
 
 
-def test_the_tenant_comes_from_call_metadata_only() -> None:
-    assert codec.tenant_from_metadata((("x-request-id", "r"), (codec.TENANT_KEY, "acme"))) == "acme"
-    assert codec.tenant_from_metadata(((codec.TENANT_KEY, b"bytes-co"),)) == "bytes-co"
-    assert codec.tenant_from_metadata(None) == ""
-
-
 @pytest.mark.parametrize("form", [ResponseFormat(), ResponseFormat("json_object"), SCHEMA])
 def test_every_response_format_survives_the_wire(form: ResponseFormat) -> None:
     request = GenerateRequest("m", prompt="p", params=SamplingParams(response_format=form))

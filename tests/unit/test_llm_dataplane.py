@@ -221,7 +221,7 @@ async def test_an_engine_failing_mid_stream_is_a_typed_error_and_is_counted(
 async def test_each_request_records_ttft_tokens_and_one_log_line_without_the_prompt(
     dataplane: LlmDataplane, registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="aisf.llm"):
+    with caplog.at_level(logging.INFO, logger="aisf.requests"):
         chunks = await collect(dataplane, chat("a very secret prompt", temperature=0.5, max_tokens=8, seed=5))
     usage = chunks[-1].usage
     assert usage is not None and usage.completion_tokens > 0 and usage.prompt_tokens > 4

@@ -1,0 +1,42 @@
+"""Who a call is for and which lane carries it: bound from the caller's gRPC metadata when a call
+arrives, and sent on with every call this process makes for it, so the logs of every hop agree."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterable
+
+REQUEST_ID_KEY = "x-request-id"
+TENANT_KEY = "x-aisf-tenant"
+LANE_KEY = "x-aisf-lane"
+
+REALTIME = "realtime"
+JOB = "job"
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="")
+lane: contextvars.ContextVar[str] = contextvars.ContextVar("lane", default="")
+
+_KEYS = {REQUEST_ID_KEY: request_id, TENANT_KEY: tenant, LANE_KEY: lane}
+
+
+def bind(metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
+    """Take the call's request id, tenant and lane from its metadata (absent ones are cleared: the
+    context of a task serving one call must not leak into the next)."""
+    found = dict.fromkeys(_KEYS, "")
+    for key, value in metadata or ():
+        if key in found:
+            found[key] = value.decode() if isinstance(value, bytes) else value
+    for key, variable in _KEYS.items():
+        variable.set(found[key])
+
+
+def outgoing(request_id_override: str = "") -> list[tuple[str, str]]:
+    """The metadata that carries this call's context to the next service."""
+    rid = request_id_override or request_id.get()
+    pairs = [(REQUEST_ID_KEY, rid)] if rid else []
+    if who := tenant.get():
+        pairs.append((TENANT_KEY, who))
+    if carrier := lane.get():
+        pairs.append((LANE_KEY, carrier))
+    return pairs

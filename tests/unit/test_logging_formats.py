@@ -1,0 +1,40 @@
+import io
+import json
+import logging
+
+from aisf.services.common.logging import JsonFormatter, TextFormatter, resolve_format
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _record(message: str, **extra: object) -> logging.LogRecord:
+    record = logging.makeLogRecord({"name": "uvicorn.error", "levelname": "INFO", "msg": message})
+    record.__dict__.update(extra)
+    return record
+
+
+def test_auto_is_text_at_a_terminal_and_json_everywhere_else() -> None:
+    assert resolve_format("auto", _Terminal()) == "text"
+    assert resolve_format("auto", io.StringIO()) == "json"
+    assert resolve_format("json", _Terminal()) == "json"
+
+
+def test_json_lines_carry_no_colour_codes_nor_uvicorns_coloured_copy() -> None:
+    record = _record(
+        "Uvicorn running on \x1b[1mhttp://x\x1b[0m", color_message="\x1b[32mcoloured\x1b[0m", port=1
+    )
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["msg"] == "Uvicorn running on http://x"
+    assert "color_message" not in entry and entry["port"] == 1
+    assert "\x1b" not in json.dumps(entry)
+
+
+def test_text_lines_read_as_message_then_key_values() -> None:
+    line = TextFormatter().format(
+        _record("model loaded", model="tabular-demo", versions=[1], note="two words")
+    )
+    assert not line.startswith("{") and " INFO    uvicorn.error: model loaded" in line
+    assert 'model=tabular-demo versions=[1] note="two words"' in line
