@@ -6,7 +6,11 @@ import json
 import logging
 import re
 import sys
+import threading
+import time
 from typing import Any, Literal, TextIO
+
+import orjson
 
 from aisf.services.common import call_context
 
@@ -46,7 +50,9 @@ class JsonFormatter(logging.Formatter):
         entry.update(_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return orjson.dumps(
+            entry, default=str, option=orjson.OPT_NON_STR_KEYS
+        ).decode()  # a third of json.dumps' time on request lines
 
 
 class TextFormatter(logging.Formatter):
@@ -78,8 +84,61 @@ def resolve_format(fmt: LogFormat, stream: TextIO) -> Literal["json", "text"]:
     return "text" if stream.isatty() else "json"
 
 
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes every line at once, except request-log lines (thousands a second on the hot path): those
+    go out together, every `every_s` or `max_bytes`, still in order with the rest. One write per
+    batch instead of per line spares the system calls and the wake-ups of whatever reads the logs
+    (a pipe to a log shipper), which cost more than formatting the lines."""
+
+    def __init__(
+        self, stream: TextIO, batched: str = "aisf.requests", every_s: float = 0.2, max_bytes: int = 1 << 16
+    ) -> None:
+        super().__init__(stream)
+        self._batched, self._every_s, self._max_bytes = batched, every_s, max_bytes
+        self._pending: list[str] = []
+        self._size = 0
+        self._flusher: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]
+            if record.name == self._batched and record.levelno < logging.WARNING:
+                self._pending.append(line)
+                self._size += len(line)
+                if self._size >= self._max_bytes:
+                    self._write_pending()
+                elif self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_every, name="log-flush", daemon=True)
+                    self._flusher.start()
+                return
+            self._write_pending()
+            self.stream.write(line)
+            self.stream.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+            super().flush()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            self.stream.write("".join(self._pending))
+            self.stream.flush()
+            self._pending.clear()
+            self._size = 0
+
+    def _flush_every(self) -> None:
+        while True:
+            time.sleep(self._every_s)
+            self.flush()
+
+
 def configure_logging(level: str, fmt: LogFormat) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchingHandler(sys.stderr)
     chosen = resolve_format(fmt, sys.stderr)
     handler.setFormatter(JsonFormatter() if chosen == "json" else TextFormatter())
     root = logging.getLogger()

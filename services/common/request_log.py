@@ -46,18 +46,23 @@ def ms(ns: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class RequestLog:
-    """Failures and slow requests are always written; the rest at `sample` (1.0: every request)."""
+    """V2 inferences (the hot path: thousands a second, ~12 µs a line) ask `keeps` first: a line for
+    every failure and every slow request, and for a `sample` share of the rest. LLM requests and job
+    activities (a line is nothing beside their milliseconds) always write."""
 
-    sample: float = 1.0
-    slow_ms: float = 250.0
+    sample: float = 0.1
+    slow_ms: float = 100.0
 
-    def wanted(self, outcome: str, duration_ns: int) -> bool:
+    def keeps(self, outcome: str, duration_ns: int) -> bool:
+        """Whether a hot-path request gets its line: asked before its fields are built."""
+        if not log.isEnabledFor(logging.INFO):
+            return False
         if outcome != SUCCESS or duration_ns >= self.slow_ms * 1e6 or self.sample >= 1.0:
             return True
         return self.sample > 0 and random.random() < self.sample
 
     def write(self, message: str, outcome: str, duration_ns: int, fields: dict[str, Any]) -> None:
-        if not self.wanted(outcome, duration_ns) or not log.isEnabledFor(logging.INFO):
+        if not log.isEnabledFor(logging.INFO):
             return
         fields["lane"] = call_context.lane.get() or fields.get("lane") or call_context.REALTIME
         fields["outcome"] = outcome

@@ -139,11 +139,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
     """auto: readable text when stderr is a terminal, JSON lines otherwise."""
-    request_log_sample: float = Field(1.0, ge=0, le=1)
-    """Share of successful, fast requests that get their request-log line (failures and slow ones always
-    do); lower it on hot paths: docs/operations.md gives the cost."""
-    request_log_slow_ms: float = Field(250.0, ge=0)
-    """A request slower than this is always logged, whatever the sampling."""
+    request_log_sample: float = Field(0.1, ge=0, le=1)
+    """Share of successful, fast V2 inferences that get a request-log line (failures, slow ones, LLM
+    requests and job activities always do); 1 logs every one, at a cost docs/operations.md gives."""
+    request_log_slow_ms: float = Field(100.0, ge=0)
+    """A V2 inference slower than this is always logged, whatever the sampling."""
     tracing: Literal["off", "otlp", "console"] = "off"
     """OpenTelemetry spans with W3C trace context across every hop: off, OTLP/gRPC, or stderr."""
     otlp_endpoint: str = "http://127.0.0.1:4317"

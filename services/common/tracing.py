@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import lru_cache
 from typing import Any
 
 from grpc import aio
@@ -79,8 +80,11 @@ def resumed(carrier: Mapping[str, str] | None) -> Iterator[None]:
         otel_context.detach(token)
 
 
+_PROPAGATED = frozenset(("traceparent", "tracestate", "baggage"))
+
+
 def _metadata_carrier(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str]:
-    return {k: v.decode() if isinstance(v, bytes) else v for k, v in metadata or () if not k.endswith("-bin")}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in metadata or () if k in _PROPAGATED}
 
 
 @contextmanager
@@ -95,12 +99,22 @@ def server_span(
         yield span
 
 
-@contextmanager
-def grpc_server_span(method: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> Iterator[Span]:
-    service, _, rpc = method.lstrip("/").partition("/")
-    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
-    with server_span(method.lstrip("/"), SpanKind.SERVER, _metadata_carrier(metadata), attributes) as span:
-        yield span
+@lru_cache(maxsize=512)
+def _rpc_naming(method: str) -> tuple[str, dict[str, str]]:
+    name = method.lstrip("/")
+    service, _, rpc = name.partition("/")
+    return name, {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+
+
+def grpc_server_span(
+    method: str, metadata: Iterable[tuple[str, str | bytes]] | None
+) -> AbstractContextManager[Span]:
+    """The server span of one call, continuing the trace its metadata carries (on every call: kept lean)."""
+    name, attributes = _rpc_naming(method)
+    parent = propagate.extract(_metadata_carrier(metadata))
+    return tracer.start_as_current_span(
+        name, context=parent, kind=SpanKind.SERVER, attributes=attributes, record_exception=False
+    )
 
 
 def failed(span: Span, reason: str, message: str = "") -> None:
@@ -119,9 +133,8 @@ def _outgoing(details: aio.ClientCallDetails, span: Span) -> aio.ClientCallDetai
 
 def _client_span(details: aio.ClientCallDetails) -> Span:
     method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
-    service, _, rpc = method.lstrip("/").partition("/")
-    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
-    return tracer.start_span(method.lstrip("/"), kind=SpanKind.CLIENT, attributes=attributes)
+    name, attributes = _rpc_naming(method)
+    return tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
 class _UnaryClientSpans(aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
@@ -159,6 +172,6 @@ _UNTRACED = nullcontext()
 
 def span(name: str, attributes: Mapping[str, str | int]) -> AbstractContextManager[Any]:
     """A child span of the current one around a block (an engine call); nothing when tracing is off."""
-    if not enabled():
+    if not enabled() or not trace.get_current_span().is_recording():  # an unsampled trace: no child
         return _UNTRACED
     return tracer.start_as_current_span(name, attributes=dict(attributes))

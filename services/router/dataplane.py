@@ -192,6 +192,8 @@ class Dataplane:
         timing: ExecutionTiming | None = None,
         fallback: str = "",
     ) -> None:
+        if not self._request_log.keeps(outcome, elapsed_ns):
+            return
         fields: dict[str, object] = {
             "model": model.name,
             "version": str(model.version),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -131,8 +132,12 @@ def test_the_server_logs_one_line_per_request_without_the_prompt(server: AisfPro
         model=MODEL, messages=[{"role": "user", "content": "zebra quartz"}], max_tokens=3
     )
     deadline = time.monotonic() + 5
-    while '"completion_tokens": 3' not in server.log_text() and time.monotonic() < deadline:
+
+    def lines() -> list[dict[str, object]]:
+        parsed = (json.loads(line) for line in server.log_text().splitlines() if line.startswith("{"))
+        return [entry for entry in parsed if entry["msg"] == "llm request"]
+
+    while not any(e["completion_tokens"] == 3 for e in lines()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    lines = [line for line in server.log_text().splitlines() if '"msg": "llm request"' in line]
-    assert any('"completion_tokens": 3' in line and '"ttft_ms"' in line for line in lines)
+    assert any(e["completion_tokens"] == 3 and e["ttft_ms"] for e in lines())
     assert "zebra" not in server.log_text()

@@ -10,16 +10,26 @@ import queue
 import select
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.support.processes import AISF, AisfProcess, any_port_flags, stop_process
+from tests.support.processes import AISF, AisfProcess, any_port_flags, running_aisf, stop_process
 
 SECRET_VALUE = 4242.125  # a tensor value that must never reach a log
+
+
+@pytest.fixture(scope="module")
+def logged(sample_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AisfProcess]:
+    """Every V2 inference logged (the default samples a tenth of the fast successes)."""
+    env = {"AISF_REQUEST_LOG_SAMPLE": "1"}
+    with running_aisf(sample_repository, tmp_path_factory.mktemp("data"), env=env) as server:
+        yield server
 
 
 def _lines(server: AisfProcess, message: str, **match: object) -> list[dict[str, Any]]:
@@ -48,8 +58,8 @@ def _features(value: float = SECRET_VALUE) -> grpcclient.InferInput:
     return tensor
 
 
-def test_a_grpc_inference_gets_one_line_with_shapes_parameters_and_timings(aisf_server: AisfProcess) -> None:
-    with grpcclient.InferenceServerClient(aisf_server.grpc_url) as client:
+def test_a_grpc_inference_gets_one_line_with_shapes_parameters_and_timings(logged: AisfProcess) -> None:
+    with grpcclient.InferenceServerClient(logged.grpc_url) as client:
         client.infer(
             "tabular-demo",
             [_features()],
@@ -57,7 +67,7 @@ def test_a_grpc_inference_gets_one_line_with_shapes_parameters_and_timings(aisf_
             parameters={"user_note": "alice@example.com", "beam": 3},
             headers={"x-request-id": "log-grpc-1", "x-aisf-tenant": "acme"},
         )
-    (line,) = _wait_lines(aisf_server, "v2 request", request_id="log-grpc-1")
+    (line,) = _wait_lines(logged, "v2 request", request_id="log-grpc-1")
     assert (line["model"], line["version"], line["lane"], line["tenant"]) == (
         "tabular-demo",
         "1",
@@ -68,40 +78,37 @@ def test_a_grpc_inference_gets_one_line_with_shapes_parameters_and_timings(aisf_
     assert line["parameters"] == {"user_note": "<str 17>", "beam": 3}
     assert line["outcome"] == "success" and line["rows"] == 2
     assert line["duration_ms"] >= line["compute_ms"] > 0 and line["queue_ms"] >= 0
-    log = aisf_server.log_text()
+    log = logged.log_text()
     assert str(SECRET_VALUE) not in log and "alice@example.com" not in log
 
 
-def test_a_rejected_rest_inference_gets_its_line_with_the_reason(aisf_server: AisfProcess) -> None:
+def test_a_rejected_rest_inference_gets_its_line_with_the_reason(logged: AisfProcess) -> None:
     body = {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
     reply = httpx.post(
-        f"http://{aisf_server.http_url}/v2/models/tabular-demo/infer",
+        f"http://{logged.http_url}/v2/models/tabular-demo/infer",
         json=body,
         headers={"x-request-id": "log-rest-bad"},
         timeout=30,
     )
     assert reply.status_code == 400
-    (line,) = _wait_lines(aisf_server, "v2 request", request_id="log-rest-bad")
+    (line,) = _wait_lines(logged, "v2 request", request_id="log-rest-bad")
     assert line["outcome"] == "invalid_input" and line["inputs"][0]["shape"] == [1, 3]
 
 
-def test_a_rest_caller_without_a_request_id_still_gets_one_in_the_log(aisf_server: AisfProcess) -> None:
+def test_a_rest_caller_without_a_request_id_still_gets_one_in_the_log(logged: AisfProcess) -> None:
     body = {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 4], "data": [9.5, 2, 3, 4]}]}
-    before = len(_lines(aisf_server, "v2 request"))
-    assert (
-        httpx.post(f"http://{aisf_server.http_url}/v2/models/tabular-demo/infer", json=body).status_code
-        == 200
-    )
+    before = len(_lines(logged, "v2 request"))
+    assert httpx.post(f"http://{logged.http_url}/v2/models/tabular-demo/infer", json=body).status_code == 200
     deadline = time.monotonic() + 10
-    while len(_lines(aisf_server, "v2 request")) == before and time.monotonic() < deadline:
+    while len(_lines(logged, "v2 request")) == before and time.monotonic() < deadline:
         time.sleep(0.05)
-    newest = _lines(aisf_server, "v2 request")[-1]
+    newest = _lines(logged, "v2 request")[-1]
     assert len(newest.get("request_id", "")) == 32
 
 
-def test_stream_requests_are_logged_on_the_stream_lane(aisf_server: AisfProcess) -> None:
+def test_stream_requests_are_logged_on_the_stream_lane(logged: AisfProcess) -> None:
     answers: queue.Queue[object] = queue.Queue()
-    with grpcclient.InferenceServerClient(aisf_server.grpc_url) as client:
+    with grpcclient.InferenceServerClient(logged.grpc_url) as client:
         client.start_stream(callback=lambda result, error: answers.put(error))
         try:
             for i in range(3):
@@ -110,31 +117,31 @@ def test_stream_requests_are_logged_on_the_stream_lane(aisf_server: AisfProcess)
         finally:
             client.stop_stream()
     deadline = time.monotonic() + 10
-    while len(_lines(aisf_server, "v2 request", lane="stream")) < 3 and time.monotonic() < deadline:
+    while len(_lines(logged, "v2 request", lane="stream")) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(_lines(aisf_server, "v2 request", lane="stream")) >= 3
+    assert len(_lines(logged, "v2 request", lane="stream")) >= 3
 
 
-def test_a_jobs_items_and_its_activity_are_logged_on_the_job_lane(aisf_server: AisfProcess) -> None:
+def test_a_jobs_items_and_its_activity_are_logged_on_the_job_lane(logged: AisfProcess) -> None:
     row = {"name": "input__0", "datatype": "FP32", "shape": [1, 4], "data": [0.5, 0.5, 0.5, 0.5]}
     reply = httpx.post(
-        f"http://{aisf_server.http_url}/v1/jobs",
+        f"http://{logged.http_url}/v1/jobs",
         json={"model": "tabular-demo", "requests": [{"inputs": [row]}, {"inputs": [row]}]},
         headers={"x-aisf-tenant": "log-co"},
         timeout=30,
     )
     assert reply.status_code == 202
     job_id = reply.json()["job_id"]
-    (activity,) = _wait_lines(aisf_server, "job activity", timeout_s=60, job_id=job_id)
+    (activity,) = _wait_lines(logged, "job activity", timeout_s=60, job_id=job_id)
     assert (activity["lane"], activity["tenant"], activity["outcome"]) == ("job", "log-co", "success")
     assert (activity["items_done"], activity["items_total"], activity["attempt"]) == (2, 2, 1)
-    items = [e for e in _lines(aisf_server, "v2 request", lane="job") if e["request_id"].startswith(job_id)]
+    items = [e for e in _lines(logged, "v2 request", lane="job") if e["request_id"].startswith(job_id)]
     assert sorted(e["request_id"] for e in items) == [f"{job_id}-0", f"{job_id}-1"]
     assert all(e["tenant"] == "log-co" for e in items)
 
 
-def test_json_logs_carry_no_terminal_colour_codes(aisf_server: AisfProcess) -> None:
-    text = aisf_server.log_text()
+def test_json_logs_carry_no_terminal_colour_codes(logged: AisfProcess) -> None:
+    text = logged.log_text()
     assert "Uvicorn running" in text
     assert "\x1b[" not in text and "color_message" not in text
 

@@ -2,7 +2,7 @@ import io
 import json
 import logging
 
-from aisf.services.common.logging import JsonFormatter, TextFormatter, resolve_format
+from aisf.services.common.logging import BatchingHandler, JsonFormatter, TextFormatter, resolve_format
 
 
 class _Terminal(io.StringIO):
@@ -38,3 +38,28 @@ def test_text_lines_read_as_message_then_key_values() -> None:
     )
     assert not line.startswith("{") and " INFO    uvicorn.error: model loaded" in line
     assert 'model=tabular-demo versions=[1] note="two words"' in line
+
+
+def test_request_lines_go_out_in_batches_and_in_order_with_the_rest() -> None:
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, every_s=60)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+
+    def emit(name: str, message: str, level: int = logging.INFO) -> None:
+        handler.handle(logging.makeLogRecord({"name": name, "msg": message, "levelno": level}))
+
+    emit("aisf.requests", "one")
+    emit("aisf.requests", "two")
+    assert stream.getvalue() == ""  # batched: no write per line
+    emit("aisf.router", "model loaded")  # any other line writes the batch first
+    assert stream.getvalue().splitlines() == [
+        "aisf.requests one",
+        "aisf.requests two",
+        "aisf.router model loaded",
+    ]
+    emit("aisf.requests", "three")
+    emit("aisf.requests", "failed", logging.WARNING)  # a warning never waits
+    assert stream.getvalue().splitlines()[-2:] == ["aisf.requests three", "aisf.requests failed"]
+    emit("aisf.requests", "four")
+    handler.flush()  # what logging.shutdown() calls at exit
+    assert stream.getvalue().splitlines()[-1] == "aisf.requests four"
