@@ -5,6 +5,7 @@ carries on (call_context)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from time import perf_counter_ns
@@ -16,16 +17,27 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aisf.services.common import call_context, tracing
+from aisf.services.common.errors import InvalidInput
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0)
 UNMATCHED = "unmatched"
 
 
+# What gRPC metadata can carry on (printable ASCII): HTTP allows more, and one bad byte would fail every
+# internal call made for the request.
+_REQUEST_ID = re.compile(r"[!-~]{1,128}")
+_TENANT = re.compile(r"[ -~]{1,128}")
+
+
 async def bind_call(request: Request) -> None:
-    """A caller without a request id gets one, so its log lines on every hop still join up."""
+    """A caller without a usable request id gets one, so its log lines on every hop still join up."""
     headers = request.headers
-    call_context.request_id.set(headers.get(call_context.REQUEST_ID_KEY) or uuid.uuid4().hex)
-    call_context.tenant.set(headers.get(call_context.TENANT_KEY, ""))
+    given = headers.get(call_context.REQUEST_ID_KEY, "")
+    call_context.request_id.set(given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex)
+    tenant = headers.get(call_context.TENANT_KEY, "")
+    if tenant and not _TENANT.fullmatch(tenant):
+        raise InvalidInput(f"{call_context.TENANT_KEY} header: up to 128 printable ASCII characters")
+    call_context.tenant.set(tenant)
 
 
 class EdgeTelemetry:

@@ -52,6 +52,7 @@ def _rejected(method: str, error: AisfError) -> None:
 
 async def _crashed(method: str, context: aio.ServicerContext[Any, Any], exc: Exception) -> None:
     log.error("request failed", extra={"rpc": method}, exc_info=exc)
+    tracing.failed(trace.get_current_span(), "internal", type(exc).__name__)
     await context.abort(
         grpc.StatusCode.INTERNAL, f"internal error (request id {call_context.request_id.get() or 'none'})"
     )

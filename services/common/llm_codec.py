@@ -30,9 +30,6 @@ from aisf.services.common.llm_types import (
     Usage,
 )
 
-# Call metadata naming the tenant, until the edge authenticates tenants (the gateway forwards the
-# X-Aisf-Tenant header under this key).
-
 _ROLES: dict[Role, pb.Role.ValueType] = {
     "system": pb.ROLE_SYSTEM,
     "user": pb.ROLE_USER,

@@ -75,7 +75,8 @@ class DataplaneCollector(Collector):
         rejected = CounterMetricFamily(
             "aisf_breaker_rejected", "Requests the open circuit kept from the engine", labels=labels
         )
-        for row in self._engines():
+        engines = list(self._engines())  # one reading for every family of this scrape
+        for row in engines:
             key = [row.model, row.version]
             depth.add_metric(key, row.queue_depth)
             flight.add_metric(key, row.in_flight)
@@ -88,7 +89,7 @@ class DataplaneCollector(Collector):
             "Served model versions, their engine and where it computes (gpu: DCGM's index, to join on)",
             labels=["model", "version", "engine", "device", "gpu"],
         )
-        for row in self._engines():
+        for row in engines:
             info.add_metric([row.model, row.version, row.platform, row.device, physical_gpu(row.device)], 1)
         yield info
         copies = CounterMetricFamily(

@@ -32,12 +32,24 @@ def describe_tensors(tensors: Sequence[_Described]) -> list[dict[str, Any]]:
     return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in tensors]
 
 
+# Parameters whose values say how a request was served, never who sent it: Triton's and aisf's own.
+_SERVING_PARAMETERS = frozenset(
+    ("timeout", "priority", "sequence_start", "sequence_end", "binary_data_output", "max_batch_size")
+)
+
+
 def describe_parameters(parameters: Mapping[str, ParameterValue]) -> dict[str, Any]:
-    """Numbers and flags as they are; a string only as its length (it may be a name, an address, a key)."""
-    return {
-        key: value if not isinstance(value, str) else f"<str {len(value)}>"
-        for key, value in parameters.items()
-    }
+    """Every parameter's name; the value only of serving parameters and flags. Any other value shows as
+    its type (a string with its length): a client's own parameter may be a customer id or a key."""
+    described: dict[str, Any] = {}
+    for key, value in parameters.items():
+        if isinstance(value, bool) or (key in _SERVING_PARAMETERS and not isinstance(value, str)):
+            described[key] = value
+        elif isinstance(value, str):
+            described[key] = f"<str {len(value)}>"
+        else:
+            described[key] = f"<{type(value).__name__}>"
+    return described
 
 
 def ms(ns: int) -> float:
@@ -64,7 +76,7 @@ class RequestLog:
     def write(self, message: str, outcome: str, duration_ns: int, fields: dict[str, Any]) -> None:
         if not log.isEnabledFor(logging.INFO):
             return
-        fields["lane"] = call_context.lane.get() or fields.get("lane") or call_context.REALTIME
+        fields["lane"] = call_context.lane.get() or call_context.REALTIME
         fields["outcome"] = outcome
         fields["duration_ms"] = ms(duration_ns)
         log.info(message, extra=fields)

@@ -5,7 +5,7 @@ default: then nothing here runs on a request's path beyond one flag test."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any
@@ -40,8 +40,7 @@ def configure_tracing(settings: Settings, role: str) -> TracerProvider | None:
     if settings.tracing == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        endpoint = settings.otlp_endpoint
-        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint)  # http:// is plaintext, https:// TLS
     else:
         exporter = ConsoleSpanExporter()
     resource = Resource.create({"service.name": f"aisf-{role}", "service.version": __version__})
@@ -112,8 +111,15 @@ def grpc_server_span(
     """The server span of one call, continuing the trace its metadata carries (on every call: kept lean)."""
     name, attributes = _rpc_naming(method)
     parent = propagate.extract(_metadata_carrier(metadata))
+    # The handler sets the status itself (the typed error's reason and message); the AbortError that
+    # ends an aborted call must not overwrite it.
     return tracer.start_as_current_span(
-        name, context=parent, kind=SpanKind.SERVER, attributes=attributes, record_exception=False
+        name,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
     )
 
 
@@ -137,19 +143,33 @@ def _client_span(details: aio.ClientCallDetails) -> Span:
     return tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
 
 
+async def _answered(span: Span, call: Any) -> Any:
+    """The one answer of a call, with its span ended (and marked when the call failed)."""
+    try:
+        return await call
+    except aio.AioRpcError as error:
+        failed(span, error.code().name.lower(), error.details() or "")
+        raise
+    finally:
+        span.end()
+
+
 class _UnaryClientSpans(aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(
         self, continuation: Any, details: aio.ClientCallDetails, request: Any
     ) -> Any:
         span = _client_span(details)
-        try:
-            call = await continuation(_outgoing(details, span), request)
-            return await call
-        except aio.AioRpcError as error:
-            failed(span, error.code().name.lower(), error.details() or "")
-            raise
-        finally:
-            span.end()
+        return await _answered(span, await continuation(_outgoing(details, span), request))
+
+
+class _UploadClientSpans(aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
+    """Client streams in, one answer out (file uploads)."""
+
+    async def intercept_stream_unary(
+        self, continuation: Any, details: aio.ClientCallDetails, requests: Any
+    ) -> Any:
+        span = _client_span(details)
+        return await _answered(span, await continuation(_outgoing(details, span), requests))
 
 
 class _StreamClientSpans(aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
@@ -164,14 +184,16 @@ class _StreamClientSpans(aio.UnaryStreamClientInterceptor):  # type: ignore[type
 
 def client_interceptors() -> list[Any]:
     """For every internal gRPC channel: a client span per call, its context in the call's metadata."""
-    return [_UnaryClientSpans(), _StreamClientSpans()] if enabled() else []
+    return [_UnaryClientSpans(), _UploadClientSpans(), _StreamClientSpans()] if enabled() else []
 
 
 _UNTRACED = nullcontext()
 
 
-def span(name: str, attributes: Mapping[str, str | int]) -> AbstractContextManager[Any]:
-    """A child span of the current one around a block (an engine call); nothing when tracing is off."""
-    if not enabled() or not trace.get_current_span().is_recording():  # an unsampled trace: no child
+def span(described: Callable[[], tuple[str, Mapping[str, str | int]]]) -> AbstractContextManager[Any]:
+    """A child span of the current one around a block (an engine call); nothing when tracing is off or
+    the trace is not sampled. `described` gives its name and attributes, built only when it is made."""
+    if not enabled() or not trace.get_current_span().is_recording():
         return _UNTRACED
+    name, attributes = described()
     return tracer.start_as_current_span(name, attributes=dict(attributes))

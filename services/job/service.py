@@ -157,6 +157,7 @@ class JobService:
         goes in one transaction with reading the job's state, so no cancel slips between them."""
         current = await self._store.get(job.job_id)
         if current is None or current.state.final:
+            self._traces.pop(job.job_id, None)
             await self._cancel_workflow(job.job_id)  # one a crashed earlier start may have left
             await self._store.outbox_started(job.job_id)
             return

@@ -64,14 +64,15 @@ class StreamAnswer:
     error: AisfError | None = None
 
 
-def _span_attributes(model: LoadedModel, rows: int) -> dict[str, str | int]:
-    return {
+def _engine_span(model: LoadedModel, rows: int) -> tuple[str, dict[str, str | int]]:
+    attributes: dict[str, str | int] = {
         "aisf.model": model.name,
         "aisf.model_version": model.version,
         "aisf.engine": model.platform,
         "aisf.device": model.device,
         "aisf.rows": rows,
     }
+    return f"engine {model.name}", attributes
 
 
 def timeout_parameter(request: InferRequest) -> float | None:
@@ -112,15 +113,21 @@ class Dataplane:
         self._started = False
 
     async def infer(self, request: InferRequest) -> InferResponse:
-        timeout = timeout_parameter(request)
-        if timeout is None:
-            return await self._infer(request)
-        with deadlines.bound(timeout):
-            return await self._infer(request)
-
-    async def _infer(self, request: InferRequest) -> InferResponse:
         started = perf_counter_ns()
-        model = self._routes.resolve(request.model_name, request.model_version, request.parameters)
+        try:
+            timeout = timeout_parameter(request)
+            model = self._routes.resolve(request.model_name, request.model_version, request.parameters)
+        except AisfError as exc:  # refused before a model version took it: its line names what was asked
+            self._log(
+                request.model_name, request.model_version, request, exc.reason, perf_counter_ns() - started
+            )
+            raise
+        if timeout is None:
+            return await self._infer(request, model, started)
+        with deadlines.bound(timeout):
+            return await self._infer(request, model, started)
+
+    async def _infer(self, request: InferRequest, model: LoadedModel, started: int) -> InferResponse:
         return await on_successor(
             model,
             lambda on: self._infer_on(on, request, started, live=True),
@@ -160,7 +167,7 @@ class Dataplane:
             if permit is None:
                 return await self._fallback(model, request, batch_size, live, started)
             try:
-                with tracing.span(f"engine {model.name}", _span_attributes(model, batch_size)):
+                with tracing.span(lambda: _engine_span(model, batch_size)):
                     response, timing = await model.executor.execute(request, batch_size)
             finally:
                 model.breaker.leave(permit)
@@ -169,13 +176,13 @@ class Dataplane:
             model.stats.record_failure(elapsed)
             self._metrics.failure(model.name, version, exc.reason, elapsed)
             if live:
-                self._log(model, request, exc.reason, elapsed)
+                self._log(model.name, version, request, exc.reason, elapsed)
             raise
         elapsed = perf_counter_ns() - started
         model.stats.record_success(elapsed, batch_size, timing)
         self._metrics.success(model.name, version, elapsed, timing.queue_ns, timing.batch_size)
         if live:
-            self._log(model, request, SUCCESS, elapsed, batch_size, timing)
+            self._log(model.name, version, request, SUCCESS, elapsed, batch_size, timing)
         response = select_outputs(response, [o.name for o in request.outputs])
         response.model_name, response.model_version, response.id = model.name, version, request.id
         if live and model.config.shadow is not None:
@@ -184,7 +191,8 @@ class Dataplane:
 
     def _log(
         self,
-        model: LoadedModel,
+        model: str,
+        version: str,
         request: InferRequest,
         outcome: str,
         elapsed_ns: int,
@@ -195,8 +203,8 @@ class Dataplane:
         if not self._request_log.keeps(outcome, elapsed_ns):
             return
         fields: dict[str, object] = {
-            "model": model.name,
-            "version": str(model.version),
+            "model": model,
+            "version": version,
             "inputs": describe_tensors(request.inputs),
             "parameters": describe_parameters(request.parameters),
             "outputs": [o.name for o in request.outputs],
@@ -239,7 +247,9 @@ class Dataplane:
             kind = RULE
         response.parameters[FALLBACK_PARAMETER] = kind
         self._metrics.fallback(model.name, version, kind)
-        self._log(model, request, SUCCESS, perf_counter_ns() - started, batch_size, fallback=kind)
+        self._log(
+            model.name, version, request, SUCCESS, perf_counter_ns() - started, batch_size, fallback=kind
+        )
         return response
 
     def _mirror(

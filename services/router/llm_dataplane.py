@@ -119,6 +119,14 @@ async def _canned(message: str, choices: int) -> AsyncGenerator[TokenChunk, None
         yield TokenChunk(message, index, "stop", Usage())
 
 
+def _generation_span(model: LoadedModel, cached: bool) -> tuple[str, dict[str, str | int]]:
+    return f"generate {model.name}", {
+        "aisf.model": model.name,
+        "aisf.engine": model.platform,
+        "aisf.cached": int(cached),
+    }
+
+
 class LlmDataplane:
     def __init__(
         self,
@@ -237,9 +245,7 @@ class LlmDataplane:
                 source = self._generation(model, asked, request, trace)
             cached = lookup.hit is not None
             head = replace(head, cached=cached, fallback=fallback)
-            where: dict[str, str | int] = {"aisf.model": model.name, "aisf.engine": model.platform}
-            where["aisf.cached"] = int(cached)
-            with tracing.span(f"generate {model.name}", where):
+            with tracing.span(lambda: _generation_span(model, cached)):
                 async with aclosing(source) as chunks:
                     async for chunk in chunks:
                         if chunk.text:

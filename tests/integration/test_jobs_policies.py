@@ -222,9 +222,14 @@ def test_a_high_tier_job_submitted_last_starts_before_the_low_tier_backlog(
         assert vip["priority"] == 1
         jobs = {job_id: wait_final(rest, job_id, timeout_s=120) for job_id in [*backlog, vip["job_id"]]}
     assert all(j["state"] == "succeeded" for j in jobs.values())
-    vip_start = jobs[vip["job_id"]]["start_time"]
-    later = [jobs[j]["start_time"] for j in backlog[1:]]
-    assert all(vip_start < start for start in later), (vip_start, later)
+    vip_start, submitted = jobs[vip["job_id"]]["start_time"], vip["create_time"]
+    starts = [jobs[j]["start_time"] for j in backlog]
+    # Of the cheap jobs still waiting when the vip job arrived, at most one (the one the free slot went
+    # to while the outbox was starting the vip's workflow) starts before it; the rest wait for it. A
+    # cheap job that started before the vip was even submitted (a loaded machine submits slowly) is fine.
+    jumped = [start for start in starts if submitted < start < vip_start]
+    assert len(jumped) <= 1, (submitted, vip_start, starts)
+    assert sum(start > vip_start for start in starts) >= 2, (submitted, vip_start, starts)
 
     async def tagged() -> list[str]:
         client = await Client.connect(temporal_server.address)

@@ -75,7 +75,7 @@ def test_a_grpc_inference_gets_one_line_with_shapes_parameters_and_timings(logge
         "acme",
     )
     assert line["inputs"] == [{"name": "input__0", "datatype": "FP32", "shape": [2, 4]}]
-    assert line["parameters"] == {"user_note": "<str 17>", "beam": 3}
+    assert line["parameters"] == {"user_note": "<str 17>", "beam": "<int>"}
     assert line["outcome"] == "success" and line["rows"] == 2
     assert line["duration_ms"] >= line["compute_ms"] > 0 and line["queue_ms"] >= 0
     log = logged.log_text()
@@ -187,3 +187,25 @@ def test_a_terminal_gets_readable_text_lines(tmp_path: Path) -> None:
     logged = [line for line in text.splitlines() if "uvicorn.error" in line]
     assert logged and not any(line.lstrip().startswith("{") for line in logged), text
     assert "\x1b[" not in text
+
+
+def test_a_tenant_header_gRPC_metadata_cannot_carry_is_a_400_naming_it(logged: AisfProcess) -> None:
+    reply = httpx.post(
+        f"http://{logged.http_url}/v2/models/tabular-demo/infer",
+        json={"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
+        headers={"x-aisf-tenant": "café".encode("latin-1")},  # type: ignore[dict-item]
+        timeout=30,
+    )
+    assert reply.status_code == 400 and "x-aisf-tenant" in reply.text
+
+
+def test_a_request_id_gRPC_metadata_cannot_carry_is_replaced_not_forwarded(logged: AisfProcess) -> None:
+    body = {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 4], "data": [7.25, 2, 3, 4]}]}
+    reply = httpx.post(
+        f"http://{logged.http_url}/v2/models/tabular-demo/infer",
+        json=body,
+        headers={"x-request-id": "bad\tid"},
+        timeout=30,
+    )
+    assert reply.status_code == 200
+    assert not _lines(logged, "v2 request", request_id="bad\tid")

@@ -40,13 +40,14 @@ def test_text_lines_read_as_message_then_key_values() -> None:
     assert 'model=tabular-demo versions=[1] note="two words"' in line
 
 
-def test_request_lines_go_out_in_batches_and_in_order_with_the_rest() -> None:
+def test_successful_request_lines_go_out_in_batches_and_in_order_with_the_rest() -> None:
     stream = io.StringIO()
     handler = BatchingHandler(stream, every_s=60)
     handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
 
-    def emit(name: str, message: str, level: int = logging.INFO) -> None:
-        handler.handle(logging.makeLogRecord({"name": name, "msg": message, "levelno": level}))
+    def emit(name: str, message: str, outcome: str = "success", level: int = logging.INFO) -> None:
+        record = logging.makeLogRecord({"name": name, "msg": message, "levelno": level, "outcome": outcome})
+        handler.handle(record)
 
     emit("aisf.requests", "one")
     emit("aisf.requests", "two")
@@ -58,8 +59,25 @@ def test_request_lines_go_out_in_batches_and_in_order_with_the_rest() -> None:
         "aisf.router model loaded",
     ]
     emit("aisf.requests", "three")
-    emit("aisf.requests", "failed", logging.WARNING)  # a warning never waits
-    assert stream.getvalue().splitlines()[-2:] == ["aisf.requests three", "aisf.requests failed"]
+    emit("aisf.requests", "refused", outcome="engine_unavailable")  # a failure's line never waits
+    assert stream.getvalue().splitlines()[-2:] == ["aisf.requests three", "aisf.requests refused"]
     emit("aisf.requests", "four")
     handler.flush()  # what logging.shutdown() calls at exit
     assert stream.getvalue().splitlines()[-1] == "aisf.requests four"
+    handler.close()
+
+
+class _BrokenPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("the log reader went away")
+
+
+def test_a_broken_log_stream_never_reaches_the_caller() -> None:
+    handler = BatchingHandler(_BrokenPipe(), every_s=60, max_bytes=1)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    reported: list[logging.LogRecord] = []
+    handler.handleError = reported.append  # type: ignore[method-assign]
+    for outcome in ("success", "invalid_input"):
+        handler.handle(logging.makeLogRecord({"name": "aisf.requests", "msg": "x", "outcome": outcome}))
+    assert len(reported) == 2  # logging's own report, nothing raised
+    handler.close()

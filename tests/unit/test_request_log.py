@@ -11,9 +11,17 @@ def _lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "aisf.requests"]
 
 
-def test_string_parameters_are_logged_as_their_length_only() -> None:
-    described = describe_parameters({"priority": 3, "sequence_start": True, "user": "alice@example.com"})
-    assert described == {"priority": 3, "sequence_start": True, "user": "<str 17>"}
+def test_only_serving_parameters_and_flags_keep_their_values() -> None:
+    described = describe_parameters(
+        {"priority": 3, "sequence_start": True, "user": "alice@example.com", "customer_id": 123, "score": 0.5}
+    )
+    assert described == {
+        "priority": 3,
+        "sequence_start": True,
+        "user": "<str 17>",
+        "customer_id": "<int>",
+        "score": "<float>",
+    }
 
 
 def test_tensors_are_described_by_name_dtype_and_shape_without_their_values() -> None:

@@ -57,6 +57,7 @@ class JobRow(Base):
     __table_args__ = (
         UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
         Index("ix_jobs_create_time", "create_time", "job_id"),
+        Index("ix_jobs_state_create_time", "state", "create_time"),
     )
 
     job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
