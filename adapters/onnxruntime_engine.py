@@ -52,10 +52,10 @@ def _spec(arg: Any) -> TensorSpec:
 _cpu_arena_limit: int | None = None
 
 
-def _device(active: list[str], options: list[dict[str, str]]) -> str:
+def device_of(active: list[str], options: list[dict[str, str]] | None = None) -> str:
     """The session's first provider decides where it runs (ORT falls back along the list)."""
     if active and active[0] in _PREFERRED_PROVIDERS[:2]:
-        index = next((o.get("device_id", "") for o in options if o.get("device_id")), "0")
+        index = next((o.get("device_id", "") for o in options or () if o.get("device_id")), "0")
         return f"cuda:{index}"
     return "cpu"
 
@@ -115,7 +115,7 @@ class OnnxRuntimeAdapter:
             inputs=inputs,
             outputs=[_spec(o) for o in session.get_outputs()],
             platform="onnxruntime_onnx",
-            device=_device(session.get_providers(), provider_options),
+            device=device_of(session.get_providers(), provider_options),
         )
 
     async def infer(self, request: InferRequest) -> InferResponse:

@@ -1,4 +1,5 @@
-"""Similarity indexes of the semantic cache: in-process, or Redis (brute force over one scope's entries)."""
+"""Similarity indexes of the semantic cache: in process (an HNSW graph per scope), or Redis (brute force
+over one scope's entries: stock Redis has no vector search)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as redis
 from redis.exceptions import RedisError
+from usearch.index import Index
 
 from aisf.services.common.errors import EngineUnavailable
 from aisf.services.common.llm_types import FinishReason, Usage
@@ -74,9 +76,32 @@ class _Entry:
     answer: CachedAnswer
 
 
+@dataclass(slots=True)
+class _Kept:
+    expires: float
+    answer: CachedAnswer
+
+
+class _Scope:
+    """One scope's HNSW graph (usearch, cosine) and its entries in least-recently-used order."""
+
+    def __init__(self, dimensions: int) -> None:
+        self.graph = Index(ndim=dimensions, metric="cos", dtype="f32")
+        self.kept: collections.OrderedDict[int, _Kept] = collections.OrderedDict()
+        self.next_key = 0
+
+    def drop(self, key: int) -> None:
+        self.kept.pop(key, None)
+        self.graph.remove(key)
+
+
 class MemoryIndex:
-    """Per-process index: each scope holds at most `max_entries`, oldest evicted first, and at most
-    `max_scopes` scopes are kept, the least recently used dropped first (tenants come and go)."""
+    """Per-process approximate nearest-neighbour index (HNSW, usearch). Each scope (one tenant's model,
+    version, parameters and embedder) keeps at most `max_entries`, the least recently used evicted
+    first, each for `ttl_s`; at most `max_scopes` scopes are kept, the least recently used dropped
+    first (tenants come and go)."""
+
+    _CANDIDATES = 4  # neighbours read per lookup: expired ones are skipped, not answered
 
     def __init__(
         self, ttl_s: float, max_entries: int, clock: Clock = time.monotonic, max_scopes: int = 10_000
@@ -85,29 +110,47 @@ class MemoryIndex:
         self._max_entries = max_entries
         self._max_scopes = max_scopes
         self._clock = clock
-        self._scopes: collections.OrderedDict[str, list[_Entry]] = collections.OrderedDict()
-
-    def _live(self, scope: str) -> list[_Entry]:
-        now = self._clock()
-        entries = [e for e in self._scopes.get(scope, []) if e.expires > now]
-        if entries:
-            self._scopes[scope] = entries
-            self._scopes.move_to_end(scope)
-        else:
-            self._scopes.pop(scope, None)
-        return entries
+        self._scopes: collections.OrderedDict[str, _Scope] = collections.OrderedDict()
 
     def scopes(self) -> int:
         return len(self._scopes)
 
+    def entries(self, scope: str) -> int:
+        found = self._scopes.get(scope)
+        return len(found.kept) if found else 0
+
     async def nearest(self, scope: str, vector: Vector) -> tuple[float, CachedAnswer] | None:
-        return _nearest(self._live(scope), vector)
+        found = self._scopes.get(scope)
+        if found is None or not found.kept or found.graph.ndim != vector.shape[-1]:
+            return None  # vectors of another dimension: another embedder wrote them, never compared
+        self._scopes.move_to_end(scope)
+        now = self._clock()
+        matches = found.graph.search(unit(vector), min(self._CANDIDATES, len(found.kept)))
+        for key, distance in zip(matches.keys.tolist(), matches.distances.tolist(), strict=True):
+            kept = found.kept.get(key)
+            if kept is None:
+                continue
+            if kept.expires <= now:
+                found.drop(key)
+                continue
+            found.kept.move_to_end(key)
+            return 1.0 - float(distance), kept.answer
+        return None
 
     async def add(self, scope: str, vector: Vector, answer: CachedAnswer) -> None:
-        entries = self._live(scope)[-(self._max_entries - 1) :] if self._max_entries > 1 else []
-        entries.append(_Entry(self._clock() + self._ttl_s, unit(vector), answer))
-        self._scopes[scope] = entries
+        found = self._scopes.get(scope)
+        if found is None or found.graph.ndim != vector.shape[-1]:
+            found = self._scopes[scope] = _Scope(int(vector.shape[-1]))
         self._scopes.move_to_end(scope)
+        now = self._clock()
+        if len(found.kept) >= self._max_entries:
+            for key in [k for k, kept in found.kept.items() if kept.expires <= now]:
+                found.drop(key)
+        while found.kept and len(found.kept) >= self._max_entries:
+            found.drop(next(iter(found.kept)))  # the least recently used
+        key, found.next_key = found.next_key, found.next_key + 1
+        found.graph.add(key, unit(vector).astype(np.float32))
+        found.kept[key] = _Kept(now + self._ttl_s, answer)
         while len(self._scopes) > self._max_scopes:
             self._scopes.popitem(last=False)
 

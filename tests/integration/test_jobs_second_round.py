@@ -18,7 +18,7 @@ from temporalio.client import Client
 from tritonclient.grpc import service_pb2 as v2_pb
 from tritonclient.grpc import service_pb2_grpc as v2_grpc
 
-from aisf.adapters.sentence_embedding import build_sample as build_embedder
+from aisf.adapters.onnx_embedding import build_sample as build_embedder
 from aisf.job.v1 import job_service_pb2 as pb
 from aisf.job.v1 import job_service_pb2_grpc as pb_grpc
 from aisf.services.llm_samples import LLM_DEMO

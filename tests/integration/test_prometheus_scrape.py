@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 import yaml
 from openai import OpenAI
 
-from aisf.adapters.sentence_embedding import build_sample
+from aisf.adapters.onnx_embedding import build_sample
 from aisf.services.feature_samples import build_recsys_demo
 from aisf.services.samples import build_samples
 from tests.support.features import materialized_repo

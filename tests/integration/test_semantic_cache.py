@@ -9,7 +9,7 @@ import pytest
 import redis
 from openai import OpenAI
 
-from aisf.adapters.sentence_embedding import build_sample
+from aisf.adapters.onnx_embedding import build_sample
 from aisf.services.llm_samples import build_llm_demo
 from tests.support.llm import scrape
 from tests.support.processes import AisfProcess, running_aisf

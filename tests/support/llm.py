@@ -14,8 +14,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from aisf.adapters.llama_cpp_engine import LlamaCppAdapter
+from aisf.adapters.onnx_embedding import SAMPLE_NAME, build_sample
 from aisf.adapters.registry import AdapterRegistry
-from aisf.adapters.sentence_embedding import SAMPLE_NAME, build_sample
 from aisf.services.common.db.engine import open_database
 from aisf.services.common.db.model_store import ModelStore
 from aisf.services.common.llm_types import GenerateRequest, TokenChunk
@@ -24,7 +24,7 @@ from aisf.services.router.repository import ModelRepository, RepositoryDefaults
 from aisf.services.samples import build_vision_demo
 from tests.support.llama_server import LlamaServer, running_llama_server
 
-EMBEDDER = SAMPLE_NAME  # all-MiniLM-L6-v2 (sentence_embedding), for embeddings and the semantic cache
+EMBEDDER = SAMPLE_NAME  # all-MiniLM-L6-v2 on ONNX Runtime, for embeddings and the semantic cache
 LLM = LLM_DEMO  # llama.cpp in process: generative (and embedding) model, context window 512
 V2_MODEL = "vision-demo"  # a tensor model: neither generates text nor embeds
 REMOTE = "remote"  # openai_remote in front of a llama.cpp server the test can kill

@@ -312,3 +312,29 @@ async def test_a_hit_replays_the_usage_the_answer_cost(
     again = [c async for c in dataplane.generate(chat(QUESTION))]
     assert again[-1].cached and again[-1].usage == first[-1].usage
     assert first[-1].usage is not None and first[-1].usage.completion_tokens > 0
+
+
+async def test_the_in_process_index_evicts_the_least_recently_hit_entry_first() -> None:
+    clock = Clock()
+    index = MemoryIndex(ttl_s=60, max_entries=2, clock=clock)
+    await index.add("s", unit(1, 0, 0), ANSWER)
+    await index.add("s", unit(0, 1, 0), replace(ANSWER, texts=("Berlin.",)))
+    assert await index.nearest("s", unit(1, 0, 0)) is not None  # the older entry, hit: now the recent one
+    await index.add("s", unit(0, 0, 1), replace(ANSWER, texts=("Rome.",)))
+    kept = await index.nearest("s", unit(1, 0, 0))
+    assert kept is not None and kept[0] > 0.99 and kept[1] == ANSWER
+    berlin = await index.nearest("s", unit(0, 1, 0))
+    assert berlin is None or berlin[1].texts != ("Berlin.",)
+
+
+async def test_the_in_process_index_stays_bounded_under_churn_and_finds_the_nearest_of_many() -> None:
+    rng = np.random.default_rng(7)
+    index = MemoryIndex(ttl_s=60, max_entries=500, clock=Clock())
+    vectors = rng.standard_normal((2000, 64)).astype(np.float32)
+    for i, vector in enumerate(vectors):
+        await index.add("s", vector, replace(ANSWER, texts=(str(i),)))
+    assert index.entries("s") == 500
+    found = await index.nearest("s", vectors[1900] + 0.01)
+    assert found is not None and found[1].texts == ("1900",) and found[0] > 0.99
+    evicted = await index.nearest("s", vectors[10])  # among the first 1,500: evicted
+    assert evicted is None or evicted[1].texts != ("10",)
