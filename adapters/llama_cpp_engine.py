@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import collections
 import contextlib
 import functools
 import json
 import random
 import threading
 from collections.abc import AsyncGenerator, Callable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import llama_cpp
@@ -38,33 +40,73 @@ from aisf.services.common.tensors import InferRequest, InferResponse
 from aisf.services.common.threads import BlockingPool
 
 _T = TypeVar("_T")
-# How many chunks the engine may run ahead of a slow consumer; small, so a disconnect stops it at once.
-_WINDOW = 2
+# How many pieces the engine may run ahead of a slow consumer (merged into the chunks it has not taken):
+# enough to stream at the engine's pace through a slower transport, few enough that a client that stops
+# reading stops the engine within a few tokens.
+AHEAD_PIECES = 8
+
+
+def _mergeable(chunk: TokenChunk) -> bool:
+    return chunk.finish_reason is None and chunk.usage is None and not chunk.tool_calls
 
 
 class _Handoff:
-    """Engine thread -> event loop, the engine at most `_WINDOW` chunks ahead of the consumer."""
+    """Engine thread -> event loop. Pieces the consumer has not taken yet are merged into one chunk, so a
+    consumer slower than the engine (a client, the network) gets fewer, longer chunks instead of holding
+    the engine back; one that keeps up gets every piece as it comes (the first is never held). The engine
+    runs at most `AHEAD_PIECES` pieces ahead, so a consumer that stops reading stops it soon."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[TokenChunk | None] = asyncio.Queue()
-        self._credits = threading.Semaphore(_WINDOW)
+        self._room = threading.Condition()
+        self._pending: collections.deque[tuple[TokenChunk | None, int]] = (
+            collections.deque()
+        )  # (chunk, pieces)
+        self._ahead = 0  # pieces put and not yet taken
+        self._waiter: asyncio.Future[None] | None = None
         self.consumer_gone = threading.Event()
 
     def put(self, item: TokenChunk | None) -> None:
-        if self.consumer_gone.is_set():
-            return
-        self._credits.acquire()
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        with self._room:
+            while self._ahead >= AHEAD_PIECES and not self.consumer_gone.is_set():
+                self._room.wait()
+            if self.consumer_gone.is_set():
+                return
+            previous, pieces = self._pending[-1] if self._pending else (None, 0)
+            if item is not None and previous is not None:
+                if _mergeable(previous) and _mergeable(item) and item.index == previous.index:
+                    merged = replace(
+                        item, text=previous.text + item.text, logprobs=previous.logprobs + item.logprobs
+                    )
+                    self._pending[-1] = (merged, pieces + 1)
+                    self._ahead += 1
+                    return  # the consumer has not taken the previous piece: no wake-up needed
+            self._pending.append((item, 1))
+            self._ahead += 1
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
 
     async def get(self) -> TokenChunk | None:
-        item = await self._queue.get()
-        self._credits.release()
-        return item
+        while True:
+            with self._room:
+                if self._pending:
+                    item, pieces = self._pending.popleft()
+                    self._ahead -= pieces
+                    self._room.notify()
+                    return item
+                waiter = self._waiter = self._loop.create_future()
+            await waiter
 
     def stop(self) -> None:
         self.consumer_gone.set()
-        self._credits.release()  # wakes an engine blocked in put()
+        with self._room:
+            self._room.notify_all()  # wakes an engine waiting for room
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @functools.lru_cache(maxsize=64)

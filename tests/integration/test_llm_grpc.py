@@ -30,7 +30,8 @@ def test_a_chat_streams_choices_then_usage(stub: pb_grpc.LlmServiceStub) -> None
     request = pb.ChatCompletionRequest(model=MODEL, messages=HELLO, params=pb.SamplingParams(max_tokens=8))
     replies = list(stub.ChatCompletion(request, timeout=30))
     pieces = [r for r in replies if r.HasField("choice")]
-    assert len(pieces) >= 8 and pieces[-1].choice.finish_reason == pb.FINISH_REASON_LENGTH
+    # Streamed (pieces a slower reader has not taken yet arrive merged), the last one ending the choice.
+    assert len(pieces) >= 2 and pieces[-1].choice.finish_reason == pb.FINISH_REASON_LENGTH
     assert not replies[-1].HasField("choice") and replies[-1].usage.completion_tokens == 8
     assert {(r.model, r.model_version) for r in replies} == {(MODEL, "1")} and len(
         {r.id for r in replies}
