@@ -301,6 +301,8 @@ class OpenAIRemoteAdapter:
         if request.tools:
             body["tools"] = [_tool(t) for t in request.tools]
             body["tool_choice"] = _tool_choice(request.tool_choice)
+            if not request.tool_choice.parallel:
+                body["parallel_tool_calls"] = False
         return "chat/completions", {**body, "messages": [_wire_message(m) for m in request.messages]}
 
 

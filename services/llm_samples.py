@@ -12,7 +12,7 @@ from gguf import GGUFWriter, PoolingType, TokenType
 
 LLM_DEMO = "llm-demo"
 LLM_DEMO_DRAFT = "llm-demo-draft"
-CONTEXT_LENGTH = 512
+CONTEXT_LENGTH = 1024  # room for a tool-calling prompt (the tools described) and a few calls
 # ChatML: the markers are control tokens of the vocabulary, so a rendered chat tokenizes to them.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"

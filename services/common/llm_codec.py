@@ -133,7 +133,9 @@ def chat_request_to_proto(request: GenerateRequest, cache: CacheMode) -> pb.Chat
         cache_mode=_CACHE_MODES[cache],
         tools=[pb.Tool(name=t.name, description=t.description, parameters_json=t.parameters) for t in tools],
         tool_choice=pb.ToolChoice(
-            mode=_TOOL_MODES[request.tool_choice.mode], function_name=request.tool_choice.name
+            mode=_TOOL_MODES[request.tool_choice.mode],
+            function_name=request.tool_choice.name,
+            single_call=not request.tool_choice.parallel,
         ),
     )
 
@@ -160,7 +162,7 @@ def _tool_choice_from_proto(choice: pb.ToolChoice) -> ToolChoice:
     mode = _TOOL_MODE_NAMES.get(choice.mode)
     if mode is None:
         raise InvalidInput(f"tool_choice.mode: unknown value {choice.mode}")
-    return ToolChoice(mode, choice.function_name)
+    return ToolChoice(mode, choice.function_name, parallel=not choice.single_call)
 
 
 def _tool_from_proto(tool: pb.Tool) -> Tool:

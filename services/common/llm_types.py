@@ -43,6 +43,7 @@ ToolChoiceMode = Literal["auto", "none", "required", "function"]
 class ToolChoice:
     mode: ToolChoiceMode = "auto"
     name: str = ""  # mode "function": the one to call
+    parallel: bool = True  # OpenAI's parallel_tool_calls: a choice may make several calls
 
 
 ResponseFormatType = Literal["text", "json_object", "json_schema"]

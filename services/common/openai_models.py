@@ -216,7 +216,7 @@ class ChatCompletionRequest(_Sampling):
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     tools: list[ToolIn] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None  # accepted: a choice makes at most one call either way
+    parallel_tool_calls: bool | None = None  # OpenAI's default: true
 
     def to_domain(self, request_id: str) -> GenerateRequest:
         self._checked(_CHAT_UNSUPPORTED)
@@ -227,11 +227,11 @@ class ChatCompletionRequest(_Sampling):
             raise InvalidInput("top_logprobs: needs logprobs set to true")
         if self.logprobs:
             params = replace(params, logprobs=self.top_logprobs or 0)
-        choice = self.tool_choice
+        choice, parallel = self.tool_choice, self.parallel_tool_calls is not False
         if isinstance(choice, NamedToolChoice):
-            tool_choice = ToolChoice("function", choice.function.name)
+            tool_choice = ToolChoice("function", choice.function.name, parallel)
         else:
-            tool_choice = ToolChoice(choice or "auto")
+            tool_choice = ToolChoice(choice or "auto", parallel=parallel)
         return GenerateRequest(
             model_name=self.model,
             messages=tuple(m.to_domain(i) for i, m in enumerate(self.messages)),

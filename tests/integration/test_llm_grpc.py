@@ -11,6 +11,7 @@ import pytest
 
 from aisf.llm.v1 import llm_pb2 as pb
 from aisf.llm.v1 import llm_pb2_grpc as pb_grpc
+from aisf.services.llm_samples import CONTEXT_LENGTH
 from tests.support.llm import scrape
 from tests.support.processes import AisfProcess
 
@@ -52,7 +53,7 @@ def test_embeddings_and_model_listing(stub: pb_grpc.LlmServiceStub) -> None:
     embedded = stub.Embed(pb.EmbedRequest(model=MODEL, inputs=["a", "b c"]), timeout=30)
     assert len(embedded.embeddings) == 2 and embedded.model_version == "1"
     cards = {m.name: m for m in stub.ListModels(pb.ListModelsRequest(), timeout=30).models}
-    assert cards[MODEL].kind == pb.MODEL_KIND_GENERATIVE and cards[MODEL].context_length == 512
+    assert cards[MODEL].kind == pb.MODEL_KIND_GENERATIVE and cards[MODEL].context_length == CONTEXT_LENGTH
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ def test_an_unknown_model_is_a_404_model_not_found(client: OpenAI) -> None:
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"max_tokens": -1}, "max_tokens"),
-        ({"messages": [{"role": "user", "content": "hello world " * 400}]}, "messages"),
+        ({"messages": [{"role": "user", "content": "hello world " * 800}]}, "messages"),
         ({"n": 0}, "n"),
     ],
 )

@@ -345,7 +345,10 @@ async def test_tools_go_to_the_server_as_they_are_and_its_tool_call_deltas_come_
         ChatMessage("tool", "done", tool_call_id="call_1"),
     )
     request = GenerateRequest(
-        "remote", messages=history, tools=(Tool("f", "does f"),), tool_choice=ToolChoice("function", "f")
+        "remote",
+        messages=history,
+        tools=(Tool("f", "does f"),),
+        tool_choice=ToolChoice("function", "f", parallel=False),
     )
     adapter = await _scripted(handler)
     chunks = await _collect(adapter, request)
@@ -358,6 +361,7 @@ async def test_tools_go_to_the_server_as_they_are_and_its_tool_call_deltas_come_
         }
     ]
     assert body["tool_choice"] == {"type": "function", "function": {"name": "f"}}
+    assert body["parallel_tool_calls"] is False  # passed through only when turned off (OpenAI's default: on)
     assert (
         body["messages"][1]["tool_calls"][0]["id"] == "call_1"
         and body["messages"][2]["tool_call_id"] == "call_1"

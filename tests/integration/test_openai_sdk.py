@@ -274,23 +274,39 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.mark.parametrize(
-    "tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}]
+    ("tool_choice", "parallel"),
+    [
+        ("required", None),
+        ("required", False),
+        ({"type": "function", "function": {"name": "get_weather"}}, None),
+    ],
 )
 def test_a_required_tool_call_names_a_tool_with_arguments_valid_for_its_parameters(
-    client: OpenAI, tool_choice: Any
+    client: OpenAI, tool_choice: Any, parallel: bool | None
 ) -> None:
+    extra: Any = {} if parallel is None else {"parallel_tool_calls": parallel}
     reply = client.chat.completions.create(
-        model=MODEL, messages=ASK, tools=[WEATHER, TIME], tool_choice=tool_choice, max_tokens=200, seed=5
+        model=MODEL,
+        messages=ASK,
+        tools=[WEATHER, TIME],
+        tool_choice=tool_choice,
+        max_tokens=400,
+        seed=5,
+        **extra,
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
-    (call,) = choice.message.tool_calls
-    assert call.id.startswith("call_") and call.type == "function"
-    assert call.function.name in ("get_weather", "get_time")
-    if tool_choice != "required":
-        assert call.function.name == "get_weather"
-    if call.function.name == "get_weather":
-        jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+    calls = choice.message.tool_calls
+    if parallel is False or tool_choice != "required":
+        assert len(calls) == 1  # one call: parallel calls off, or a named function
+    assert len({call.id for call in calls}) == len(calls)
+    for call in calls:
+        assert call.id.startswith("call_") and call.type == "function"
+        assert call.function.name in ("get_weather", "get_time")
+        if tool_choice != "required":
+            assert call.function.name == "get_weather"
+        if call.function.name == "get_weather":
+            jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
 
 
 def test_a_streamed_tool_call_is_reassembled_by_the_sdk(client: OpenAI) -> None:
@@ -299,7 +315,7 @@ def test_a_streamed_tool_call_is_reassembled_by_the_sdk(client: OpenAI) -> None:
         messages=ASK,
         tools=[WEATHER],
         tool_choice="required",
-        max_tokens=200,
+        max_tokens=400,
         seed=6,
         stream=True,
     )
@@ -308,13 +324,17 @@ def test_a_streamed_tool_call_is_reassembled_by_the_sdk(client: OpenAI) -> None:
     deltas = [d for c in chunks for d in c.delta.tool_calls or []]
     assert chunks[-1].finish_reason == "tool_calls" and deltas and deltas[0].id
     assert deltas[0].function and deltas[0].function.name == "get_weather"
-    arguments = "".join((d.function.arguments or "") for d in deltas if d.function)
-    jsonschema.validate(json.loads(arguments), WEATHER["function"]["parameters"])
+    arguments: dict[int, str] = {}  # each call's pieces, by its index (several calls may come)
+    for d in deltas:
+        arguments[d.index] = arguments.get(d.index, "") + ((d.function.arguments or "") if d.function else "")
+    assert sorted(arguments) == list(range(len(arguments)))
+    for joined in arguments.values():
+        jsonschema.validate(json.loads(joined), WEATHER["function"]["parameters"])
 
 
 def test_tool_choice_none_answers_text_and_a_tool_result_continues_the_conversation(client: OpenAI) -> None:
     first = client.chat.completions.create(
-        model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required", max_tokens=200, seed=7
+        model=MODEL, messages=ASK, tools=[WEATHER], tool_choice="required", max_tokens=400, seed=7
     )
     call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
     conversation: Any = [

@@ -25,7 +25,7 @@ from aisf.services.samples import build_vision_demo
 from tests.support.llama_server import LlamaServer, running_llama_server
 
 EMBEDDER = SAMPLE_NAME  # all-MiniLM-L6-v2 on ONNX Runtime, for embeddings and the semantic cache
-LLM = LLM_DEMO  # llama.cpp in process: generative (and embedding) model, context window 512
+LLM = LLM_DEMO  # llama.cpp in process: generative (and embedding) model, context window 1024
 V2_MODEL = "vision-demo"  # a tensor model: neither generates text nor embeds
 REMOTE = "remote"  # openai_remote in front of a llama.cpp server the test can kill
 UPSTREAM_CONTEXT = 2048  # room for a generation long enough to kill the server in the middle of it

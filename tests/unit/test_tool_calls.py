@@ -16,7 +16,7 @@ from aisf.services.common.llm_types import (
     ToolChoice,
     Usage,
 )
-from aisf.services.router.tool_calls import ToolCallReader, prepared
+from aisf.services.router.tool_calls import MAX_PARALLEL_CALLS, ToolCallReader, prepared
 
 WEATHER = Tool("get_weather", "The weather", '{"type": "object", "properties": {"city": {"type": "string"}}}')
 TIME = Tool("get_time")
@@ -38,14 +38,48 @@ async def _read(reader: ToolCallReader, chunks: AsyncGenerator[TokenChunk, None]
 
 
 def test_a_required_call_constrains_decoding_to_the_offered_tools_calls() -> None:
-    engine, reader = prepared(_request(ToolChoice("required")))
+    engine, reader = prepared(_request(ToolChoice("required", parallel=False)))
     assert reader is not None and engine.tools == ()
     assert engine.messages[0].role == "system" and "get_weather" in engine.messages[0].content
+    assert "JSON array" not in engine.messages[0].content
     schema = json.loads(engine.params.response_format.schema)
     assert [option["properties"]["name"]["const"] for option in schema["anyOf"]] == [
         "get_weather",
         "get_time",
     ]
+
+
+def test_parallel_calls_are_offered_as_one_call_or_an_array_of_calls() -> None:
+    engine, _ = prepared(_request(ToolChoice("required")))  # OpenAI's default: parallel_tool_calls true
+    assert "JSON array" in engine.messages[0].content
+    one, several = json.loads(engine.params.response_format.schema)["anyOf"]
+    assert [option["properties"]["name"]["const"] for option in one["anyOf"]] == ["get_weather", "get_time"]
+    assert several == {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS}
+
+
+async def test_an_array_of_calls_is_read_into_one_delta_per_call_in_order() -> None:
+    reader = ToolCallReader(frozenset({"get_weather", "get_time"}), required=False)
+    answer = (
+        '[{"name": "get_weather", "arguments": {"city": "Paris"}},',
+        ' {"name": "get_time", "arguments": {}}]',
+    )
+    (ended,) = await _read(reader, _chunks(*answer))
+    assert ended.finish_reason == "tool_calls"
+    assert [(d.index, d.name, json.loads(d.arguments)) for d in ended.tool_calls] == [
+        (0, "get_weather", {"city": "Paris"}),
+        (1, "get_time", {}),
+    ]
+    assert len({d.id for d in ended.tool_calls}) == 2
+
+
+async def test_without_parallel_calls_an_array_is_text_and_brackets_stream_as_text() -> None:
+    reader = ToolCallReader(frozenset({"get_weather"}), required=False, parallel=False)
+    answer = '[{"name": "get_weather", "arguments": {}}]'
+    streamed = await _read(reader, _chunks(answer[:10], answer[10:]))
+    assert [c.text for c in streamed] == [answer[:10], answer[10:]] and not streamed[-1].tool_calls
+    mixed = ToolCallReader(frozenset({"get_weather"}), required=False)
+    (ended,) = await _read(mixed, _chunks('[{"name": "get_weather", "arguments": {}}, 3]'))
+    assert not ended.tool_calls and ended.text.startswith("[")  # one item is no call: all of it is text
 
 
 def test_a_named_function_offers_only_that_one_and_none_offers_nothing() -> None:

@@ -228,18 +228,22 @@ class ToolChoice(_message.Message):
 
     MODE_FIELD_NUMBER: _builtins.int
     FUNCTION_NAME_FIELD_NUMBER: _builtins.int
+    SINGLE_CALL_FIELD_NUMBER: _builtins.int
     mode: Global___ToolChoiceMode.ValueType
     function_name: _builtins.str
     """TOOL_CHOICE_MODE_FUNCTION: the function to call."""
+    single_call: _builtins.bool
+    """OpenAI's parallel_tool_calls false: a choice makes at most one call (by default it may make several)."""
     def __init__(
         self,
         *,
         mode: Global___ToolChoiceMode.ValueType = ...,
         function_name: _builtins.str = ...,
+        single_call: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["function_name", b"function_name", "mode", b"mode"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["function_name", b"function_name", "mode", b"mode", "single_call", b"single_call"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
