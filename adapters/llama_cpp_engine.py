@@ -76,7 +76,10 @@ class _Handoff:
             if item is not None and previous is not None:
                 if _mergeable(previous) and _mergeable(item) and item.index == previous.index:
                     merged = replace(
-                        item, text=previous.text + item.text, logprobs=previous.logprobs + item.logprobs
+                        item,
+                        text=previous.text + item.text,
+                        logprobs=previous.logprobs + item.logprobs,
+                        pieces=previous.pieces + item.pieces,
                     )
                     self._pending[-1] = (merged, pieces + 1)
                     self._ahead += 1

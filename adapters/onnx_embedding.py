@@ -30,6 +30,10 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 
 
+# An export's layout and settings: a change here must not reuse an export cached under the old ones.
+_EXPORT_FORMAT = "onnx-opset17-eager-v1"
+
+
 def _tokenizer(path: Path, max_tokens: int) -> Tokenizer:
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.enable_truncation(max_length=max_tokens)
@@ -57,6 +61,8 @@ class OnnxEmbeddingAdapter(TextEmbedder):
         for needed in (model, vocabulary):
             if not needed.is_file():
                 raise ModelLoadFailed(f"model '{spec.name}' version {spec.version}: {needed.name} not found")
+        # The tokenizer's own thread pool would take every core for a batch: the model's threads are its own.
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("threads", 1))
         options.inter_op_num_threads = 1
@@ -153,16 +159,23 @@ def build_sample(repository: Path) -> Path:
     """The sample embedding model: the shipped all-MiniLM-L6-v2 exported to ONNX once per version of its
     weights (cached under ~/.cache/aisf, AISF_CACHE_DIR), then copied into the repository."""
     source = shipped_model()
-    digest = hashlib.sha256((source / "model.safetensors").read_bytes()).hexdigest()[:16]
-    cached = _cache_dir() / f"minilm-{digest}"
+    digest = hashlib.sha256(_EXPORT_FORMAT.encode())
+    for name in ("model.safetensors", TOKENIZER_FILE):
+        digest.update((source / name).read_bytes())
+    cached = _cache_dir() / f"minilm-{digest.hexdigest()[:16]}"
     if not (cached / MODEL_FILE).is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".export-"))
-        export_onnx(source, scratch)
         try:
+            export_onnx(source, scratch)
+            if cached.exists() and not (cached / MODEL_FILE).is_file():
+                shutil.rmtree(cached, ignore_errors=True)  # a partial folder from an interrupted build
             scratch.rename(cached)  # atomic: a concurrent build finds a whole export or none
         except OSError:
-            shutil.rmtree(scratch, ignore_errors=True)  # another build got there first
+            if not (cached / MODEL_FILE).is_file():
+                raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # gone already when the rename took it
     model_dir = repository / SAMPLE_NAME
     version = model_dir / "1"
     version.mkdir(parents=True, exist_ok=True)

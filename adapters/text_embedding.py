@@ -46,6 +46,8 @@ class TextEmbedder(ABC):
         threads = self._threads
         if threads is None or not self._loaded():
             raise ModelNotReady(f"model '{self._name}' is not loaded")
+        if not texts:  # nothing to embed: no engine call (an empty batch is no valid engine input)
+            return np.zeros((0, self._dimensions), dtype=np.float32), 0
         try:
             return await threads.run(self._encode, texts)
         except Exception as exc:

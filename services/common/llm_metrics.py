@@ -179,6 +179,7 @@ class Trace:
         self._first_ns = 0
         self._last_ns = 0
         self._chunks = 0
+        self._after_first = 0  # pieces (tokens) that came after the first chunk
         self.cache = "off"
 
     def engine_started(self) -> None:
@@ -187,17 +188,23 @@ class Trace:
     def engine_stopped(self) -> None:
         self._metrics._children(self._model, self._version)[2].dec()
 
-    def chunk(self) -> None:
-        """A streamed chunk: latencies describe the engine, so a cache replay records none."""
+    def chunk(self, pieces: int = 1) -> None:
+        """A streamed chunk of `pieces` tokens (merged when the reader was slower than the engine): the
+        inter-token latency is per token, so a merged chunk's gap counts once for each of its tokens.
+        Latencies describe the engine, so a cache replay records none."""
         now = perf_counter_ns()
         if self.cache != "hit":
             ttft, itl, _ = self._metrics._children(self._model, self._version)
             if self._chunks == 0:
                 ttft.observe((now - self.started_ns) / 1e9)
             else:
-                itl.observe((now - self._last_ns) / 1e9)
+                gap = (now - self._last_ns) / 1e9 / pieces
+                for _ in range(pieces):
+                    itl.observe(gap)
         if self._chunks == 0:
             self._first_ns = now
+        else:
+            self._after_first += pieces
         self._last_ns = now
         self._chunks += 1
 
@@ -223,8 +230,8 @@ class Trace:
             "completion_tokens": usage.completion_tokens if usage else None,
             "ttft_ms": round((self._first_ns - self.started_ns) / 1e6, 3) if self._chunks else None,
             "itl_mean_ms": (
-                round((self._last_ns - self._first_ns) / (self._chunks - 1) / 1e6, 3)
-                if self._chunks > 1
+                round((self._last_ns - self._first_ns) / self._after_first / 1e6, 3)
+                if self._after_first
                 else None
             ),
         }

@@ -142,6 +142,7 @@ class TokenChunk:
     usage: Usage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens whose text this chunk carries
     tool_calls: tuple[ToolCallDelta, ...] = ()
+    pieces: int = 1  # tokens' pieces merged into this chunk (an engine ahead of a slower reader)
 
 
 @dataclass(frozen=True, slots=True)

@@ -249,7 +249,7 @@ class LlmDataplane:
                 async with aclosing(source) as chunks:
                     async for chunk in chunks:
                         if chunk.text:
-                            trace.chunk()
+                            trace.chunk(chunk.pieces)
                         answer.add(chunk)
                         yield replace(head, choice=chunk)
             await self._store(lookup, answer)

@@ -1,5 +1,5 @@
-"""Similarity indexes of the semantic cache: in process (an HNSW graph per scope), or Redis (brute force
-over one scope's entries: stock Redis has no vector search)."""
+"""Similarity indexes of the semantic cache: in process (exact for small scopes, an HNSW graph for large
+ones), or Redis (brute force over one scope's entries: stock Redis has no vector search)."""
 
 from __future__ import annotations
 
@@ -79,29 +79,59 @@ class _Entry:
 @dataclass(slots=True)
 class _Kept:
     expires: float
+    vector: Vector
     answer: CachedAnswer
 
 
 class _Scope:
-    """One scope's HNSW graph (usearch, cosine) and its entries in least-recently-used order."""
+    """One scope's entries in least-recently-used order, searched exactly while small and through an HNSW
+    graph (usearch, cosine) once it holds `GRAPH_AT` entries: a graph costs ~50 KB resident even for one
+    entry, and the cache may keep thousands of small scopes (one per tenant and model)."""
+
+    GRAPH_AT = 512
 
     def __init__(self, dimensions: int) -> None:
-        self.graph = Index(ndim=dimensions, metric="cos", dtype="f32")
+        self.dimensions = dimensions
         self.kept: collections.OrderedDict[int, _Kept] = collections.OrderedDict()
+        self.graph: Index | None = None
         self.next_key = 0
 
+    def add(self, expires: float, vector: Vector, answer: CachedAnswer) -> None:
+        key, self.next_key = self.next_key, self.next_key + 1
+        self.kept[key] = _Kept(expires, vector, answer)
+        if self.graph is not None:
+            self.graph.add(key, vector)
+        elif len(self.kept) >= self.GRAPH_AT:
+            self.graph = Index(ndim=self.dimensions, metric="cos", dtype="f32")
+            self.graph.add(
+                np.fromiter(self.kept, dtype=np.uint64), np.stack([k.vector for k in self.kept.values()])
+            )
+
     def drop(self, key: int) -> None:
-        self.kept.pop(key, None)
-        self.graph.remove(key)
+        if self.kept.pop(key, None) is not None and self.graph is not None:
+            self.graph.remove(key)
+
+    def candidates(self, query: Vector, count: int) -> list[tuple[int, float]]:
+        """(key, similarity) of the nearest entries, nearest first."""
+        if self.graph is None:
+            keys = list(self.kept)
+            scores = np.stack([self.kept[k].vector for k in keys]) @ query
+            best = np.argsort(-scores)[:count]
+            return [(keys[i], float(scores[i])) for i in best]
+        matches = self.graph.search(query, min(count, len(self.kept)))
+        return [
+            (int(k), 1.0 - float(d))
+            for k, d in zip(matches.keys.tolist(), matches.distances.tolist(), strict=True)
+        ]
 
 
 class MemoryIndex:
-    """Per-process approximate nearest-neighbour index (HNSW, usearch). Each scope (one tenant's model,
-    version, parameters and embedder) keeps at most `max_entries`, the least recently used evicted
-    first, each for `ttl_s`; at most `max_scopes` scopes are kept, the least recently used dropped
-    first (tenants come and go)."""
+    """Per-process nearest-neighbour index: exact for small scopes, HNSW (usearch) for large ones. Each
+    scope (one tenant's model, version, parameters and embedder) keeps at most `max_entries`, the least
+    recently hit evicted first, each for `ttl_s`; at most `max_scopes` scopes are kept, the least
+    recently used dropped first (tenants come and go)."""
 
-    _CANDIDATES = 4  # neighbours read per lookup: expired ones are skipped, not answered
+    _CANDIDATES = 4  # neighbours read per search: expired ones are dropped and the search repeated
 
     def __init__(
         self, ttl_s: float, max_entries: int, clock: Clock = time.monotonic, max_scopes: int = 10_000
@@ -119,27 +149,34 @@ class MemoryIndex:
         found = self._scopes.get(scope)
         return len(found.kept) if found else 0
 
+    def _forget_if_empty(self, scope: str, found: _Scope) -> None:
+        if not found.kept:
+            self._scopes.pop(scope, None)
+
     async def nearest(self, scope: str, vector: Vector) -> tuple[float, CachedAnswer] | None:
         found = self._scopes.get(scope)
-        if found is None or not found.kept or found.graph.ndim != vector.shape[-1]:
+        if found is None or found.dimensions != vector.shape[-1]:
             return None  # vectors of another dimension: another embedder wrote them, never compared
         self._scopes.move_to_end(scope)
-        now = self._clock()
-        matches = found.graph.search(unit(vector), min(self._CANDIDATES, len(found.kept)))
-        for key, distance in zip(matches.keys.tolist(), matches.distances.tolist(), strict=True):
-            kept = found.kept.get(key)
-            if kept is None:
-                continue
-            if kept.expires <= now:
-                found.drop(key)
-                continue
-            found.kept.move_to_end(key)
-            return 1.0 - float(distance), kept.answer
+        now, query = self._clock(), unit(vector).astype(np.float32)
+        while found.kept:
+            expired = False
+            for key, similarity in found.candidates(query, self._CANDIDATES):
+                kept = found.kept[key]
+                if kept.expires <= now:
+                    found.drop(key)
+                    expired = True
+                    continue
+                found.kept.move_to_end(key)
+                return similarity, kept.answer
+            if not expired:
+                break
+        self._forget_if_empty(scope, found)
         return None
 
     async def add(self, scope: str, vector: Vector, answer: CachedAnswer) -> None:
         found = self._scopes.get(scope)
-        if found is None or found.graph.ndim != vector.shape[-1]:
+        if found is None or found.dimensions != vector.shape[-1]:
             found = self._scopes[scope] = _Scope(int(vector.shape[-1]))
         self._scopes.move_to_end(scope)
         now = self._clock()
@@ -148,9 +185,7 @@ class MemoryIndex:
                 found.drop(key)
         while found.kept and len(found.kept) >= self._max_entries:
             found.drop(next(iter(found.kept)))  # the least recently used
-        key, found.next_key = found.next_key, found.next_key + 1
-        found.graph.add(key, unit(vector).astype(np.float32))
-        found.kept[key] = _Kept(now + self._ttl_s, answer)
+        found.add(now + self._ttl_s, unit(vector).astype(np.float32), answer)
         while len(self._scopes) > self._max_scopes:
             self._scopes.popitem(last=False)
 

@@ -67,3 +67,9 @@ def test_the_export_is_built_once_and_reused(tmp_path: Path, monkeypatch: pytest
     stamp = exported.stat().st_mtime_ns
     second = build_sample(tmp_path / "b") / "1" / "model.onnx"
     assert exported.stat().st_mtime_ns == stamp and first.read_bytes() == second.read_bytes()
+
+
+async def test_no_texts_is_no_vectors_not_an_engine_error(repository: ModelRepository) -> None:
+    for model in (SAMPLE_NAME, TORCH):
+        vectors, tokens = await _embed(repository, model, ())
+        assert vectors.size == 0 and tokens == 0

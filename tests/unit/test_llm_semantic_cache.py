@@ -329,14 +329,31 @@ async def test_the_in_process_index_evicts_the_least_recently_hit_entry_first() 
     assert berlin is None or berlin[1].texts != ("Berlin.",)
 
 
-async def test_the_in_process_index_stays_bounded_under_churn_and_finds_the_nearest_of_many() -> None:
+@pytest.mark.parametrize("max_entries", [100, 1500])  # searched exactly, and through the HNSW graph
+async def test_the_in_process_index_stays_bounded_under_churn_and_finds_the_nearest_of_many(
+    max_entries: int,
+) -> None:
     rng = np.random.default_rng(7)
-    index = MemoryIndex(ttl_s=60, max_entries=500, clock=Clock())
-    vectors = rng.standard_normal((2000, 64)).astype(np.float32)
+    index = MemoryIndex(ttl_s=60, max_entries=max_entries, clock=Clock())
+    vectors = rng.standard_normal((4000, 64)).astype(np.float32)
     for i, vector in enumerate(vectors):
         await index.add("s", vector, replace(ANSWER, texts=(str(i),)))
-    assert index.entries("s") == 500
-    found = await index.nearest("s", vectors[1900] + 0.01)
-    assert found is not None and found[1].texts == ("1900",) and found[0] > 0.99
-    evicted = await index.nearest("s", vectors[10])  # among the first 1,500: evicted
+    assert index.entries("s") == max_entries
+    found = await index.nearest("s", vectors[3990] + 0.01)
+    assert found is not None and found[1].texts == ("3990",) and found[0] > 0.99
+    evicted = await index.nearest("s", vectors[10])  # among the oldest: evicted
     assert evicted is None or evicted[1].texts != ("10",)
+
+
+async def test_expired_neighbours_never_hide_a_live_entry_and_an_emptied_scope_is_forgotten() -> None:
+    clock = Clock()
+    index = MemoryIndex(ttl_s=10, max_entries=100, clock=clock)
+    for _ in range(6):  # closer to the query than the live one, and soon expired
+        await index.add("s", unit(1, 0.01, 0), ANSWER)
+    clock.now += 11
+    await index.add("s", unit(1, 0.2, 0), replace(ANSWER, texts=("live",)))
+    found = await index.nearest("s", unit(1, 0, 0))
+    assert found is not None and found[1].texts == ("live",)
+    clock.now += 11
+    assert await index.nearest("s", unit(1, 0, 0)) is None
+    assert index.scopes() == 0
