@@ -320,6 +320,7 @@ engine writes) over its wall time; a chunk gap is the time between two chunks of
 sees them.
 
 {_overheads(levels)}
+
 The engine runs one generation at a time (`instance_count: 1`), so at concurrency 8 requests queue for it:
 TTFT grows with the queue while throughput stays the engine's. `aisf serve --role all` also runs the
 embedded Temporal dev server and the job worker on the same 2 cores; load average over the run:
@@ -334,8 +335,8 @@ the prompt. Both answers end when the grammar does (a few dozen tokens, not {arg
 call arrives as one piece when its choice ends, so its TTFT is the whole call.
 
 Semantic cache (REST, non-streaming, the prompt embedded by the sample `minilm-embed`: all-MiniLM-L6-v2 on
-ONNX Runtime; one tenant; in process an HNSW index, in Redis brute force): first request (miss,
-generated) then {args.cache_requests} hits. Goal: hit p99 ≤ 10 ms, embedding included.
+ONNX Runtime; one tenant, so in process its scope is small and searched exactly; in Redis brute force):
+first request (miss, generated) then {args.cache_requests} hits. Goal: hit p99 ≤ 10 ms, embedding included.
 
 | index | miss (ms) | hit p50 (ms) | hit p99 (ms) |
 |---|---:|---:|---:|
