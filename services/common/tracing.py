@@ -5,7 +5,7 @@ default: then nothing here runs on a request's path beyond one flag test."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any
@@ -52,11 +52,6 @@ def configure_tracing(settings: Settings, role: str) -> TracerProvider | None:
     _state["enabled"] = True
     log.info("tracing on", extra={"exporter": settings.tracing, "sample": settings.tracing_sample})
     return provider
-
-
-def inject(carrier: MutableMapping[str, str]) -> None:
-    """Write the current trace context (traceparent, tracestate) into headers or metadata."""
-    propagate.inject(carrier)
 
 
 def capture() -> dict[str, str]:
@@ -154,6 +149,7 @@ async def _answered(span: Span, call: Any) -> Any:
         span.end()
 
 
+# One class per kind of call: grpc.aio files an interceptor under the first kind it is an instance of.
 class _UnaryClientSpans(aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(
         self, continuation: Any, details: aio.ClientCallDetails, request: Any

@@ -52,6 +52,14 @@ def _wait_lines(
     return found
 
 
+def _rest_infer(
+    server: AisfProcess, body: dict[str, Any], headers: dict[str, Any] | None = None
+) -> httpx.Response:
+    """V2 REST inference on tabular-demo."""
+    url = f"http://{server.http_url}/v2/models/tabular-demo/infer"
+    return httpx.post(url, json=body, headers=headers, timeout=30)
+
+
 def _features(value: float = SECRET_VALUE) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput("input__0", [2, 4], "FP32")
     tensor.set_data_from_numpy(np.full((2, 4), value, dtype=np.float32))
@@ -84,12 +92,7 @@ def test_a_grpc_inference_gets_one_line_with_shapes_parameters_and_timings(logge
 
 def test_a_rejected_rest_inference_gets_its_line_with_the_reason(logged: AisfProcess) -> None:
     body = {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
-    reply = httpx.post(
-        f"http://{logged.http_url}/v2/models/tabular-demo/infer",
-        json=body,
-        headers={"x-request-id": "log-rest-bad"},
-        timeout=30,
-    )
+    reply = _rest_infer(logged, body, {"x-request-id": "log-rest-bad"})
     assert reply.status_code == 400
     (line,) = _wait_lines(logged, "v2 request", request_id="log-rest-bad")
     assert line["outcome"] == "invalid_input" and line["inputs"][0]["shape"] == [1, 3]
@@ -98,7 +101,7 @@ def test_a_rejected_rest_inference_gets_its_line_with_the_reason(logged: AisfPro
 def test_a_rest_caller_without_a_request_id_still_gets_one_in_the_log(logged: AisfProcess) -> None:
     body = {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 4], "data": [9.5, 2, 3, 4]}]}
     before = len(_lines(logged, "v2 request"))
-    assert httpx.post(f"http://{logged.http_url}/v2/models/tabular-demo/infer", json=body).status_code == 200
+    assert _rest_infer(logged, body).status_code == 200
     deadline = time.monotonic() + 10
     while len(_lines(logged, "v2 request")) == before and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -190,22 +193,13 @@ def test_a_terminal_gets_readable_text_lines(tmp_path: Path) -> None:
 
 
 def test_a_tenant_header_gRPC_metadata_cannot_carry_is_a_400_naming_it(logged: AisfProcess) -> None:
-    reply = httpx.post(
-        f"http://{logged.http_url}/v2/models/tabular-demo/infer",
-        json={"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
-        headers={"x-aisf-tenant": "café".encode("latin-1")},  # type: ignore[dict-item]
-        timeout=30,
-    )
+    body = {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    reply = _rest_infer(logged, body, {"x-aisf-tenant": "café".encode("latin-1")})
     assert reply.status_code == 400 and "x-aisf-tenant" in reply.text
 
 
 def test_a_request_id_gRPC_metadata_cannot_carry_is_replaced_not_forwarded(logged: AisfProcess) -> None:
     body = {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 4], "data": [7.25, 2, 3, 4]}]}
-    reply = httpx.post(
-        f"http://{logged.http_url}/v2/models/tabular-demo/infer",
-        json=body,
-        headers={"x-request-id": "bad\tid"},
-        timeout=30,
-    )
+    reply = _rest_infer(logged, body, {"x-request-id": "bad\tid"})
     assert reply.status_code == 200
     assert not _lines(logged, "v2 request", request_id="bad\tid")
