@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from aisf import __version__
 from aisf.gateway import batch_routes, features_routes, jobs_routes, openai_routes, v2_routes
+from aisf.gateway.auth import authenticate
 from aisf.gateway.edge_telemetry import EdgeTelemetry, bind_call
 from aisf.gateway.errors import install_error_handlers
 from aisf.services.clients.batch_client import BatchClient
@@ -17,6 +18,7 @@ from aisf.services.clients.feature_client import FeatureClient
 from aisf.services.clients.job_client import JobClient
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import deadlines
+from aisf.services.common.auth.authenticator import Authenticator
 from aisf.services.common.settings import Settings
 
 
@@ -34,7 +36,10 @@ def create_app(
     batches: BatchClient,
     features: FeatureClient | None = None,
     registry: CollectorRegistry | None = None,
+    authenticator: Authenticator | None = None,
 ) -> FastAPI:
+    """`authenticator` None: no keys (AISF_AUTH=off)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -48,7 +53,7 @@ def create_app(
         title="AI Serving Foundation",
         version=__version__,
         lifespan=lifespan,
-        dependencies=[Depends(bind_call), Depends(bind_deadline)],
+        dependencies=[Depends(bind_call), Depends(authenticate), Depends(bind_deadline)],
         # FastAPI's own spans would stand beside the edge's (a second root per request, a span per
         # dependency): EdgeTelemetry makes the one server span and the metrics.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -59,6 +64,7 @@ def create_app(
     app.state.jobs = jobs
     app.state.batches = batches
     app.state.features = features
+    app.state.authenticator = authenticator
     install_error_handlers(app)
     app.include_router(v2_routes.router)
     app.include_router(jobs_routes.router)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile as StarletteUpload
 
+from aisf.gateway.auth import TenantHeader
 from aisf.gateway.http_body import parse_json, read_body
 from aisf.gateway.openai_errors import OPENAI_ERROR_RESPONSES, OpenAIRoute
 from aisf.job.v1 import batch_service_pb2 as pb
@@ -19,9 +20,6 @@ from aisf.services.clients.batch_client import BatchClient
 from aisf.services.common.errors import InvalidInput, RequestTooLarge
 
 router = APIRouter(route_class=OpenAIRoute, responses=OPENAI_ERROR_RESPONSES, tags=["batches"])
-TenantHeader = Annotated[
-    str, Header(alias="X-Aisf-Tenant", description="Tenant the files and batches belong to")
-]
 _CHUNK = 1024 * 1024
 _STATUS = {
     pb.BATCH_STATUS_VALIDATING: "validating",
@@ -141,7 +139,7 @@ _FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the purpose field, beyond
 
 
 @router.post("/v1/files", openapi_extra=_UPLOAD_FORM)
-async def upload_file(request: Request, tenant: TenantHeader = "default") -> dict[str, Any]:
+async def upload_file(request: Request, tenant: TenantHeader = "") -> dict[str, Any]:
     """A batch input file (purpose "batch", JSON lines), kept in the file storage. The form is parsed
     here, after the declared size was checked: an oversized upload is refused before it is spooled."""
     limit = request.app.state.settings.files_max_bytes
@@ -164,7 +162,7 @@ async def list_files(
     purpose: str = "",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     after: str = "",
-    tenant: TenantHeader = "default",
+    tenant: TenantHeader = "",
 ) -> dict[str, Any]:
     reply = await _client(request).files(
         pb.ListFilesRequest(tenant=tenant, purpose=purpose, limit=limit, after=after)
@@ -173,12 +171,12 @@ async def list_files(
 
 
 @router.get("/v1/files/{file_id}")
-async def retrieve_file(request: Request, file_id: str, tenant: TenantHeader = "default") -> dict[str, Any]:
+async def retrieve_file(request: Request, file_id: str, tenant: TenantHeader = "") -> dict[str, Any]:
     return file_object(await _client(request).file(file_id, tenant))
 
 
 @router.get("/v1/files/{file_id}/content")
-async def file_content(request: Request, file_id: str, tenant: TenantHeader = "default") -> Response:
+async def file_content(request: Request, file_id: str, tenant: TenantHeader = "") -> Response:
     client = _client(request)
     info = await client.file(file_id, tenant)  # a missing file is a 404 before any byte is sent
     media = "application/jsonl" if info.filename.endswith(".jsonl") else "application/octet-stream"
@@ -186,13 +184,13 @@ async def file_content(request: Request, file_id: str, tenant: TenantHeader = "d
 
 
 @router.delete("/v1/files/{file_id}")
-async def delete_file(request: Request, file_id: str, tenant: TenantHeader = "default") -> dict[str, Any]:
+async def delete_file(request: Request, file_id: str, tenant: TenantHeader = "") -> dict[str, Any]:
     reply = await _client(request).delete_file(file_id, tenant)
     return {"id": reply.file_id, "object": "file", "deleted": reply.deleted}
 
 
 @router.post("/v1/batches")
-async def create_batch(request: Request, tenant: TenantHeader = "default") -> dict[str, Any]:
+async def create_batch(request: Request, tenant: TenantHeader = "") -> dict[str, Any]:
     """A file of requests run as one durable job; `endpoint` is /v1/chat/completions, /v1/completions,
     /v1/embeddings or /v2/models/{model}/infer."""
     body = parse_json(BatchCreation, await read_body(request, 64 * 1024))
@@ -207,12 +205,12 @@ async def create_batch(request: Request, tenant: TenantHeader = "default") -> di
 
 
 @router.get("/v1/batches/{batch_id}")
-async def retrieve_batch(request: Request, batch_id: str, tenant: TenantHeader = "default") -> dict[str, Any]:
+async def retrieve_batch(request: Request, batch_id: str, tenant: TenantHeader = "") -> dict[str, Any]:
     return batch_object(await _client(request).batch(batch_id, tenant))
 
 
 @router.post("/v1/batches/{batch_id}/cancel")
-async def cancel_batch(request: Request, batch_id: str, tenant: TenantHeader = "default") -> dict[str, Any]:
+async def cancel_batch(request: Request, batch_id: str, tenant: TenantHeader = "") -> dict[str, Any]:
     return batch_object(await _client(request).cancel_batch(batch_id, tenant))
 
 
@@ -221,7 +219,7 @@ async def list_batches(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str = "",
-    tenant: TenantHeader = "default",
+    tenant: TenantHeader = "",
 ) -> dict[str, Any]:
     reply = await _client(request).batches(pb.ListBatchesRequest(tenant=tenant, limit=limit, after=after))
     return _page([batch_object(b) for b in reply.batches], reply.has_more)

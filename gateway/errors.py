@@ -26,6 +26,8 @@ class ErrorBody(BaseModel):
 
 _MEANINGS = {
     400: "Invalid request (the message names the field)",
+    401: "No API key, or an unknown or revoked one (Authorization: Bearer <key>)",
+    403: "The key may not do this: a role it lacks, a model outside its scope, another tenant's resource",
     404: "Unknown model, version or resource",
     409: "Conflicts with the current state",
     413: "Request body over the size limit",
@@ -43,11 +45,11 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # What every V2 and job route may answer.
-ERROR_RESPONSES = error_responses(400, 404, 500, 503)
+ERROR_RESPONSES = error_responses(400, 401, 403, 404, 500, 503)
 
 
 def error_response(error: AisfError) -> JSONResponse:
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    headers = error.http_headers()
     return JSONResponse({"error": error.message}, status_code=error.http_status, headers=headers)
 
 

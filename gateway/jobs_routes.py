@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from google.protobuf.json_format import MessageToDict
 from pydantic import BaseModel, ConfigDict, Field
 from tritonclient.grpc import service_pb2 as v2_pb
 
+from aisf.gateway.auth import TenantHeader
 from aisf.gateway.errors import ERROR_RESPONSES, error_responses
 from aisf.gateway.http_body import parse_json, read_body
 from aisf.job.v1 import job_service_pb2 as pb
@@ -23,7 +24,6 @@ from aisf.services.common.v2_json import request_from_document, response_documen
 router = APIRouter(
     prefix="/v1/jobs", tags=["jobs"], responses={**ERROR_RESPONSES, **error_responses(409, 413)}
 )
-TenantHeader = Annotated[str, Header(alias="X-Aisf-Tenant", description="Tenant the job belongs to")]
 JobStateName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 _KINDS = {
     "": pb.JOB_KIND_V2,
@@ -148,7 +148,7 @@ def _to_proto(body: JobSubmission, tenant: str) -> pb.SubmitJobRequest:
         "requestBody": {"content": {"application/json": {"schema": JobSubmission.model_json_schema()}}}
     },
 )
-async def submit_job(request: Request, tenant: TenantHeader = "default") -> JSONResponse:
+async def submit_job(request: Request, tenant: TenantHeader = "") -> JSONResponse:
     """Accept a job at once (202 + Location): durable when answered, started right after. The same
     idempotency key answers the same job (200)."""
     body = parse_json(JobSubmission, await read_body(request, request.app.state.settings.max_request_bytes))

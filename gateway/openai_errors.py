@@ -35,6 +35,8 @@ class OpenAIErrorBody(BaseModel):
 
 _MEANINGS = {
     400: "Invalid request (`param` names the field)",
+    401: "No API key, or an unknown or revoked one",
+    403: "The key may not use this model or resource",
     404: "Unknown model",
     413: "Request body over the size limit",
     429: "Overloaded: the model's queue is full (see Retry-After)",
@@ -49,7 +51,7 @@ OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_response(error: AisfError) -> JSONResponse:
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    headers = error.http_headers()
     return JSONResponse(error_body(error), status_code=error.http_status, headers=headers)
 
 

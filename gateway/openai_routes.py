@@ -112,8 +112,7 @@ async def chat_completions(request: Request) -> Response:
     body = await _parse(request, ChatCompletionRequest)
     request_id = _request_id()
     message = codec.chat_request_to_proto(body.to_domain(request_id), _cache_mode(request))
-    tenant = request.headers.get(call_context.TENANT_KEY, "")
-    chunks = _decoded(_client(request).chat_completion(message, request_id, tenant))
+    chunks = _decoded(_client(request).chat_completion(message, request_id, call_context.tenant.get()))
     return await _respond(chunks, CHAT, body.stream, body.include_usage)
 
 
@@ -122,8 +121,7 @@ async def completions(request: Request) -> Response:
     body = await _parse(request, CompletionRequest)
     request_id = _request_id()
     message = codec.completion_request_to_proto(body.to_domain(request_id), _cache_mode(request))
-    tenant = request.headers.get(call_context.TENANT_KEY, "")
-    chunks = _decoded(_client(request).completion(message, request_id, tenant))
+    chunks = _decoded(_client(request).completion(message, request_id, call_context.tenant.get()))
     return await _respond(chunks, TEXT, body.stream, body.include_usage)
 
 

@@ -14,6 +14,7 @@ from aisf.services.clients.batch_client import BatchClient
 from aisf.services.clients.feature_client import FeatureClient
 from aisf.services.clients.job_client import JobClient
 from aisf.services.clients.router_client import RouterClient
+from aisf.services.common.auth.authenticator import Authenticator
 from aisf.services.common.settings import Settings
 
 
@@ -35,6 +36,7 @@ async def start_gateway(
     router_target: str,
     job_target: str,
     feature_target: str = "",
+    authenticator: Authenticator | None = None,
 ) -> GatewayRuntime:
     limit = settings.max_request_bytes
     app = create_app(
@@ -44,6 +46,7 @@ async def start_gateway(
         BatchClient(job_target, limit),
         FeatureClient(feature_target, limit, settings.request_timeout_s) if feature_target else None,
         registry,
+        authenticator,
     )
     config = uvicorn.Config(
         app,

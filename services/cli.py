@@ -13,9 +13,11 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from aisf import __version__
+from aisf.services import admin_cli
 from aisf.services.common.errors import AisfError
 from aisf.services.common.logging import configure_logging
 from aisf.services.common.settings import Role, Settings
+from aisf.services.edge.nginx import EdgeConfig, render
 from aisf.services.feature import repo_tools
 from aisf.services.runtime import Endpoints, run
 from aisf.services.samples import build_samples
@@ -37,6 +39,12 @@ def _serve_flags(parser: argparse.ArgumentParser, roles: bool) -> None:
     )
     parser.add_argument(
         "--router-address", help="router gRPC target for --role gateway (AISF_ROUTER_ADDRESS)"
+    )
+    parser.add_argument(
+        "--edge",
+        action="store_true",
+        default=None,
+        help="start nginx in front: TLS, rate limits, CORS on AISF_EDGE_PORT (8443) (AISF_EDGE)",
     )
 
 
@@ -81,6 +89,16 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--start", type=_timestamp, help="ISO 8601 start (UTC if naive)")
             command.add_argument("--end", type=_timestamp, help="ISO 8601 end (default: now)")
             command.add_argument("--incremental", action="store_true", help="since the last materialization")
+    admin_cli.add_commands(commands)
+    edge = commands.add_parser("edge", help="the nginx edge").add_subparsers(dest="action", required=True)
+    config = edge.add_parser(
+        "config", help="print the nginx config for an edge of its own (limits from AISF_EDGE_* settings)"
+    )
+    config.add_argument("--gateway", required=True, help="host:port of the gateway's REST port")
+    config.add_argument("--router", required=True, help="host:port of the router's gRPC port")
+    config.add_argument("--cert", type=Path, required=True, help="PEM certificate chain")
+    config.add_argument("--key", type=Path, required=True, help="PEM private key")
+    config.add_argument("--prefix", type=Path, default=Path("/var/lib/aisf-edge"), help="nginx's own folder")
     return parser
 
 
@@ -98,6 +116,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "metrics_port",
         "data_dir",
         "router_address",
+        "edge",
     )
     overrides: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     return Settings(**overrides)
@@ -123,6 +142,15 @@ def _models(args: argparse.Namespace) -> int:
         return 0
     for path in build_samples(args.directory, args.features):
         print(f"wrote {path}")
+    return 0
+
+
+def _edge_config(args: argparse.Namespace) -> int:
+    settings = Settings()
+    config = EdgeConfig(
+        f"{settings.host}:{settings.edge_port}", args.gateway, args.router, args.prefix, args.cert, args.key
+    )
+    print(render(settings, config), end="")
     return 0
 
 
@@ -157,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             return _models(args)
         if args.command == "features":
             return _features(args)
+        if args.command in ("tenants", "keys"):
+            return admin_cli.run(args)
+        if args.command == "edge":
+            return _edge_config(args)
         settings = _settings(args)
         if args.command == "up":
             if args.model_repository is None and "AISF_MODEL_REPOSITORY" not in os.environ:
@@ -167,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"building sample models in {settings.model_repository}", flush=True)
                 build_samples(settings.model_repository, settings.feature_repo)
             _prepare_features(settings.feature_repo)
+            admin_cli.first_admin_key(settings)
             _serve(settings, "all")
         else:
             _serve(settings, args.role)

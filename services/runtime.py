@@ -15,13 +15,18 @@ from aisf import __version__
 from aisf.gateway.server import start_gateway
 from aisf.services.clients.feature_client import FeatureClient
 from aisf.services.clients.router_client import RouterClient
-from aisf.services.common import heap
-from aisf.services.common.db.engine import open_database
+from aisf.services.common import call_context, heap
+from aisf.services.common.auth.authenticator import Authenticator
+from aisf.services.common.auth.grpc_guard import GrpcGuard
+from aisf.services.common.auth.key_store import INTERNAL_TOKEN, KeyStore
+from aisf.services.common.auth.rate_limits import TierRateLimits
+from aisf.services.common.db.engine import Database, open_database
 from aisf.services.common.grpc_server import Registrar, build_server
 from aisf.services.common.metrics import DatabasePoolCollector, register_build_info
 from aisf.services.common.request_log import request_log_of
 from aisf.services.common.settings import Role, Settings
 from aisf.services.common.tracing import configure_tracing
+from aisf.services.edge.nginx import start_edge
 from aisf.services.feature.server import build_feature_lane
 from aisf.services.job.job_metrics import JobGauges
 from aisf.services.job.server import build_finalizer, build_job_lane, open_storage
@@ -40,6 +45,7 @@ class Endpoints:
     grpc: str = ""
     metrics: str = ""
     temporal_ui: str = ""
+    edge: str = ""
 
     def describe(self) -> str:
         named = (
@@ -47,6 +53,7 @@ class Endpoints:
             ("gRPC", self.grpc),
             ("metrics", self.metrics),
             ("Temporal UI", self.temporal_ui),
+            ("edge", f"{self.edge} (TLS: REST, SSE and gRPC)" if self.edge else ""),
         )
         return "aisf ready: " + "  ".join(f"{name} {url}" for name, url in named if url)
 
@@ -84,14 +91,16 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
     co_located = role == "all"
     own_target = f"unix://{settings.router_socket()}" if co_located else ""
     router_target = own_target or settings.router_address or f"127.0.0.1:{settings.grpc_port}"
+    keys_on = settings.auth == "keys"
     database = (
         open_database(settings.resolved_database_url(), settings.database_threads)
-        if role not in ("gateway", "feature")
+        if keys_on or role not in ("gateway", "feature")
         else None
     )
     if database is not None:
         stack.callback(database.close)
         registry.register(DatabasePoolCollector(database.engine.pool, database.engine.dialect.name))
+    authenticator, guard = await _start_auth(settings, database)
 
     temporal_address = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
     if co_located and not settings.temporal_address:
@@ -164,6 +173,7 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
             [tcp, own_target] if co_located else [tcp],
             settings.max_request_bytes,
             (settings.request_timeout_s, settings.stream_timeout_s),
+            guard,
         )
         await server.start()
         stack.push_async_callback(server.stop, settings.shutdown_grace_s)
@@ -186,10 +196,48 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         await _start_workers(settings, activities, temporal_address, stack)
     if role in ("all", "gateway"):
         job_target = own_target or settings.job_address or router_target
-        gateway = await start_gateway(settings, registry, router_target, job_target, feature_target)
+        gateway = await start_gateway(
+            settings, registry, router_target, job_target, feature_target, authenticator
+        )
         stack.push_async_callback(gateway.stop)
         endpoints.rest = f"http://{host}:{gateway.http_port}"
+        if settings.edge:
+            edge = await start_edge(settings, gateway.http_port, _grpc_upstream(settings, endpoints), host)
+            stack.push_async_callback(edge.stop)  # first out: no request reaches a stopped gateway
+            endpoints.edge = edge.url
+    elif settings.edge:
+        raise RuntimeError(f"--edge needs the REST edge in this process (role all or gateway, not {role})")
     return endpoints
+
+
+def _grpc_upstream(settings: Settings, endpoints: Endpoints) -> str:
+    """host:port of the gRPC server behind the edge: this process's, or the router the gateway role calls."""
+    if endpoints.grpc:
+        return f"127.0.0.1:{endpoints.grpc.rsplit(':', 1)[1]}"
+    return (settings.router_address or f"127.0.0.1:{settings.grpc_port}").removeprefix("dns:///")
+
+
+async def _start_auth(
+    settings: Settings, database: Database | None
+) -> tuple[Authenticator | None, GrpcGuard | None]:
+    """With keys: the authenticator both transports share, and the roles' token for calling each other."""
+    if settings.auth == "off":
+        call_context.use_internal_token("")
+        log.warning("AISF_AUTH=off: no API keys are asked for; the tenant is whatever X-Aisf-Tenant says")
+        return None, None
+    assert database is not None
+    store = KeyStore(database, frozenset({*settings.tier_priorities, settings.default_tier}))
+    token = settings.internal_token.get_secret_value() or await database.run(
+        store.shared_secret, INTERNAL_TOKEN
+    )
+    call_context.use_internal_token(token)
+    if not await database.run(store.has_keys):
+        log.warning(
+            "no API keys yet: every call but health will be refused; make one with "
+            "`aisf tenants create NAME` and `aisf keys create --tenant NAME --roles infer`"
+        )
+    authenticator = Authenticator(store, settings.auth_cache_s, TierRateLimits(settings.tier_rate_limits))
+    return authenticator, GrpcGuard(authenticator, token)
 
 
 async def _start_workers(

@@ -11,7 +11,7 @@ from grpc import aio
 from aisf.job.v1 import batch_service_pb2 as pb
 from aisf.job.v1 import batch_service_pb2_grpc as pb_grpc
 from aisf.services.clients.grpc_client import GrpcClient
-from aisf.services.common import deadlines
+from aisf.services.common import call_context, deadlines
 from aisf.services.common.errors import AisfError
 from aisf.services.common.grpc_errors import error_from_rpc
 
@@ -38,7 +38,11 @@ class BatchClient(GrpcClient):
                 raise
 
         try:
-            reply = await self._files.UploadFile(parts(), timeout=deadlines.timeout_or(_TRANSFER_TIMEOUT_S))
+            reply = await self._files.UploadFile(
+                parts(),
+                timeout=deadlines.timeout_or(_TRANSFER_TIMEOUT_S),
+                metadata=tuple(call_context.outgoing()) or None,
+            )
         except (aio.AioRpcError, asyncio.CancelledError) as exc:
             if failed:
                 raise failed[0] from None

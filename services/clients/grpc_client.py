@@ -43,6 +43,8 @@ class GrpcClient:
         """Yield a server stream's messages (`timeout_s` None: as long as it lasts, e.g. a watch); closing
         the generator cancels the call."""
         timeout = None if timeout_s is None else deadlines.timeout_or(timeout_s)
+        if metadata is None:
+            metadata = tuple(call_context.outgoing()) or None
         call = method(request, timeout=timeout, metadata=metadata)
         try:
             async for message in call:

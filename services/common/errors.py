@@ -77,6 +77,10 @@ class AisfError(Exception):
         if retry_after is not None:
             self.retry_after = retry_after
 
+    def http_headers(self) -> dict[str, str] | None:
+        """Headers the HTTP answer carries (both REST error formats send the same ones)."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+
     @staticmethod
     def class_for(reason: str, code: Code) -> type[AisfError]:
         """The class a transport should rebuild from a (reason, code) pair seen on the wire."""
@@ -212,6 +216,32 @@ class FeatureStoreUnavailable(AisfError):
     retry_after = 1
 
 
+class Unauthenticated(AisfError):
+    """No API key, a malformed one, an unknown one or a revoked one."""
+
+    code = Code.UNAUTHENTICATED
+    reason = "unauthenticated"
+
+    def http_headers(self) -> dict[str, str] | None:
+        return {"WWW-Authenticate": 'Bearer realm="aisf"'}
+
+
+class PermissionDenied(AisfError):
+    """A valid key asking for what it may not: a role it lacks, a model outside its scope, another
+    tenant's resources."""
+
+    code = Code.PERMISSION_DENIED
+    reason = "permission_denied"
+
+
+class RateLimited(AisfError):
+    """The tenant's tier allows fewer requests a second than it sends."""
+
+    code = Code.RESOURCE_EXHAUSTED
+    reason = "rate_limited"
+    retry_after = 1
+
+
 class DeadlineExceeded(AisfError):
     code = Code.DEADLINE_EXCEEDED
     reason = "deadline_exceeded"
@@ -233,6 +263,8 @@ _GENERIC_BY_CODE: dict[Code, type[AisfError]] = {
     Code.UNIMPLEMENTED: Unsupported,
     Code.DEADLINE_EXCEEDED: DeadlineExceeded,
     Code.CANCELLED: Cancelled,
+    Code.UNAUTHENTICATED: Unauthenticated,
+    Code.PERMISSION_DENIED: PermissionDenied,
 }
 
 

@@ -11,6 +11,8 @@ from grpc import aio
 from opentelemetry import trace
 
 from aisf.services.common import call_context, deadlines, tracing
+from aisf.services.common.auth.grpc_guard import GrpcGuard
+from aisf.services.common.auth.permissions import Rule, rule_for
 from aisf.services.common.errors import AisfError, Code, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -86,21 +88,29 @@ def _checked(request: Any) -> Any:
     return request
 
 
-async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _checked_stream(requests: AsyncIterator[Any], gate: _Gate | None = None) -> AsyncIterator[Any]:
     async for request in requests:
-        yield _checked(request)
+        yield _checked(request) if gate is None else gate.check(_checked(request))
 
 
 class TypedErrors(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    """Wraps a service's handlers: maps typed errors once for every service, and binds the caller's
-    request id (to the logs) and deadline (to every downstream wait and call; a call without one gets
-    the server's default). Applied when a service registers, not per call as a server interceptor
-    would be (that cost every request ~20-30 us of coroutines and handler objects)."""
+    """Wraps a service's handlers: maps typed errors once for every service, binds the caller's request
+    id (to the logs) and deadline (to every downstream wait and call; a call without one gets the
+    server's default), and with keys on, admits the caller (`guard`, under the method's rule). Applied
+    when a service registers, not per call as a server interceptor would be (that cost every request
+    ~20-30 us of coroutines and handler objects)."""
 
-    def __init__(self, inner: Any, unary_timeout_s: float = 60.0, stream_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        unary_timeout_s: float = 60.0,
+        stream_timeout_s: float = 600.0,
+        guard: GrpcGuard | None = None,
+    ) -> None:
         self._inner = inner
         self._unary_timeout_s = unary_timeout_s
         self._stream_timeout_s = stream_timeout_s
+        self._guard = guard
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def service(
@@ -118,27 +128,45 @@ class TypedErrors(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         parse = _lenient(handler.request_deserializer)
         unary, streams = self._unary_timeout_s, self._stream_timeout_s
+        gate = _Gate(self._guard, rule_for(method)) if self._guard is not None else None
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _unary(handler.unary_unary, method, unary), parse, handler.response_serializer
+                _unary(handler.unary_unary, method, unary, gate), parse, handler.response_serializer
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                _uploading(handler.stream_unary, method, streams), parse, handler.response_serializer
+                _uploading(handler.stream_unary, method, streams, gate), parse, handler.response_serializer
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, method, streams, stream_in=False),
+                _streaming(handler.unary_stream, method, streams, gate, stream_in=False),
                 parse,
                 handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                _streaming(handler.stream_stream, method, streams, stream_in=True),
+                _streaming(handler.stream_stream, method, streams, gate, stream_in=True),
                 parse,
                 handler.response_serializer,
             )
         return handler
+
+
+class _Gate:
+    """One method's admission: the guard and the method's rule, looked up once."""
+
+    def __init__(self, guard: GrpcGuard, rule: Rule) -> None:
+        self.guard = guard
+        self.rule = rule
+
+    async def admit(self, context: aio.ServicerContext[Any, Any]) -> None:
+        await self.guard.admit(context.invocation_metadata(), self.rule)
+
+    def check(self, request: Any) -> Any:
+        principal = call_context.principal.get()
+        if principal is not None:
+            self.rule.check(principal, request)
+        return request
 
 
 def _bind_call(context: aio.ServicerContext[Any, Any], default_timeout_s: float) -> None:
@@ -147,10 +175,16 @@ def _bind_call(context: aio.ServicerContext[Any, Any], default_timeout_s: float)
     deadlines.bind(default_timeout_s if left is None else left)
 
 
-def _unary(behavior: Callable[..., Any], method: str, timeout_s: float) -> Callable[..., Awaitable[Any]]:
+def _unary(
+    behavior: Callable[..., Any], method: str, timeout_s: float, gate: _Gate | None, stream_in: bool = False
+) -> Callable[..., Awaitable[Any]]:
     async def answer(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await behavior(_checked(request), context)
+            if gate is not None:
+                await gate.admit(context)
+                if not stream_in:  # a stream's messages are checked as they arrive (_checked_stream)
+                    gate.check(_checked(request))
+            return await behavior(request if stream_in else _checked(request), context)
         except AisfError as error:
             _rejected(method, error)
             await abort_with(context, error)
@@ -169,17 +203,32 @@ def _unary(behavior: Callable[..., Any], method: str, timeout_s: float) -> Calla
     return call
 
 
-def _uploading(behavior: Callable[..., Any], method: str, timeout_s: float) -> Callable[..., Awaitable[Any]]:
+def _uploading(
+    behavior: Callable[..., Any], method: str, timeout_s: float, gate: _Gate | None
+) -> Callable[..., Awaitable[Any]]:
     """A client stream in, one answer out (file uploads): its errors map as a unary call's do."""
-    return _unary(lambda requests, context: behavior(_checked_stream(requests), context), method, timeout_s)
+    return _unary(
+        lambda requests, context: behavior(_checked_stream(requests, gate), context),
+        method,
+        timeout_s,
+        gate,
+        stream_in=True,
+    )
 
 
 def _streaming(
-    behavior: Callable[..., Any], method: str, timeout_s: float, stream_in: bool
+    behavior: Callable[..., Any], method: str, timeout_s: float, gate: _Gate | None, stream_in: bool
 ) -> Callable[..., AsyncIterator[Any]]:
     async def answer(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
-            incoming = _checked_stream(request) if stream_in else _checked(request)
+            if gate is not None:
+                await gate.admit(context)
+            if stream_in:
+                incoming = _checked_stream(request, gate)
+            else:
+                incoming = _checked(request)
+                if gate is not None:
+                    gate.check(incoming)
             async for item in behavior(incoming, context):
                 yield item
         except AisfError as error:

@@ -10,6 +10,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from aisf.services.common.auth.grpc_guard import GrpcGuard
 from aisf.services.common.grpc_errors import TypedErrors
 
 Registrar = Callable[[aio.Server], None]
@@ -19,12 +20,15 @@ class _Registering:
     """What a generated `add_*Servicer_to_server` sees: it wraps each service's handlers in TypedErrors
     on their way to the real server."""
 
-    def __init__(self, server: aio.Server, timeouts_s: tuple[float, float]) -> None:
+    def __init__(self, server: aio.Server, timeouts_s: tuple[float, float], guard: GrpcGuard | None) -> None:
         self._server = server
         self._timeouts_s = timeouts_s
+        self._guard = guard
 
     def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
-        self._server.add_generic_rpc_handlers([TypedErrors(h, *self._timeouts_s) for h in handlers])
+        self._server.add_generic_rpc_handlers(
+            [TypedErrors(h, *self._timeouts_s, guard=self._guard) for h in handlers]
+        )
 
     def add_registered_method_handlers(self, service_name: str, handlers: dict[str, Any]) -> None:
         """grpc.aio does not use these yet (its generic handlers above serve every call)."""
@@ -60,11 +64,15 @@ def build_server(
     addresses: Sequence[str],
     max_message_bytes: int,
     timeouts_s: tuple[float, float] = (60.0, 600.0),
+    guard: GrpcGuard | None = None,
 ) -> GrpcServer:
     """Bind `addresses` (host:port with port 0 for a free one, or unix:path) and register services;
-    `timeouts_s` are the deadlines of unary and streaming calls that bring none."""
+    `timeouts_s` are the deadlines of unary and streaming calls that bring none; `guard` admits callers
+    by key (None: no keys). Health and reflection stay open."""
     server = aio.server(options=channel_options(max_message_bytes))
-    registering = cast(aio.Server, _Registering(server, timeouts_s))  # has what the add_* functions call
+    registering = cast(
+        aio.Server, _Registering(server, timeouts_s, guard)
+    )  # has what the add_* functions call
     for register in registrars:
         register(registering)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aisf.services.common.deadlines import MAX_TIMEOUT_S
@@ -98,11 +98,48 @@ class Settings(BaseSettings):
     job_ack: Literal["durable", "started"] = "durable"
     """When a submit is answered: once the job is durable in the metadata DB (its workflow starts right
     after, from the transactional outbox, even if Temporal is down), or only once Temporal started it."""
+    # --- tenants and API keys (REQ-SEC-01, REQ-ORC-03) ---
+    auth: Literal["keys", "off"] = "keys"
+    """keys: every endpoint but health and metrics needs an API key (Authorization: Bearer on REST,
+    `authorization` metadata on gRPC), and the key names the tenant and tier. off: no keys, the tenant
+    is the X-Aisf-Tenant header and tenant_tiers gives its tier (trusted networks and tests only)."""
+    auth_cache_s: float = Field(5.0, gt=0, le=300)
+    """How long a checked key is trusted without asking the database again: revoking a key or changing
+    a tenant's tier takes effect within this."""
+    internal_token: SecretStr = SecretStr("")
+    """Secret the roles present to each other over gRPC; empty: one generated once and kept in the
+    metadata database, which every role shares."""
+    tier_rate_limits: dict[str, float] = {"free": 10.0}
+    """Tier -> requests a second one process lets a tenant send (bursts of twice that); tiers not named
+    are not limited here (nginx still limits per key and per address)."""
     tenant_tiers: dict[str, str] = {}
-    """Tenant -> tier, e.g. {"acme": "gold"}; unknown tenants get default_tier."""
+    """With auth=off only: tenant -> tier, e.g. {"acme": "gold"}; unknown tenants get default_tier (with
+    keys, the tenants table holds each tenant's tier)."""
     default_tier: str = "standard"
     tier_priorities: dict[str, int] = {"gold": 1, "standard": 3, "free": 5}
     """Tier -> Temporal priority key (1 runs first, 5 last)."""
+    # --- end tenants and API keys ---
+    # --- the nginx edge (TLS, rate limits, CORS) ---
+    edge: bool = False
+    """Start nginx in front of this process (roles all and gateway): REST, SSE and gRPC over TLS on
+    edge_port."""
+    edge_port: int = Field(8443, ge=1, le=65535)
+    edge_tls_cert: Path | None = None
+    """PEM certificate (chain) the edge serves; empty: a self-signed one made in data_dir/edge/tls."""
+    edge_tls_key: Path | None = None
+    edge_cors_origins: list[str] = ["*"]
+    """Origins browsers may call from (exact, e.g. https://app.example.com), or "*"."""
+    edge_rate_per_address: float = Field(200.0, gt=0)
+    """Requests a second per client address (bursts of edge_burst_per_address more); then 429."""
+    edge_burst_per_address: int = Field(400, ge=0)
+    edge_rate_per_key: float = Field(100.0, gt=0)
+    """Requests a second per API key, across addresses (bursts of edge_burst_per_key more); then 429."""
+    edge_burst_per_key: int = Field(200, ge=0)
+    edge_workers: int = Field(0, ge=0, le=256)
+    """nginx worker processes; 0: one per core."""
+    edge_nginx: str = "nginx"
+    """The nginx binary (a name on PATH or a path)."""
+    # --- end the nginx edge ---
     # --- LLM lane: semantic cache and admission (REQ-OPT-04) ---
     semantic_cache_embedding_model: str = ""
     """Served embedding model (e.g. minilm-embed) that keys the semantic cache; empty turns the cache off."""

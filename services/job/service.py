@@ -22,6 +22,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from aisf.services.common import tracing
+from aisf.services.common.auth import tenancy
 from aisf.services.common.db.tables import Base
 from aisf.services.common.errors import InvalidInput, JobAlreadyFinished, JobNotFound
 from aisf.services.common.settings import Settings
@@ -222,7 +223,7 @@ class JobService:
 
     def _priority(self, tenant: str, asked: int) -> tuple[str, int]:
         settings = self._settings
-        tier = settings.tenant_tiers.get(tenant, settings.default_tier)
+        tier = tenancy.tier_of(tenant) or settings.tenant_tiers.get(tenant, settings.default_tier)
         granted = settings.tier_priorities.get(tier, 3)
         if asked == 0:
             return tier, granted
@@ -246,7 +247,7 @@ class JobService:
         """The job; a batch's job only when asked for one (the jobs API never shows a batch: its lines,
         files and status belong to the Batch API)."""
         job = await self._store.get(job_id)
-        if job is None or job.batch != batch:
+        if job is None or job.batch != batch or not tenancy.visible(job.tenant):
             raise JobNotFound(f"unknown job '{job_id}'")
         return job
 

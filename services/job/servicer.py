@@ -9,6 +9,7 @@ from grpc import aio
 
 from aisf.job.v1 import job_service_pb2 as pb
 from aisf.job.v1 import job_service_pb2_grpc as pb_grpc
+from aisf.services.common.auth import tenancy
 from aisf.services.job import codec
 from aisf.services.job.model import JobFilter
 from aisf.services.job.service import JobService, Submission
@@ -27,7 +28,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 request.model_name,
                 request.model_version,
                 list(request.requests),
-                request.tenant or "default",
+                tenancy.tenant_for(request.tenant),
                 request.idempotency_key or None,
                 request.priority,
                 codec.kind_from_proto(request.kind),
@@ -48,7 +49,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
         return pb.CancelJobResponse(job=codec.job_to_proto(await self._jobs.cancel(request.job_id)))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
-        where = JobFilter(codec.state_from_proto(request.state), request.model_name, request.tenant)
+        tenant = tenancy.tenant_filter(request.tenant)
+        where = JobFilter(codec.state_from_proto(request.state), request.model_name, tenant)
         jobs, token = await self._jobs.list_jobs(where, request.page_size, request.page_token)
         return pb.ListJobsResponse(jobs=[codec.job_to_proto(j) for j in jobs], next_page_token=token)
 

@@ -12,11 +12,14 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from tests.support.jobs import submit, tabular_request, wait_final
+from tests.support.keys import bearer, create_key
 from tests.support.processes import AISF, AisfProcess, any_port_flags, free_port, stop_process
 
 pytestmark = pytest.mark.integration
@@ -58,14 +61,21 @@ def test_up_builds_samples_serves_them_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         assert any("building sample models" in line for line in lines)
         assert any("materializing the sample features" in line for line in lines)
         assert f"REST http://127.0.0.1:{http_port}" in lines[-1]
+        # The first admin key, printed once, as the README's first screen uses it.
+        (key,) = [line.split("AISF_API_KEY=")[1].strip() for line in lines if "export AISF_API_KEY=" in line]
         client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
         tensor = httpclient.InferInput("input__0", [1, 4], "FP32")
         tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
-        assert client.infer("tabular-demo", [tensor]).as_numpy("output__0").shape == (1, 1)
+        with pytest.raises(InferenceServerException, match="missing API key"):
+            client.infer("tabular-demo", [tensor])
+        answer = client.infer("tabular-demo", [tensor], headers={"authorization": f"Bearer {key}"})
+        assert answer.as_numpy("output__0").shape == (1, 1)
         assert client.is_model_ready("vision-demo")
         client.close()
         assert "Temporal UI http://localhost:" in lines[-1]
-        with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30) as rest:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{http_port}", timeout=30, headers={"authorization": f"Bearer {key}"}
+        ) as rest:
             job = submit(rest, {"model": "tabular-demo", "requests": [tabular_request([1, 2, 3, 4])]}).json()
             assert wait_final(rest, job["job_id"])["state"] == "succeeded"
             # The sample features (Feast's SQLite online store, read through Feast's SDK) and recsys-demo.
@@ -130,6 +140,7 @@ def test_invalid_setting_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_router_and_gateway_roles_run_as_separate_processes(tmp_path: Path, sample_repository: Path) -> None:
     grpc_port, http_port = free_port(), free_port()
+    key = create_key(tmp_path, "acme")
     common = [
         "--host",
         "127.0.0.1",
@@ -178,15 +189,23 @@ def test_router_and_gateway_roles_run_as_separate_processes(tmp_path: Path, samp
             start_new_session=True,
         )
         _wait_for_line(gateway, "aisf ready:")
-        response = httpx.post(
-            f"http://127.0.0.1:{http_port}/v2/models/tabular-demo/infer",
-            json={
-                "inputs": [{"name": "input__0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]
-            },
-            timeout=10,
-        )
-        assert response.status_code == 200
+        url = f"http://127.0.0.1:{http_port}/v2/models/tabular-demo/infer"
+        body = {"inputs": [{"name": "input__0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        assert httpx.post(url, json=body, timeout=10).status_code == 401
+        # The gateway checked the key; the router trusts it through the roles' shared token (one database).
+        response = httpx.post(url, json=body, timeout=10, headers=bearer(key))
+        assert response.status_code == 200, response.text
         assert response.json()["outputs"][0]["shape"] == [1, 1]
+        direct = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        tensor = grpcclient.InferInput("input__0", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
+        assert direct.infer("tabular-demo", [tensor], headers=bearer(key)).as_numpy("output__0").shape == (
+            1,
+            1,
+        )
+        with pytest.raises(InferenceServerException, match="UNAUTHENTICATED"):
+            direct.infer("tabular-demo", [tensor], headers={"authorization": "Bearer aisf_forged"})
+        direct.close()
     finally:
         for process in (gateway, router):
             if process is not None:

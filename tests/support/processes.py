@@ -125,6 +125,8 @@ def running_aisf(
     child_env = {
         **os.environ,
         "AISF_LOG_FORMAT": "json",
+        # Keys are tested on their own (test_auth); tests of other lanes reach them without one.
+        "AISF_AUTH": "off",
         "AISF_JOB_TASK_QUEUE": queue,
         "AISF_JOB_LARGE_TASK_QUEUE": f"{queue}-large",
         **(env or {}),

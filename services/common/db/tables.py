@@ -147,3 +147,41 @@ class BatchRow(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # When each status was reached (in_progress_at, finalizing_at, completed_at, ...), as JSON.
     times_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class TenantRow(Base):
+    """A tenant: whose jobs, files and cache entries are whose, and the tier it is served at."""
+
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKeyRow(Base):
+    """An API key, stored as a salted digest of its secret (the key itself is shown once, at creation)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant"),)
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.name"))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    salt: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(128))
+    roles: Mapped[str] = mapped_column(String(128))
+    """Comma-separated: infer, admin."""
+    models: Mapped[str] = mapped_column(Text, default="")
+    """Comma-separated model names the key may use; empty: every model."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ServiceSecretRow(Base):
+    """Secrets the roles share through the database they already share (the internal gRPC token)."""
+
+    __tablename__ = "service_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
