@@ -84,23 +84,32 @@ async def _client(args: argparse.Namespace) -> dict[str, Any]:
     row = np.asarray([float(x) for x in args.row.split(",")], dtype=np.float32).reshape(1, -1)
     levels = [int(c) for c in args.concurrency.split(",")]
     client: Any
+    headers = {"authorization": f"Bearer {args.key}"} if args.key else None
     if args.client == "grpc":
         import tritonclient.grpc.aio as grpcclient
 
-        client = grpcclient.InferenceServerClient(args.url)
+        tls = {"ssl": True, "root_certificates": args.tls_ca} if args.tls_ca else {}
+        client = grpcclient.InferenceServerClient(args.url, **tls)
         tensor = grpcclient.InferInput("input__0", list(row.shape), "FP32")
         tensor.set_data_from_numpy(row)
         outputs = [grpcclient.InferRequestedOutput(args.output)]
     else:
+        import ssl
+
         import tritonclient.http.aio as httpclient
 
-        client = httpclient.InferenceServerClient(args.url, conn_limit=max(levels))
+        secure = (
+            {"ssl": True, "ssl_context": ssl.create_default_context(cafile=args.tls_ca)}
+            if args.tls_ca
+            else {}
+        )
+        client = httpclient.InferenceServerClient(args.url, conn_limit=max(levels), **secure)
         tensor = httpclient.InferInput("input__0", list(row.shape), "FP32")
         tensor.set_data_from_numpy(row, binary_data=True)
         outputs = [httpclient.InferRequestedOutput(args.output, binary_data=True)]
 
     async def call() -> Any:
-        return await client.infer(args.model, [tensor], outputs=outputs)
+        return await client.infer(args.model, [tensor], outputs=outputs, headers=headers)
 
     try:
         first = await call()
@@ -119,13 +128,22 @@ async def _client(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _drive(
-    protocol: str, url: str, model: str, output: str, row: npt.NDArray[np.float32], args: argparse.Namespace
+    protocol: str,
+    url: str,
+    model: str,
+    output: str,
+    row: npt.NDArray[np.float32],
+    args: argparse.Namespace,
+    key: str = "",
+    tls_ca: str = "",
 ) -> tuple[float, list[Level]]:
-    """Runs the load client as its own process against one target; returns (first answer, levels)."""
+    """Runs the load client as its own process against one target (with an API key, over TLS trusting
+    `tls_ca` when given); returns (first answer, levels)."""
     command = [
         sys.executable, str(Path(__file__).resolve()), "--client", protocol, "--url", url, "--model", model,
         "--output", output, "--row", ",".join(repr(float(x)) for x in row.reshape(-1)),
         "--requests", str(args.requests), "--warmup", str(args.warmup), "--concurrency", args.concurrency,
+        "--key", key, "--tls-ca", tls_ca,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S, check=False)
     if done.returncode != 0:
@@ -379,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", default=MODEL, help=argparse.SUPPRESS)
     parser.add_argument("--output", default="output__0", help=argparse.SUPPRESS)
     parser.add_argument("--row", help=argparse.SUPPRESS)
+    parser.add_argument("--key", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--tls-ca", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.requests < 1 or args.warmup < 0:
         parser.error("--requests must be >= 1 and --warmup >= 0")

@@ -32,6 +32,9 @@ from aisf.services.job.job_metrics import JobGauges
 from aisf.services.job.server import build_finalizer, build_job_lane, open_storage
 from aisf.services.job.store import JobStore
 from aisf.services.job.temporal import connect, start_dev_server
+from aisf.services.pii.servicer import SERVICE_NAME as PII_SERVICE
+from aisf.services.pii.servicer import PiiLane
+from aisf.services.pii.servicer import register as register_pii
 from aisf.services.router.server import build_router
 from aisf.workflows.activities import JobActivities
 from aisf.workflows.worker import start_workers
@@ -94,7 +97,7 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
     keys_on = settings.auth == "keys"
     database = (
         open_database(settings.resolved_database_url(), settings.database_threads)
-        if keys_on or role not in ("gateway", "feature")
+        if keys_on or role not in ("gateway", "feature", "pii")
         else None
     )
     if database is not None:
@@ -127,6 +130,12 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         stack.push_async_callback(features.close)
         registrars += features.registrars
         names += features.service_names
+    if role == "pii" or (co_located and settings.pii_service):
+        pii = PiiLane(settings)
+        pii.start()  # its models load in the background: seconds, off the start-up path
+        stack.push_async_callback(pii.close)
+        registrars.append(register_pii(pii))
+        names.append(PII_SERVICE)
     feature_target = own_target if features is not None else settings.feature_address
     if router is not None:
         if features is not None:

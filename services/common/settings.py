@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aisf.services.common.deadlines import MAX_TIMEOUT_S
 
-Role = Literal["all", "router", "gateway", "job", "worker", "feature"]
+Role = Literal["all", "router", "gateway", "job", "worker", "feature", "pii"]
 
 
 class Settings(BaseSettings):
@@ -119,6 +119,20 @@ class Settings(BaseSettings):
     tier_priorities: dict[str, int] = {"gold": 1, "standard": 3, "free": 5}
     """Tier -> Temporal priority key (1 runs first, 5 last)."""
     # --- end tenants and API keys ---
+    # --- the PII service (REQ-SEC-01) ---
+    pii_service: bool = True
+    """Serve aisf.pii.v1.PiiService inside --role all (--role pii always does). Its models load in the
+    background after start-up (~500 MB with Korean names)."""
+    pii_korean_names: bool = True
+    """Find Korean person names with kiwipiepy's morphological analyser (most of the role's memory)."""
+    pii_min_score: float = Field(0.5, gt=0, le=1)
+    """Findings scoring below this are not reported (a check digit or a context word raises a score)."""
+    pii_threads: int = Field(2, ge=1, le=64)
+    """Threads analysing texts (CPU-bound: about one per core the role may use)."""
+    pii_max_texts: int = Field(256, ge=1, le=10_000)
+    """Most texts one Detect or Redact call may carry."""
+    pii_max_text_chars: int = Field(100_000, ge=1)
+    # --- end the PII service ---
     # --- the nginx edge (TLS, rate limits, CORS) ---
     edge: bool = False
     """Start nginx in front of this process (roles all and gateway): REST, SSE and gRPC over TLS on

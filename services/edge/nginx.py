@@ -37,6 +37,13 @@ def _origins(origins: list[str]) -> str:
     return "\n".join(f'        "{origin}" "{origin}";' for origin in origins)
 
 
+def _rate(per_second: float) -> str:
+    """nginx takes whole requests a second or a minute."""
+    if per_second >= 1:
+        return f"{round(per_second)}r/s"
+    return f"{max(1, round(per_second * 60))}r/m"
+
+
 def render(settings: Settings, config: EdgeConfig, as_this_user: bool = False) -> str:
     """The nginx config for `config`'s upstreams, with the limits `settings` name; `as_this_user`: its
     workers run as this process's user (nginx started as root would drop them to `nobody`, who cannot
@@ -51,9 +58,9 @@ def render(settings: Settings, config: EdgeConfig, as_this_user: bool = False) -
         "router": config.router,
         "certificate": str(config.certificate),
         "certificate_key": str(config.certificate_key),
-        "address_rate": f"{settings.edge_rate_per_address:g}",
+        "address_rate": _rate(settings.edge_rate_per_address),
         "address_burst": str(settings.edge_burst_per_address),
-        "key_rate": f"{settings.edge_rate_per_key:g}",
+        "key_rate": _rate(settings.edge_rate_per_key),
         "key_burst": str(settings.edge_burst_per_key),
         "max_body_bytes": str(settings.max_request_bytes),
         "files_max_bytes": str(settings.files_max_bytes),
@@ -97,7 +104,8 @@ class EdgeProcess:
 
 
 def _nginx(settings: Settings) -> str:
-    found = shutil.which(settings.edge_nginx)
+    # Debian installs it in /usr/sbin, which a non-root PATH often lacks.
+    found = shutil.which(settings.edge_nginx) or shutil.which(settings.edge_nginx, path="/usr/sbin")
     if found is None:
         raise RuntimeError(
             f"--edge needs nginx ({settings.edge_nginx!r} not found): apt-get install nginx, "

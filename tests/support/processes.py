@@ -127,6 +127,8 @@ def running_aisf(
         "AISF_LOG_FORMAT": "json",
         # Keys are tested on their own (test_auth); tests of other lanes reach them without one.
         "AISF_AUTH": "off",
+        # The PII models (seconds of CPU, ~500 MB) load only where a test asks for them (test_pii_service).
+        "AISF_PII_SERVICE": "false",
         "AISF_JOB_TASK_QUEUE": queue,
         "AISF_JOB_LARGE_TASK_QUEUE": f"{queue}-large",
         **(env or {}),

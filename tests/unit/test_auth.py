@@ -221,6 +221,7 @@ def _served_methods() -> set[str]:
     from aisf.feature.v1 import feature_service_pb2
     from aisf.job.v1 import batch_service_pb2, job_service_pb2
     from aisf.llm.v1 import llm_pb2
+    from aisf.pii.v1 import pii_service_pb2
     from aisf.router.v1 import model_control_pb2, model_repository_pb2
 
     modules = (
@@ -229,6 +230,7 @@ def _served_methods() -> set[str]:
         batch_service_pb2,
         job_service_pb2,
         llm_pb2,
+        pii_service_pb2,
         model_control_pb2,
         model_repository_pb2,
     )

@@ -110,6 +110,8 @@ RULES: dict[str, Rule] = {
     _BATCHES + "ListBatches": _INFER,
     _FEATURES + "GetOnlineFeatures": _INFER,
     _FEATURES + "ListFeatures": _INFER,
+    "/aisf.pii.v1.PiiService/Detect": _INFER,
+    "/aisf.pii.v1.PiiService/Redact": _INFER,
 }
 
 

