@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from aisf import __version__
 from aisf.gateway.server import start_gateway
 from aisf.services.clients.feature_client import FeatureClient
+from aisf.services.clients.pii_client import PiiClient
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import call_context, heap
 from aisf.services.common.auth.authenticator import Authenticator
@@ -130,12 +131,25 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         stack.push_async_callback(features.close)
         registrars += features.registrars
         names += features.service_names
+    pii = None
     if role == "pii" or (co_located and settings.pii_service):
         pii = PiiLane(settings)
         pii.start()  # its models load in the background: seconds, off the start-up path
         stack.push_async_callback(pii.close)
         registrars.append(register_pii(pii))
         names.append(PII_SERVICE)
+    if router is not None and router.llm is not None and router.llm.caches:
+        if pii is not None:
+            router.llm.use_personal_data_check(pii.holds_personal_data)
+        elif settings.pii_address:
+            pii_client = PiiClient(settings.pii_address, settings.max_request_bytes)
+            stack.push_async_callback(pii_client.close)
+            router.llm.use_personal_data_check(pii_client.holds_personal_data)
+        else:
+            log.warning(
+                "the semantic cache keeps answers unchecked for personal data: no pii role here "
+                "(AISF_PII_SERVICE) or at AISF_PII_ADDRESS"
+            )
     feature_target = own_target if features is not None else settings.feature_address
     if router is not None:
         if features is not None:

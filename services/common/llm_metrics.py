@@ -128,6 +128,12 @@ class LlmMetrics:
         self.in_flight = Gauge(
             "aisf_llm_generations_in_flight", "Engine generations running now", labels, registry=registry
         )
+        self.cache_writes_skipped = Counter(
+            "aisf_llm_semantic_cache_writes_skipped",
+            "Answers the semantic cache did not keep: personal_data, pii_unavailable, backlog",
+            ["reason"],
+            registry=registry,
+        )
         self.cache_lookups = Counter(
             "aisf_llm_semantic_cache_lookups",
             "Semantic cache decisions: hit, miss, bypass, uncacheable, unavailable",
@@ -156,6 +162,9 @@ class LlmMetrics:
 
     def trace(self, model: str, version: str, kind: str, params: SamplingParams | None = None) -> Trace:
         return Trace(self, model, version, kind, params)
+
+    def cache_write_skipped(self, reason: str) -> None:
+        self.cache_writes_skipped.labels(reason).inc()
 
     def cache_result(self, model: str, result: str, elapsed_ns: int | None = None) -> None:
         """`elapsed_ns` of the lookup, None when the cache was not consulted."""

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     pii_max_texts: int = Field(256, ge=1, le=10_000)
     """Most texts one Detect or Redact call may carry."""
     pii_max_text_chars: int = Field(100_000, ge=1)
+    pii_address: str = ""
+    """gRPC target of the pii role for a router in another process (the semantic cache asks it before it
+    keeps an answer); empty: the co-located one, if any."""
     # --- end the PII service ---
     # --- the nginx edge (TLS, rate limits, CORS) ---
     edge: bool = False

@@ -62,6 +62,17 @@ class PiiLane:
 
         return await self._threads.run(detect_all)
 
+    async def holds_personal_data(self, texts: tuple[str, ...]) -> bool:
+        """Whether any of `texts` holds personal data (the semantic cache asks before it keeps an answer)."""
+        chunks = [
+            texts[i : i + self._settings.pii_max_texts]
+            for i in range(0, len(texts), self._settings.pii_max_texts)
+        ]
+        for chunk in chunks:
+            if any(await self.findings(chunk, "", (), 0)):
+                return True
+        return False
+
     async def redacted(
         self, texts: Sequence[str], language: str, entities: Sequence[str], min_score: float
     ) -> tuple[list[str], list[list[Found]]]:

@@ -37,7 +37,14 @@ from aisf.services.router.fallback import circuit_open
 from aisf.services.router.llm_validation import validate_embed, validate_generate
 from aisf.services.router.repository import LoadedModel, ModelRepository
 from aisf.services.router.routing import TrafficRouter
-from aisf.services.router.semantic_cache import Probe, SemanticCache, cache_key, cacheable, served_embedder
+from aisf.services.router.semantic_cache import (
+    PersonalDataCheck,
+    Probe,
+    SemanticCache,
+    cache_key,
+    cacheable,
+    served_embedder,
+)
 from aisf.services.router.semantic_index import CachedAnswer, MemoryIndex, RedisIndex, VectorIndex
 from aisf.services.router.shadow import token_agreement
 from aisf.services.router.shadows import ShadowRegistry, shadow_target
@@ -252,7 +259,7 @@ class LlmDataplane:
                             trace.chunk(chunk.pieces)
                         answer.add(chunk)
                         yield replace(head, choice=chunk)
-            await self._store(lookup, answer)
+            self._store(lookup, answer)
             outcome = "fallback" if fallback else "success"
             yield replace(head, usage=answer.usage())
             # A shadow compares texts: an answer that may be a tool call is not one to compare.
@@ -405,10 +412,19 @@ class LlmDataplane:
         self._metrics.cache_result(request.model_name, probe.result, perf_counter_ns() - started)
         return probe
 
-    async def _store(self, lookup: Probe, answer: _Answer) -> None:
+    def _store(self, lookup: Probe, answer: _Answer) -> None:
         finished = answer.finished()
         if self._cache is not None and lookup.vector is not None and finished is not None:
-            await self._cache.store(lookup, finished)
+            self._cache.store_later(lookup, finished)
+
+    def use_personal_data_check(self, check: PersonalDataCheck) -> None:
+        """The semantic cache keeps only answers `check` cleared (see SemanticCache); no cache: no-op."""
+        if self._cache is not None:
+            self._cache.use_personal_data_check(check, self._metrics.cache_write_skipped)
+
+    @property
+    def caches(self) -> bool:
+        return self._cache is not None
 
     async def close(self) -> None:
         if self._cache is not None:

@@ -36,6 +36,10 @@ class Embedding:
 
 
 Embedder = Callable[[str], Awaitable[Embedding]]
+# Whether any of the texts holds personal data (the pii service's Detect).
+PersonalDataCheck = Callable[[tuple[str, ...]], Awaitable[bool]]
+_PENDING_WRITES = 256
+_PII_CHECK_S = 5.0  # a check waits for the pii role's models to load after a restart
 Clock = Callable[[], float]
 Result = Literal["hit", "miss", "unavailable", "resting"]
 
@@ -56,6 +60,8 @@ class Probe:
     hit: CachedAnswer | None = None
     scope: str = ""
     vector: Vector | None = None
+    text: str = ""
+    """The prompt a miss embedded (for the personal-data check before its answer is kept)."""
 
 
 def cacheable(request: GenerateRequest, mode: CacheMode) -> bool:
@@ -115,6 +121,9 @@ class SemanticCache:
         self._cooldown_s = cooldown_s
         self._clock = clock
         self._resting_until = 0.0
+        self._personal: PersonalDataCheck | None = None
+        self._skipped: Callable[[str], None] = lambda reason: None
+        self._writes: set[asyncio.Task[None]] = set()
 
     async def lookup(self, key: CacheKey) -> Probe:
         """The answer a close prompt of the scope got, if any; never raises."""
@@ -129,13 +138,46 @@ class SemanticCache:
             self._failed("lookup", exc)
             return Probe("unavailable")
         if found is None or found[0] < self.threshold:
-            return Probe("miss", None, scope, embedding.vector)
+            return Probe("miss", None, scope, embedding.vector, key.text)
         return Probe("hit", found[1])
+
+    def use_personal_data_check(self, check: PersonalDataCheck, skipped: Callable[[str], None]) -> None:
+        """From now on an answer is kept only once `check` said neither it nor its prompt holds personal
+        data (the pii service; a cache never keeps what it could not check). `skipped(reason)` counts
+        the answers not kept."""
+        self._personal = check
+        self._skipped = skipped
+
+    def store_later(self, probe: Probe, answer: CachedAnswer) -> None:
+        """Keep the answer off the request's path (the check and the write take milliseconds the
+        caller must not wait for); more than a few hundred waiting writes: this one is dropped."""
+        if len(self._writes) >= _PENDING_WRITES:
+            self._skipped("backlog")
+            return
+        task = asyncio.get_running_loop().create_task(self.store(probe, answer))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def store(self, probe: Probe, answer: CachedAnswer) -> None:
         """Keep a missed request's finished answer; never raises."""
         if probe.vector is None or self._clock() < self._resting_until:
             return
+        if self._personal is not None:
+            try:
+                async with asyncio.timeout(_PII_CHECK_S):
+                    personal = await self._personal((probe.text, *answer.texts))
+            except Exception as exc:
+                self._skipped("pii_unavailable")
+                log.warning(
+                    "semantic cache kept nothing it could not check for personal data",
+                    extra={
+                        "detail": (exc.message if isinstance(exc, AisfError) else type(exc).__name__)[:300]
+                    },
+                )
+                return
+            if personal:
+                self._skipped("personal_data")
+                return
         try:
             async with asyncio.timeout(self._timeout_s):
                 await self._index.add(probe.scope, probe.vector, answer)
@@ -151,6 +193,8 @@ class SemanticCache:
         )
 
     async def close(self) -> None:
+        for task in list(self._writes):
+            task.cancel()
         await self._index.close()
 
 
