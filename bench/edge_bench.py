@@ -3,8 +3,9 @@ checked per request vs none.
 
     .venv/bin/python bench/edge_bench.py [--requests N] [--rounds R] [--out docs/benchmarks.md]
 
-Two `aisf serve --role all` over the sample `tabular-demo`, started at once: one with AISF_AUTH=off, one
-with keys and `--edge` (Debian's nginx, TLS, HTTP/2 for gRPC). Each path below is loaded in turns
+Three `aisf serve --role all` over the sample `tabular-demo`, started at once: two with AISF_AUTH=off (the
+second says how far two processes of one configuration differ anyway), one with keys and `--edge`
+(Debian's nginx, TLS, HTTP/2 for gRPC). Each path below is loaded in turns
 (`--rounds` rounds, each starting one path later) by bench/v2_bench.py's load client (tritonclient's aio
 clients, their own process) at concurrency 32; a path's figure is the median of its rounds:
 
@@ -102,7 +103,8 @@ def _document(rows: dict[str, list[Level]], costs: tuple[float, float], args: ar
 
 V2 `ModelInfer` of one `[1, 4]` FP32 row on the sample `tabular-demo` XGBoost model, concurrency
 {CONCURRENCY}, {args.requests} timed requests per round after {args.warmup} of warm-up, {args.rounds} rounds
-taken in turns; two `aisf serve --role all` (keys off; keys on with `--edge`, nginx {_nginx_version()}).
+taken in turns; three `aisf serve --role all` (keys off twice; keys on with `--edge`, nginx
+{_nginx_version()}).
 
 - Date: {today}
 - Machine: {cores} CPUs (nproc), {cpu}; Python {platform.python_version()}
@@ -112,9 +114,16 @@ taken in turns; two `aisf serve --role all` (keys off; keys on with `--edge`, ng
 
 - In process: a cached key check costs {costs[0]:.2f} µs; admitting a call from another role (the shared
   token and a forwarded principal) {costs[1]:.2f} µs.
-- nginx shares these cores with aisf and the load client: on a machine of its own, the edge's cost is
-  its TLS and proxy hop, not CPU taken from the engine.
+- Two processes of the same configuration differ by as much as a key seems to cost: the in-process
+  figures are the measure of the key check (a microsecond of the {1e6 / _rps(rows["gRPC, key"]):.0f} µs
+  one request takes at that throughput).
+- nginx shares these {cores} cores with aisf and the load client: on a machine of its own, the edge's
+  cost is its TLS and proxy hop, not CPU taken from the engine.
 """
+
+
+def _rps(levels: list[Level]) -> float:
+    return statistics.median(level.rps for level in levels)
 
 
 def _nginx_version() -> str:
@@ -153,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "AISF_EDGE_RATE_PER_ADDRESS": "1000000",
         }
         plain = stack.enter_context(running_aisf(root / "models", root / "plain", env=quiet))
+        control = stack.enter_context(running_aisf(root / "models", root / "control", env=quiet))
         keyed = stack.enter_context(
             running_aisf(
                 root / "models",
@@ -165,9 +175,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         edge = f"localhost:{edge_port}"
         paths = {
             "gRPC, no key": ("grpc", plain.grpc_url, "", ""),
+            "gRPC, no key, another process": ("grpc", control.grpc_url, "", ""),
             "gRPC, key": ("grpc", keyed.grpc_url, key, ""),
             "gRPC via nginx (TLS), key": ("grpc", edge, key, ca),
             "REST, no key": ("http", plain.http_url, "", ""),
+            "REST, no key, another process": ("http", control.http_url, "", ""),
             "REST, key": ("http", keyed.http_url, key, ""),
             "REST via nginx (TLS), key": ("http", edge, key, ca),
         }

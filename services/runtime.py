@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from aisf import __version__
 from aisf.gateway.server import start_gateway
 from aisf.services.clients.feature_client import FeatureClient
-from aisf.services.clients.pii_client import PiiClient
+from aisf.services.clients.pii_client import PiiClient, blocking_redactor
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import call_context, heap
 from aisf.services.common.auth.authenticator import Authenticator
@@ -23,6 +23,7 @@ from aisf.services.common.auth.key_store import INTERNAL_TOKEN, KeyStore
 from aisf.services.common.auth.rate_limits import TierRateLimits
 from aisf.services.common.db.engine import Database, open_database
 from aisf.services.common.grpc_server import Registrar, build_server
+from aisf.services.common.logging import use_log_redaction
 from aisf.services.common.metrics import DatabasePoolCollector, register_build_info
 from aisf.services.common.request_log import request_log_of
 from aisf.services.common.settings import Role, Settings
@@ -138,6 +139,10 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         stack.push_async_callback(pii.close)
         registrars.append(register_pii(pii))
         names.append(PII_SERVICE)
+    if pii is not None:
+        use_log_redaction(pii.redact_blocking)
+    elif settings.pii_address:
+        use_log_redaction(blocking_redactor(settings.pii_address))
     if router is not None and router.llm is not None and router.llm.caches:
         if pii is not None:
             router.llm.use_personal_data_check(pii.holds_personal_data)

@@ -12,6 +12,7 @@ from typing import Any, Literal, TextIO
 import orjson
 
 from aisf.services.common import call_context
+from aisf.services.common.log_redaction import LogRedactor, Redact, free_text
 
 LogFormat = Literal["auto", "json", "text"]
 
@@ -100,6 +101,12 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._size = 0
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
+        self._redactor: LogRedactor | None = None
+
+    def use_redaction(self, redact: Redact) -> None:
+        """From now on records with free text (error details, exceptions, paths) are written once
+        `redact` (the pii role) has redacted it, from a background thread (log_redaction)."""
+        self._redactor = LogRedactor(redact, self._write_record)
 
     def _batches(self, record: logging.LogRecord) -> bool:
         return (
@@ -109,6 +116,12 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         )
 
     def emit(self, record: logging.LogRecord) -> None:
+        if self._redactor is not None and free_text(record):
+            self._redactor.submit(record)
+            return
+        self._write_record(record)
+
+    def _write_record(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record) + self.terminator
             with self.lock:  # type: ignore[union-attr]
@@ -135,6 +148,8 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             super().flush()
 
     def close(self) -> None:
+        if self._redactor is not None:
+            self._redactor.close()
         self._stop.set()
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join(timeout=1)
@@ -159,6 +174,13 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.flush()
             except Exception:
                 continue  # the stream may come back (a restarted shipper); keep flushing
+
+
+def use_log_redaction(redact: Redact) -> None:
+    """Redact the free text of this process's log records with `redact` before they are written."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, BatchingHandler):
+            handler.use_redaction(redact)
 
 
 def configure_logging(level: str, fmt: LogFormat) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -29,6 +29,10 @@ class BlockingPool:
         return await loop.run_in_executor(
             self._executor, functools.partial(context.run, call, *args, **kwargs)
         )
+
+    def submit(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Run `call` on one of the pool's threads for a caller outside the event loop (a logging thread)."""
+        return self._executor.submit(call, *args, **kwargs)
 
     def close(self) -> None:
         """Stop taking work; threads finish what they run (a running engine call cannot be interrupted)."""

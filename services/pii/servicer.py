@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,8 @@ class PiiLane:
         self._settings = settings
         self._threads = BlockingPool("pii", settings.pii_threads)
         self._loading: asyncio.Task[PiiAnalyzer] | None = None
+        self._loaded: PiiAnalyzer | None = None
+        self._ready = threading.Event()
 
     def start(self) -> None:
         settings = self._settings
@@ -39,7 +42,31 @@ class PiiLane:
         self._loading = asyncio.get_running_loop().create_task(
             self._threads.run(PiiAnalyzer, cache, settings.pii_korean_names, settings.pii_min_score)
         )
-        self._loading.add_done_callback(_report_load)
+        self._loading.add_done_callback(self._report_load)
+
+    def _report_load(self, task: asyncio.Task[PiiAnalyzer]) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.error("the pii analyzer failed to load", exc_info=task.exception())
+            return
+        self._loaded = task.result()
+        self._ready.set()
+        log.info("pii analyzer ready", extra={"korean_names": self._loaded.korean_names})
+
+    def redact_blocking(self, texts: list[str], timeout_s: float = 5.0) -> list[str]:
+        """Redact `texts` for a caller outside the event loop (the log handler's thread), on the role's
+        own threads; raises if the analyzer is not ready or does not answer within `timeout_s`."""
+        if not self._ready.wait(timeout_s) or self._loaded is None:
+            raise TimeoutError("the pii analyzer is not loaded")
+        analyzer = self._loaded
+
+        def redact_all() -> list[str]:
+            return [
+                analyzer.redact(text, found) if (found := analyzer.detect(text)) else text for text in texts
+            ]
+
+        return self._threads.submit(redact_all).result(timeout_s)
 
     async def analyzer(self) -> PiiAnalyzer:
         assert self._loading is not None, "start() first"
@@ -99,15 +126,6 @@ class PiiLane:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         self._threads.close()
-
-
-def _report_load(task: asyncio.Task[PiiAnalyzer]) -> None:
-    if task.cancelled():
-        return
-    if task.exception() is not None:
-        log.error("the pii analyzer failed to load", exc_info=task.exception())
-    else:
-        log.info("pii analyzer ready", extra={"korean_names": task.result().korean_names})
 
 
 def _findings(found: list[Found]) -> pb.TextFindings:

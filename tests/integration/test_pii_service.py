@@ -3,11 +3,15 @@ errors naming the field."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from aisf.pii.v1 import pii_service_pb2 as pb
 from aisf.pii.v1 import pii_service_pb2_grpc as pb_grpc
@@ -68,3 +72,34 @@ def test_bad_requests_are_invalid_argument_naming_the_field(
         pii.Detect(request_, timeout=120)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert refused.value.details().startswith(field)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def everything(sample_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AisfProcess]:
+    """`--role all` with its pii role: the log handler redacts through it."""
+    env = {"AISF_PII_SERVICE": "true"}
+    with running_aisf(sample_repository, tmp_path_factory.mktemp("data"), env=env) as process:
+        yield process
+
+
+def _wait_for(process: AisfProcess, needle: str, timeout_s: float = 60) -> str:
+    deadline = time.monotonic() + timeout_s
+    while needle not in process.log_text():
+        assert time.monotonic() < deadline, f"never logged {needle!r}:\n{process.log_text()[-3000:]}"
+        time.sleep(0.1)
+    return process.log_text()
+
+
+def test_the_logs_of_a_request_carrying_personal_data_hold_none_of_it(everything: AisfProcess) -> None:
+    _wait_for(everything, "pii analyzer ready")
+    client = grpcclient.InferenceServerClient(everything.grpc_url)
+    tensor = grpcclient.InferInput("input__0", [1, 4], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
+    for name in ("call 010-1234-5678", "mail jane.doe@example.com", "주민번호 900101-1234568"):
+        with pytest.raises(InferenceServerException, match="unknown model"):
+            client.infer(name, [tensor])
+    client.close()
+    logs = _wait_for(everything, "<KR_RRN>")
+    assert "<PHONE_NUMBER>" in logs and "<EMAIL_ADDRESS>" in logs
+    for raw in ("010-1234-5678", "jane.doe@example.com", "900101-1234568"):
+        assert raw not in logs
