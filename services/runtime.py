@@ -37,7 +37,7 @@ from aisf.services.job.temporal import connect, start_dev_server
 from aisf.services.pii.servicer import SERVICE_NAME as PII_SERVICE
 from aisf.services.pii.servicer import PiiLane
 from aisf.services.pii.servicer import register as register_pii
-from aisf.services.router.server import build_router
+from aisf.services.router.server import RouterService, build_router
 from aisf.workflows.activities import JobActivities
 from aisf.workflows.worker import start_workers
 
@@ -132,29 +132,15 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         stack.push_async_callback(features.close)
         registrars += features.registrars
         names += features.service_names
-    pii = None
     if role == "pii" or (co_located and settings.pii_service):
         pii = PiiLane(settings)
         pii.start()  # its models load in the background: seconds, off the start-up path
         stack.push_async_callback(pii.close)
         registrars.append(register_pii(pii))
         names.append(PII_SERVICE)
-    if pii is not None:
-        use_log_redaction(pii.redact_blocking)
-    elif settings.pii_address:
-        use_log_redaction(blocking_redactor(settings.pii_address))
-    if router is not None and router.llm is not None and router.llm.caches:
-        if pii is not None:
-            router.llm.use_personal_data_check(pii.holds_personal_data)
-        elif settings.pii_address:
-            pii_client = PiiClient(settings.pii_address, settings.max_request_bytes)
-            stack.push_async_callback(pii_client.close)
-            router.llm.use_personal_data_check(pii_client.holds_personal_data)
-        else:
-            log.warning(
-                "the semantic cache keeps answers unchecked for personal data: no pii role here "
-                "(AISF_PII_SERVICE) or at AISF_PII_ADDRESS"
-            )
+    else:
+        pii = None
+    _use_pii(settings, pii, router, stack)
     feature_target = own_target if features is not None else settings.feature_address
     if router is not None:
         if features is not None:
@@ -243,6 +229,30 @@ def _grpc_upstream(settings: Settings, endpoints: Endpoints) -> str:
     if endpoints.grpc:
         return f"127.0.0.1:{endpoints.grpc.rsplit(':', 1)[1]}"
     return (settings.router_address or f"127.0.0.1:{settings.grpc_port}").removeprefix("dns:///")
+
+
+def _use_pii(
+    settings: Settings, pii: PiiLane | None, router: RouterService | None, stack: AsyncExitStack
+) -> None:
+    """What asks the pii role: this process's log handler, and the semantic cache before it keeps an
+    answer; the pii role here, or at AISF_PII_ADDRESS."""
+    if pii is not None:
+        use_log_redaction(pii.redact_blocking)
+    elif settings.pii_address:
+        use_log_redaction(blocking_redactor(settings.pii_address))
+    if router is None or router.llm is None or not router.llm.caches:
+        return
+    if pii is not None:
+        router.llm.use_personal_data_check(pii.holds_personal_data)
+    elif settings.pii_address:
+        client = PiiClient(settings.pii_address, settings.max_request_bytes)
+        stack.push_async_callback(client.close)
+        router.llm.use_personal_data_check(client.holds_personal_data)
+    else:
+        log.warning(
+            "the semantic cache keeps answers unchecked for personal data: no pii role here "
+            "(AISF_PII_SERVICE) or at AISF_PII_ADDRESS"
+        )
 
 
 async def _start_auth(

@@ -115,7 +115,7 @@ class PiiAnalyzer:
     """Blocking and CPU-bound: run it on its own threads."""
 
     def __init__(self, cache: Path, korean_names: bool = True, min_score: float = 0.5) -> None:
-        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
         from presidio_anonymizer import AnonymizerEngine
 
@@ -139,6 +139,7 @@ class PiiAnalyzer:
             default_score_threshold=min_score,
         )
         self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
+        self._batches = BatchAnalyzerEngine(self._engine)
         self.min_score = min_score
         self.korean_names = korean_names
 
@@ -155,6 +156,30 @@ class PiiAnalyzer:
             (Found(r.entity_type, r.start, r.end, float(r.score)) for r in results),
             key=lambda f: (f.start, -f.end),
         )
+
+    def detect_many(
+        self, texts: list[str], language: str = "", entities: tuple[str, ...] = (), min_score: float = 0
+    ) -> list[list[Found]]:
+        """`detect` of each text, each language's texts through its spaCy pipeline in batches (English
+        NER is several times faster so than a text at a time)."""
+        by_language: dict[str, list[int]] = {}
+        for index, text in enumerate(texts):
+            by_language.setdefault(language or language_of(text), []).append(index)
+        found: list[list[Found]] = [[] for _ in texts]
+        for lang, indices in by_language.items():
+            results = self._batches.analyze_iterator(
+                [texts[i] for i in indices],
+                lang,
+                batch_size=32,
+                entities=list(entities or ENTITIES),
+                score_threshold=min_score or self.min_score,
+            )
+            for index, result in zip(indices, results, strict=True):
+                found[index] = sorted(
+                    (Found(r.entity_type, r.start, r.end, float(r.score)) for r in result),
+                    key=lambda f: (f.start, -f.end),
+                )
+        return found
 
     def redact(self, text: str, found: list[Found]) -> str:
         from presidio_anonymizer.entities import OperatorConfig, RecognizerResult

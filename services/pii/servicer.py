@@ -15,7 +15,7 @@ from grpc import aio
 
 from aisf.pii.v1 import pii_service_pb2 as pb
 from aisf.pii.v1 import pii_service_pb2_grpc as pb_grpc
-from aisf.services.common import deadlines
+from aisf.services.common import deadlines, heap
 from aisf.services.common.errors import DeadlineExceeded, EngineUnavailable, InvalidInput
 from aisf.services.common.settings import Settings
 from aisf.services.common.threads import BlockingPool
@@ -52,6 +52,7 @@ class PiiLane:
             return
         self._loaded = task.result()
         self._ready.set()
+        heap.settle()  # its models are long-lived: out of the collector's way, as start-up's objects are
         log.info("pii analyzer ready", extra={"korean_names": self._loaded.korean_names})
 
     def redact_blocking(self, texts: list[str], timeout_s: float = 5.0) -> list[str]:
@@ -84,10 +85,7 @@ class PiiLane:
         analyzer = await self.analyzer()
         chosen = tuple(entities)
 
-        def detect_all() -> list[list[Found]]:
-            return [analyzer.detect(text, language, chosen, min_score) for text in texts]
-
-        return await self._threads.run(detect_all)
+        return await self._threads.run(analyzer.detect_many, list(texts), language, chosen, min_score)
 
     async def holds_personal_data(self, texts: tuple[str, ...]) -> bool:
         """Whether any of `texts` holds personal data (the semantic cache asks before it keeps an answer)."""
