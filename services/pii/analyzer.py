@@ -117,7 +117,6 @@ class PiiAnalyzer:
     def __init__(self, cache: Path, korean_names: bool = True, min_score: float = 0.5) -> None:
         from presidio_analyzer import AnalyzerEngine, BatchAnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
-        from presidio_anonymizer import AnonymizerEngine
 
         nlp = SpacyNlpEngine(
             models=[
@@ -138,10 +137,11 @@ class PiiAnalyzer:
             supported_languages=list(LANGUAGES),
             default_score_threshold=min_score,
         )
-        self._anonymizer = AnonymizerEngine()  # type: ignore[no-untyped-call]
         self._batches = BatchAnalyzerEngine(self._engine)
         self.min_score = min_score
         self.korean_names = korean_names
+        # The pipelines' first call loads what spaCy loads lazily (~2 s): here, not on a caller's time.
+        self.detect_many(["Call Jane Doe at jane@example.com", "김철수 고객님 010-0000-0000"])
 
     def detect(
         self, text: str, language: str = "", entities: tuple[str, ...] = (), min_score: float = 0
@@ -181,9 +181,22 @@ class PiiAnalyzer:
                 )
         return found
 
-    def redact(self, text: str, found: list[Found]) -> str:
-        from presidio_anonymizer.entities import OperatorConfig, RecognizerResult
-
-        results = [RecognizerResult(f.entity_type, f.start, f.end, f.score) for f in found]
-        operators = {entity: OperatorConfig("replace", {"new_value": f"<{entity}>"}) for entity in ENTITIES}
-        return str(self._anonymizer.anonymize(text=text, analyzer_results=results, operators=operators).text)
+    @staticmethod
+    def redact(text: str, found: list[Found]) -> str:
+        """`text` with each finding replaced by `<ENTITY_TYPE>`; of overlapping findings the higher score
+        names the merged span (Presidio's anonymizer does the same at ~3 ms a text; this, microseconds)."""
+        spans: list[list[Any]] = []
+        for finding in sorted(found, key=lambda f: (f.start, -f.end)):
+            if spans and finding.start < spans[-1][1]:
+                last = spans[-1]
+                last[1] = max(last[1], finding.end)
+                if finding.score > last[3]:
+                    last[2], last[3] = finding.entity_type, finding.score
+            else:
+                spans.append([finding.start, finding.end, finding.entity_type, finding.score])
+        pieces, cursor = [], 0
+        for start, end, entity, _ in spans:
+            pieces += [text[cursor:start], f"<{entity}>"]
+            cursor = end
+        pieces.append(text[cursor:])
+        return "".join(pieces)

@@ -108,3 +108,20 @@ def test_entities_and_language_narrow_the_search(analyzer: object) -> None:
     text = "김민수 고객님 010-1234-5678"
     assert {f.entity_type for f in analyzer.detect(text, entities=("PHONE_NUMBER",))} == {"PHONE_NUMBER"}
     assert {f.entity_type for f in analyzer.detect(text)} == {"PERSON", "PHONE_NUMBER"}
+
+
+def test_overlapping_findings_become_one_placeholder_named_by_the_higher_score() -> None:
+    from aisf.services.pii.analyzer import Found, PiiAnalyzer
+
+    text = "call 010-1234-5678 now"
+    found = [
+        Found("KR_BANK_ACCOUNT", 5, 18, 0.8),
+        Found("PHONE_NUMBER", 5, 18, 0.9),
+        Found("PERSON", 0, 7, 0.4),
+    ]
+    assert PiiAnalyzer.redact(text, found) == "<PHONE_NUMBER> now"
+    assert PiiAnalyzer.redact(text, []) == text
+    assert (
+        PiiAnalyzer.redact("a b", [Found("PERSON", 2, 3, 0.9), Found("PERSON", 0, 1, 0.9)])
+        == "<PERSON> <PERSON>"
+    )
