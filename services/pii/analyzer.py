@@ -184,7 +184,7 @@ class PiiAnalyzer:
     @staticmethod
     def redact(text: str, found: list[Found]) -> str:
         """`text` with each finding replaced by `<ENTITY_TYPE>`; of overlapping findings the higher score
-        names the merged span (Presidio's anonymizer does the same at ~3 ms a text; this, microseconds)."""
+        names the merged span (Presidio's anonymizer does the same in ~19 µs a text here, this in ~1 µs)."""
         spans: list[list[Any]] = []
         for finding in sorted(found, key=lambda f: (f.start, -f.end)):
             if spans and finding.start < spans[-1][1]:
