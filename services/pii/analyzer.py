@@ -4,6 +4,7 @@ from PyPI. Nothing is downloaded: the Korean pipeline is a blank one with spaCy'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -138,6 +139,7 @@ class PiiAnalyzer:
             default_score_threshold=min_score,
         )
         self._batches = BatchAnalyzerEngine(self._engine)
+        self._pipelines: list[Any] = list((nlp.nlp or {}).values())
         self.min_score = min_score
         self.korean_names = korean_names
         # The pipelines' first call loads what spaCy loads lazily (~2 s): here, not on a caller's time.
@@ -146,39 +148,35 @@ class PiiAnalyzer:
     def detect(
         self, text: str, language: str = "", entities: tuple[str, ...] = (), min_score: float = 0
     ) -> list[Found]:
-        results = self._engine.analyze(
-            text,
-            language or language_of(text),
-            entities=list(entities or ENTITIES),
-            score_threshold=min_score or self.min_score,
-        )
-        return sorted(
-            (Found(r.entity_type, r.start, r.end, float(r.score)) for r in results),
-            key=lambda f: (f.start, -f.end),
-        )
+        return self.detect_many([text], language, entities, min_score)[0]
 
     def detect_many(
         self, texts: list[str], language: str = "", entities: tuple[str, ...] = (), min_score: float = 0
     ) -> list[list[Found]]:
         """`detect` of each text, each language's texts through its spaCy pipeline in batches (English
-        NER is several times faster so than a text at a time)."""
+        NER runs several times faster so than a text at a time)."""
         by_language: dict[str, list[int]] = {}
         for index, text in enumerate(texts):
             by_language.setdefault(language or language_of(text), []).append(index)
         found: list[list[Found]] = [[] for _ in texts]
-        for lang, indices in by_language.items():
-            results = self._batches.analyze_iterator(
-                [texts[i] for i in indices],
-                lang,
-                batch_size=32,
-                entities=list(entities or ENTITIES),
-                score_threshold=min_score or self.min_score,
-            )
-            for index, result in zip(indices, results, strict=True):
-                found[index] = sorted(
-                    (Found(r.entity_type, r.start, r.end, float(r.score)) for r in result),
-                    key=lambda f: (f.start, -f.end),
+        with contextlib.ExitStack() as zones:
+            # Words seen only here leave spaCy's vocabulary after the call: logs full of unique ids would
+            # grow it forever in a long-running role.
+            for pipeline in self._pipelines:
+                zones.enter_context(pipeline.memory_zone())
+            for lang, indices in by_language.items():
+                results = self._batches.analyze_iterator(
+                    [texts[i] for i in indices],
+                    lang,
+                    batch_size=32,
+                    entities=list(entities or ENTITIES),
+                    score_threshold=min_score or self.min_score,
                 )
+                for index, result in zip(indices, results, strict=True):
+                    found[index] = sorted(
+                        (Found(r.entity_type, r.start, r.end, float(r.score)) for r in result),
+                        key=lambda f: (f.start, -f.end),
+                    )
         return found
 
     @staticmethod

@@ -125,3 +125,13 @@ def test_overlapping_findings_become_one_placeholder_named_by_the_higher_score()
         PiiAnalyzer.redact("a b", [Found("PERSON", 2, 3, 0.9), Found("PERSON", 0, 1, 0.9)])
         == "<PERSON> <PERSON>"
     )
+
+
+def test_unique_words_do_not_stay_in_spacys_vocabulary(analyzer: object) -> None:
+    """Logs full of request ids must not grow a long-running role's memory."""
+    from aisf.services.pii.analyzer import PiiAnalyzer
+
+    assert isinstance(analyzer, PiiAnalyzer)
+    vocabularies = [len(pipeline.vocab.strings) for pipeline in analyzer._pipelines]
+    analyzer.detect_many([f"request req-{n:08x} failed for Jane Doe" for n in range(200)])
+    assert [len(pipeline.vocab.strings) for pipeline in analyzer._pipelines] == vocabularies
