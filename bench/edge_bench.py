@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.report import command_line, machine, write_section  # noqa: E402
+from bench.report import command_line, in_turns, machine, write_section  # noqa: E402
 from bench.v2_bench import MODEL, Level, _drive  # noqa: E402
 
 CONCURRENCY = 32
@@ -183,14 +183,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "REST, key": ("http", keyed.http_url, key, ""),
             "REST via nginx (TLS), key": ("http", edge, key, ca),
         }
-        order = list(paths.items())
-        for round_ in range(args.rounds):
-            for name, (protocol, url, with_key, tls) in (
-                order[round_ % len(order) :] + order[: round_ % len(order)]
-            ):
-                print(f"[bench] round {round_ + 1}: {name}", file=sys.stderr, flush=True)
-                _, levels = _drive(protocol, url, MODEL, "output__0", row, load, with_key, tls)
-                rows.setdefault(name, []).extend(levels)
+        for name, (protocol, url, with_key, tls) in in_turns(paths, args.rounds):
+            _, levels = _drive(protocol, url, MODEL, "output__0", row, load, with_key, tls)
+            rows.setdefault(name, []).extend(levels)
     ordered = {name: rows[name] for name in paths}
     section = _document(ordered, auth_costs_us(), args)
     print(section)

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.report import command_line, machine, write_section  # noqa: E402
+from bench.report import command_line, in_turns, machine, write_section  # noqa: E402
 from bench.v2_bench import MODEL, Level, _drive  # noqa: E402
 
 CONCURRENCY = 32
@@ -207,13 +207,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         build_tabular_demo(root / "models")
         row = np.ascontiguousarray(tabular_training_data()[0][:1], dtype=np.float32)
         with _routers(root / "models", root, otlp.endpoint) as urls:
-            order = list(urls.items())
-            for round_ in range(args.rounds):
-                # Each round starts one configuration later: no configuration always runs first.
-                for name, url in order[round_ % len(order) :] + order[: round_ % len(order)]:
-                    print(f"[bench] round {round_ + 1}: {name}", file=sys.stderr, flush=True)
-                    _, levels = _drive("grpc", url, MODEL, "output__0", row, load)
-                    rows.setdefault(name, []).extend(levels)
+            for name, url in in_turns(urls, args.rounds):
+                _, levels = _drive("grpc", url, MODEL, "output__0", row, load)
+                rows.setdefault(name, []).extend(levels)
         spans = len(otlp.spans())
     metrics_us = metrics_cost_us()
     section = (

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.report import command_line, machine, write_section  # noqa: E402
+from bench.report import command_line, in_turns, machine, write_section  # noqa: E402
 from bench.v2_bench import MODEL, Level, _drive  # noqa: E402
 
 
@@ -202,11 +202,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ).grpc_url,
             }
             _wait_loaded(urls["pii role on"])  # its models load in the background: measure after
-            order = list(urls.items())
-            for round_ in range(args.rounds):
-                for name, url in order[round_ % 2 :] + order[: round_ % 2]:
-                    print(f"[bench] round {round_ + 1}: {name}", file=sys.stderr, flush=True)
-                    hot.setdefault(name, []).extend(_drive("grpc", url, MODEL, "output__0", row, load)[1])
+            for name, url in in_turns(urls, args.rounds):
+                hot.setdefault(name, []).extend(_drive("grpc", url, MODEL, "output__0", row, load)[1])
     section = _document(analyzer, remote, drain, hot, args)
     print(section)
     if args.out:

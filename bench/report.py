@@ -6,7 +6,11 @@ import os
 import platform
 import shlex
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,3 +54,14 @@ def write_section(path: Path, name: str, section: str) -> None:
     scratch = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     scratch.write_text(text, encoding="utf-8")
     os.replace(scratch, path)
+
+
+def in_turns(targets: Mapping[str, T], rounds: int) -> Iterator[tuple[str, T]]:
+    """Every target once a round, each round starting one target later (no target always runs first, so
+    drift on a shared machine falls on all alike); says on stderr which runs."""
+    order = list(targets.items())
+    for round_ in range(rounds):
+        shift = round_ % len(order)
+        for name, target in order[shift:] + order[:shift]:
+            print(f"[bench] round {round_ + 1}: {name}", file=sys.stderr, flush=True)
+            yield name, target
