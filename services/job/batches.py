@@ -139,7 +139,12 @@ class BatchService:
         batch_id = f"batch_{uuid.uuid4().hex}"
         now = datetime.now(UTC)
         submission = Submission(
-            model, endpoint.version, [item.request for item in items], tenant, kind=endpoint.kind
+            model,
+            endpoint.version,
+            [item.request for item in items],
+            tenant,
+            kind=endpoint.kind,
+            tier=await self._jobs.tier_for(tenant),
         )
         job = self._jobs.new_job(
             submission, batch_id, batch=True, expires_at=now + timedelta(seconds=seconds)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 
 from aisf.services.clients.router_client import RouterClient
+from aisf.services.common.auth.key_store import KeyStore
 from aisf.services.common.db.engine import Database
 from aisf.services.common.grpc_server import Registrar
 from aisf.services.common.settings import Settings
@@ -57,7 +58,8 @@ def build_job_lane(
     storage: FileStorage,
 ) -> JobLane:
     checks = SubmitChecks(router, settings.job_max_items)
-    jobs = JobService(settings, store, temporal, checks)
+    keys = KeyStore(database, frozenset()) if settings.auth == "keys" else None
+    jobs = JobService(settings, store, temporal, checks, keys.tier if keys is not None else None)
     batch_store = BatchStore(database)
     files = FileService(batch_store, storage, settings.files_max_bytes)
     finalizer = BatchFinalizer(store, batch_store, storage)

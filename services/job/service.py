@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -54,6 +54,8 @@ class Submission:
     idempotency_key: str | None = None
     priority: int = 0
     kind: JobKind = JobKind.V2
+    tier: str = ""
+    """The tenant's tier (JobService.tier_for); empty: what the caller's key or the settings say."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +74,17 @@ class JobView:
 
 
 class JobService:
-    def __init__(self, settings: Settings, store: JobStore, temporal: Client, checks: SubmitChecks) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        temporal: Client,
+        checks: SubmitChecks,
+        tenant_tier: Callable[[str], Awaitable[str | None]] | None = None,
+    ) -> None:
+        """`tenant_tier`: a tenant's tier from the tenants table (with keys on)."""
         self._settings = settings
+        self._tenant_tier = tenant_tier
         self._store = store
         self._temporal = temporal
         self._last_reconciled: dict[str, float] = {}
@@ -94,6 +105,7 @@ class JobService:
         """Validate against the model, then make the job durable (job, items and outbox row in one
         transaction) and answer: the workflow starts right after, from the outbox, even if Temporal is
         down now. With AISF_JOB_ACK=started the answer waits for the workflow start instead."""
+        submission = replace(submission, tier=await self.tier_for(submission.tenant))
         if submission.idempotency_key:
             existing = await self._store.by_idempotency_key(submission.tenant, submission.idempotency_key)
             if existing is not None:
@@ -128,7 +140,9 @@ class JobService:
         expires_at: datetime | None = None,
     ) -> Job:
         """A queued job for `submission`, at its tenant tier's priority."""
-        tier, priority = self._priority(submission.tenant, submission.priority)
+        tier, priority = self._priority(
+            submission.tier or self._known_tier(submission.tenant), submission.priority
+        )
         return Job(
             job_id=job_id or f"job-{uuid.uuid4().hex}",
             state=JobState.QUEUED,
@@ -221,9 +235,19 @@ class JobService:
         await self._store.create(job, items, outbox=True, also=also)
         self._outbox.wake()
 
-    def _priority(self, tenant: str, asked: int) -> tuple[str, int]:
+    async def tier_for(self, tenant: str) -> str:
+        """The tenant's tier: as the caller's key says for its own tenant, as the tenants table says for
+        a tenant an admin key acts for, as the settings say with auth off."""
+        if (known := tenancy.tier_of(tenant)) or self._tenant_tier is None:
+            return known or self._known_tier(tenant)
+        return await self._tenant_tier(tenant) or self._known_tier(tenant)
+
+    def _known_tier(self, tenant: str) -> str:
         settings = self._settings
-        tier = tenancy.tier_of(tenant) or settings.tenant_tiers.get(tenant, settings.default_tier)
+        return tenancy.tier_of(tenant) or settings.tenant_tiers.get(tenant, settings.default_tier)
+
+    def _priority(self, tier: str, asked: int) -> tuple[str, int]:
+        settings = self._settings
         granted = settings.tier_priorities.get(tier, 3)
         if asked == 0:
             return tier, granted

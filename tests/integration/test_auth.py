@@ -277,3 +277,14 @@ def test_a_free_tier_tenant_over_its_rate_gets_429_with_retry_after(rest: httpx.
     limited = [a for a in answers if a.status_code == 429]
     assert limited and int(limited[0].headers["retry-after"]) >= 1
     assert answers[0].status_code == 200
+
+
+def test_an_admin_key_acting_for_a_tenant_submits_at_that_tenants_tier(
+    rest: httpx.Client, keys: Keys
+) -> None:
+    body = {"model": "tabular-demo", "requests": [tabular_request([1, 2, 3, 4])]}
+    job = rest.post("/v1/jobs", json=body, headers={**bearer(keys.admin), "X-Aisf-Tenant": "acme"})
+    assert job.status_code == 202, job.text
+    assert (job.json()["tenant"], job.json()["tier"], job.json()["priority"]) == ("acme", "gold", 1)
+    own = rest.post("/v1/jobs", json=body, headers=bearer(keys.admin)).json()
+    assert (own["tenant"], own["tier"], own["priority"]) == ("ops", "standard", 3)

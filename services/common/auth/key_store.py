@@ -176,6 +176,15 @@ class KeyStore:
     async def lookup(self, key_id: str) -> ApiKey | None:
         return await self._database.run(self._lookup, key_id)
 
+    async def tier(self, tenant: str) -> str | None:
+        """The tenant's tier, None for no such tenant."""
+        return await self._database.run(self._tier_of, tenant)
+
+    def _tier_of(self, tenant: str) -> str | None:
+        with Session(self._engine) as session:
+            row = session.get(TenantRow, tenant)
+            return row.tier if row is not None else None
+
     def shared_secret(self, name: str) -> str:
         """The secret `name` every role of this database shares, made by whichever role asks first."""
         with Session(self._engine) as session:

@@ -30,8 +30,8 @@ class LlmServiceStub:
     REST edge's /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models are a
     translation of this service).
 
-    Call metadata: `x-request-id` names the request in logs; `x-aisf-tenant` scopes the
-    semantic cache (until tenants are authenticated at the edge).
+    Call metadata: `authorization: Bearer <API key>`, whose tenant scopes the semantic cache (with
+    AISF_AUTH=off, `x-aisf-tenant` does); `x-request-id` names the request in logs.
     """
 
     def __init__(self, channel):
@@ -67,8 +67,8 @@ class LlmServiceServicer:
     REST edge's /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models are a
     translation of this service).
 
-    Call metadata: `x-request-id` names the request in logs; `x-aisf-tenant` scopes the
-    semantic cache (until tenants are authenticated at the edge).
+    Call metadata: `authorization: Bearer <API key>`, whose tenant scopes the semantic cache (with
+    AISF_AUTH=off, `x-aisf-tenant` does); `x-request-id` names the request in logs.
     """
 
     def ChatCompletion(self, request, context):
@@ -136,8 +136,8 @@ class LlmService:
     REST edge's /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models are a
     translation of this service).
 
-    Call metadata: `x-request-id` names the request in logs; `x-aisf-tenant` scopes the
-    semantic cache (until tenants are authenticated at the edge).
+    Call metadata: `authorization: Bearer <API key>`, whose tenant scopes the semantic cache (with
+    AISF_AUTH=off, `x-aisf-tenant` does); `x-request-id` names the request in logs.
     """
 
     @staticmethod

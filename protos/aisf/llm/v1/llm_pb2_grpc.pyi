@@ -31,8 +31,8 @@ class LlmServiceStub:
     REST edge's /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models are a
     translation of this service).
 
-    Call metadata: `x-request-id` names the request in logs; `x-aisf-tenant` scopes the
-    semantic cache (until tenants are authenticated at the edge).
+    Call metadata: `authorization: Bearer <API key>`, whose tenant scopes the semantic cache (with
+    AISF_AUTH=off, `x-aisf-tenant` does); `x-request-id` names the request in logs.
     """
 
     @_typing.overload
@@ -56,8 +56,8 @@ class LlmServiceAsyncStub(LlmServiceStub):
     REST edge's /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models are a
     translation of this service).
 
-    Call metadata: `x-request-id` names the request in logs; `x-aisf-tenant` scopes the
-    semantic cache (until tenants are authenticated at the edge).
+    Call metadata: `authorization: Bearer <API key>`, whose tenant scopes the semantic cache (with
+    AISF_AUTH=off, `x-aisf-tenant` does); `x-request-id` names the request in logs.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -77,8 +77,8 @@ class LlmServiceServicer(metaclass=_abc_1.ABCMeta):
     REST edge's /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models are a
     translation of this service).
 
-    Call metadata: `x-request-id` names the request in logs; `x-aisf-tenant` scopes the
-    semantic cache (until tenants are authenticated at the edge).
+    Call metadata: `authorization: Bearer <API key>`, whose tenant scopes the semantic cache (with
+    AISF_AUTH=off, `x-aisf-tenant` does); `x-request-id` names the request in logs.
     """
 
     @_abc_1.abstractmethod
