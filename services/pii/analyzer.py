@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,11 @@ class PiiAnalyzer:
                         key=lambda f: (f.start, -f.end),
                     )
         return found
+
+    @classmethod
+    def redact_many(cls, texts: Sequence[str], found: Sequence[list[Found]]) -> list[str]:
+        """Each text redacted by its findings (a text without any comes back as it was)."""
+        return [cls.redact(text, f) if f else text for text, f in zip(texts, found, strict=True)]
 
     @staticmethod
     def redact(text: str, found: list[Found]) -> str:

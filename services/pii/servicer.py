@@ -63,9 +63,7 @@ class PiiLane:
         analyzer = self._loaded
 
         def redact_all() -> list[str]:
-            return [
-                analyzer.redact(text, found) if (found := analyzer.detect(text)) else text for text in texts
-            ]
+            return analyzer.redact_many(texts, analyzer.detect_many(texts))
 
         return self._threads.submit(redact_all).result(timeout_s)
 
@@ -103,7 +101,7 @@ class PiiLane:
     ) -> tuple[list[str], list[list[Found]]]:
         found = await self.findings(texts, language, entities, min_score)
         analyzer = await self.analyzer()
-        return [analyzer.redact(text, f) if f else text for text, f in zip(texts, found, strict=True)], found
+        return analyzer.redact_many(texts, found), found
 
     def _check(self, texts: Sequence[str], language: str, entities: Sequence[str], min_score: float) -> None:
         settings = self._settings
