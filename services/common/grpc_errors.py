@@ -11,7 +11,7 @@ from grpc import aio
 from opentelemetry import trace
 
 from aisf.services.common import call_context, deadlines, tracing
-from aisf.services.common.auth.grpc_guard import GrpcGuard
+from aisf.services.common.auth.grpc_guard import GrpcGuard, Metadata
 from aisf.services.common.auth.permissions import Rule, rule_for
 from aisf.services.common.errors import AisfError, Code, InvalidInput
 
@@ -159,8 +159,8 @@ class _Gate:
         self.guard = guard
         self.rule = rule
 
-    async def admit(self, context: aio.ServicerContext[Any, Any]) -> None:
-        await self.guard.admit(context.invocation_metadata(), self.rule)
+    async def admit(self, metadata: Metadata | None) -> None:
+        await self.guard.admit(metadata, self.rule)
 
     def check(self, request: Any) -> Any:
         principal = call_context.principal.get()
@@ -169,19 +169,22 @@ class _Gate:
         return request
 
 
-def _bind_call(context: aio.ServicerContext[Any, Any], default_timeout_s: float) -> None:
-    call_context.bind(context.invocation_metadata())
+def _bind_call(context: aio.ServicerContext[Any, Any], default_timeout_s: float) -> Metadata | None:
+    """Bind the call's context and deadline; its metadata, read once for every use of the call."""
+    metadata = context.invocation_metadata()
+    call_context.bind(metadata)
     left = context.time_remaining()
     deadlines.bind(default_timeout_s if left is None else left)
+    return metadata
 
 
 def _unary(
     behavior: Callable[..., Any], method: str, timeout_s: float, gate: _Gate | None, stream_in: bool = False
 ) -> Callable[..., Awaitable[Any]]:
-    async def answer(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+    async def answer(request: Any, context: aio.ServicerContext[Any, Any], metadata: Metadata | None) -> Any:
         try:
             if gate is not None:
-                await gate.admit(context)
+                await gate.admit(metadata)
                 if not stream_in:  # a stream's messages are checked as they arrive (_checked_stream)
                     gate.check(_checked(request))
             return await behavior(request if stream_in else _checked(request), context)
@@ -194,11 +197,11 @@ def _unary(
             await _crashed(method, context, exc)
 
     async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        _bind_call(context, timeout_s)
+        metadata = _bind_call(context, timeout_s)
         if not tracing.enabled():
-            return await answer(request, context)
-        with tracing.grpc_server_span(method, context.invocation_metadata()):
-            return await answer(request, context)
+            return await answer(request, context, metadata)
+        with tracing.grpc_server_span(method, metadata):
+            return await answer(request, context, metadata)
 
     return call
 
@@ -219,10 +222,12 @@ def _uploading(
 def _streaming(
     behavior: Callable[..., Any], method: str, timeout_s: float, gate: _Gate | None, stream_in: bool
 ) -> Callable[..., AsyncIterator[Any]]:
-    async def answer(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def answer(
+        request: Any, context: aio.ServicerContext[Any, Any], metadata: Metadata | None
+    ) -> AsyncIterator[Any]:
         try:
             if gate is not None:
-                await gate.admit(context)
+                await gate.admit(metadata)
             if stream_in:
                 incoming = _checked_stream(request, gate)
             else:
@@ -240,13 +245,13 @@ def _streaming(
             await _crashed(method, context, exc)
 
     async def call(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        _bind_call(context, timeout_s)
+        metadata = _bind_call(context, timeout_s)
         if not tracing.enabled():
-            async for item in answer(request, context):
+            async for item in answer(request, context, metadata):
                 yield item
             return
-        with tracing.grpc_server_span(method, context.invocation_metadata()):
-            async for item in answer(request, context):
+        with tracing.grpc_server_span(method, metadata):
+            async for item in answer(request, context, metadata):
                 yield item
 
     return call

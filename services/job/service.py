@@ -238,13 +238,18 @@ class JobService:
     async def tier_for(self, tenant: str) -> str:
         """The tenant's tier: as the caller's key says for its own tenant, as the tenants table says for
         a tenant an admin key acts for, as the settings say with auth off."""
-        if (known := tenancy.tier_of(tenant)) or self._tenant_tier is None:
-            return known or self._known_tier(tenant)
-        return await self._tenant_tier(tenant) or self._known_tier(tenant)
+        if known := tenancy.tier_of(tenant):
+            return known
+        if self._tenant_tier is not None and (listed := await self._tenant_tier(tenant)):
+            return listed
+        return self._configured_tier(tenant)
 
     def _known_tier(self, tenant: str) -> str:
+        return tenancy.tier_of(tenant) or self._configured_tier(tenant)
+
+    def _configured_tier(self, tenant: str) -> str:
         settings = self._settings
-        return tenancy.tier_of(tenant) or settings.tenant_tiers.get(tenant, settings.default_tier)
+        return settings.tenant_tiers.get(tenant, settings.default_tier)
 
     def _priority(self, tier: str, asked: int) -> tuple[str, int]:
         settings = self._settings
