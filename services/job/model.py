@@ -96,6 +96,9 @@ class Answer:
     idx: int
     response: bytes
     status: int | None = None
+    # Set once the pii role redacted this answer: the item's request, redacted too. Both are then kept
+    # plain; an answer without it is sealed and its request stays sealed.
+    redacted_request: bytes | None = None
 
 
 def item_error_body(error: AisfError, kind: JobKind) -> bytes:

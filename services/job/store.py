@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from aisf.services.common.db.engine import Database, aware
 from aisf.services.common.db.tables import Base, JobItemRow, JobOutboxRow, JobRow
 from aisf.services.common.errors import InvalidInput
+from aisf.services.common.sealing import PayloadSeal
 from aisf.services.job.model import Answer, Job, JobFilter, JobKind, JobState, NewItem, StoredItem
 
 T = TypeVar("T")
@@ -61,10 +62,24 @@ def _parse_cursor(token: str) -> tuple[datetime, str]:
         raise InvalidInput("page_token is not one this service issued") from None
 
 
+def _row_context(job_id: str, idx: int, part: str) -> bytes:
+    return f"{job_id}/{idx}/{part}".encode()
+
+
 class JobStore:
-    def __init__(self, database: Database) -> None:
+    """Items' requests and responses are sealed at rest (`seal`), but for an answer the pii role
+    redacted: that one is kept plain, with its redacted request."""
+
+    def __init__(self, database: Database, seal: PayloadSeal) -> None:
         self._database = database
         self._engine = database.engine
+        self._seal = seal
+
+    def _sealed(self, job_id: str, idx: int, part: str, value: bytes) -> bytes:
+        return self._seal.seal(value, _row_context(job_id, idx, part))
+
+    def _opened(self, job_id: str, idx: int, part: str, value: bytes) -> bytes:
+        return self._seal.open(value, _row_context(job_id, idx, part))
 
     async def _run(self, work: Callable[[Session], T]) -> T:
         def in_session() -> T:
@@ -108,10 +123,12 @@ class JobStore:
                 {
                     "job_id": job.job_id,
                     "idx": i,
-                    "request": item.request,
+                    "request": self._sealed(job.job_id, i, "request", item.request),
                     "custom_id": item.custom_id,
                     "status": item.status,
-                    "response": item.response,
+                    "response": None
+                    if item.response is None
+                    else self._sealed(job.job_id, i, "response", item.response),
                 }
                 for i, item in enumerate(items)
             ]
@@ -181,10 +198,15 @@ class JobStore:
 
         def write(session: Session) -> None:
             for answer in answers:
+                values: dict[str, object] = {"status": answer.status}
+                if answer.redacted_request is None:
+                    values["response"] = self._sealed(job_id, answer.idx, "response", answer.response)
+                else:
+                    values.update(response=answer.response, request=answer.redacted_request)
                 session.execute(
                     update(JobItemRow)
                     .where(JobItemRow.job_id == job_id, JobItemRow.idx == answer.idx)
-                    .values(response=answer.response, status=answer.status)
+                    .values(values)
                 )
             session.execute(
                 update(JobRow)
@@ -215,7 +237,13 @@ class JobStore:
                 .limit(limit)
             )
             return [
-                StoredItem(r.idx, r.request, r.custom_id, r.status, r.response)
+                StoredItem(
+                    r.idx,
+                    self._opened(job_id, r.idx, "request", r.request),
+                    r.custom_id,
+                    r.status,
+                    None if r.response is None else self._opened(job_id, r.idx, "response", r.response),
+                )
                 for r in session.scalars(query)
             ]
 
@@ -308,12 +336,14 @@ class JobStore:
     async def responses(self, job_id: str, offset: int, limit: int) -> list[bytes]:
         def read(session: Session) -> list[bytes]:
             query = (
-                select(JobItemRow.response)
+                select(JobItemRow.idx, JobItemRow.response)
                 .where(JobItemRow.job_id == job_id, JobItemRow.idx >= offset)
                 .order_by(JobItemRow.idx)
                 .limit(limit)
             )
-            return [r or b"" for r in session.scalars(query)]
+            return [
+                self._opened(job_id, idx, "response", r) if r else b"" for idx, r in session.execute(query)
+            ]
 
         return await self._run(read)
 

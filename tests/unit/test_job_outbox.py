@@ -3,6 +3,7 @@ for a reason of its own fails only that job, after a few tries."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from aisf.services.common.db.engine import open_database
 from aisf.services.common.errors import EngineUnavailable
+from aisf.services.common.sealing import PayloadSeal
 from aisf.services.job import outbox
 from aisf.services.job.model import Job, JobState, NewItem
 from aisf.services.job.outbox import OutboxDispatcher
@@ -22,7 +24,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JobStore]
     monkeypatch.setattr(outbox, "_MAX_BACKOFF_S", 0.0)  # a refused start is due again at once
     monkeypatch.setattr(outbox, "_FIRST_BACKOFF_S", 0.0)
     database = open_database(f"sqlite:///{tmp_path / 'jobs.db'}")
-    yield JobStore(database)
+    yield JobStore(database, PayloadSeal(os.urandom(32)))
     database.close()
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from aisf.services.common.db.engine import open_database
+from aisf.services.common.db.tables import JobItemRow
 from aisf.services.common.errors import InvalidInput
+from aisf.services.common.sealing import PayloadSeal, is_sealed
 from aisf.services.job.model import Answer, Job, JobFilter, JobState, NewItem
 from aisf.services.job.store import JobStore
 from tests.support.databases import fresh_database
@@ -19,7 +24,7 @@ from tests.support.databases import fresh_database
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
     with fresh_database(request.param, tmp_path) as url:
         database = open_database(url)
-        yield JobStore(database)
+        yield JobStore(database, PayloadSeal(os.urandom(32)))
         database.close()
 
 
@@ -60,6 +65,36 @@ async def test_an_idempotency_key_maps_to_one_job_per_tenant(store: JobStore) ->
     assert again.job_id == "j1" and other.job_id == "j3"
     assert [(i.idx, i.request) for i in await store.items("j1", 0, 10)] == [(0, b"a"), (1, b"b"), (2, b"c")]
     assert await store.get("j2") is None
+
+
+def _stored_rows(store: JobStore, job_id: str) -> list[tuple[bytes, bytes | None]]:
+    with Session(store._engine) as session:
+        query = (
+            select(JobItemRow.request, JobItemRow.response)
+            .where(JobItemRow.job_id == job_id)
+            .order_by(JobItemRow.idx)
+        )
+        return [
+            (bytes(request), None if response is None else bytes(response))
+            for request, response in session.execute(query)
+        ]
+
+
+async def test_items_are_sealed_at_rest_until_a_redacted_answer_replaces_them(store: JobStore) -> None:
+    await store.create(
+        _job("j1"), [NewItem(b"call 010-1234-5678"), NewItem(b"mail a@b.kr", response=b"bad a@b.kr")]
+    )
+    rows = _stored_rows(store, "j1")
+    assert all(is_sealed(request) and b"010-1234" not in request for request, _ in rows)
+    assert rows[1][1] is not None and is_sealed(rows[1][1])
+    await store.save_responses(
+        "j1", [Answer(0, b"answer <PHONE_NUMBER>", redacted_request=b"call <PHONE_NUMBER>")], done=1
+    )
+    (request, response), (sealed_request, sealed_response) = _stored_rows(store, "j1")[:2]
+    assert (request, response) == (b"call <PHONE_NUMBER>", b"answer <PHONE_NUMBER>")
+    assert is_sealed(sealed_request) and sealed_response is not None and is_sealed(sealed_response)
+    assert [i.request for i in await store.items("j1", 0, 10)] == [b"call <PHONE_NUMBER>", b"mail a@b.kr"]
+    assert await store.responses("j1", 0, 10) == [b"answer <PHONE_NUMBER>", b"bad a@b.kr"]
 
 
 async def test_rerun_items_overwrite_so_each_response_appears_once(store: JobStore) -> None:

@@ -4,7 +4,6 @@ authenticator reads (one indexed row by key id)."""
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,7 +14,8 @@ from sqlalchemy.orm import Session
 from aisf.services.common.auth import keys
 from aisf.services.common.auth.principal import ROLES, Principal
 from aisf.services.common.db.engine import Database, aware
-from aisf.services.common.db.tables import ApiKeyRow, ServiceSecretRow, TenantRow
+from aisf.services.common.db.shared_secrets import shared_secret
+from aisf.services.common.db.tables import ApiKeyRow, TenantRow
 from aisf.services.common.errors import InvalidInput
 
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -186,20 +186,7 @@ class KeyStore:
             return row.tier if row is not None else None
 
     def shared_secret(self, name: str) -> str:
-        """The secret `name` every role of this database shares, made by whichever role asks first."""
-        with Session(self._engine) as session:
-            found = session.get(ServiceSecretRow, name)
-            if found is not None:
-                return found.value
-        try:
-            with Session(self._engine) as session, session.begin():
-                session.add(ServiceSecretRow(name=name, value=secrets.token_urlsafe(32)))
-        except IntegrityError:
-            pass  # another role made it first: theirs it is
-        with Session(self._engine) as session:
-            row = session.get(ServiceSecretRow, name)
-            assert row is not None
-            return row.value
+        return shared_secret(self._engine, name)
 
 
 def _key(row: ApiKeyRow, tier: str) -> ApiKey:
