@@ -31,7 +31,14 @@ from aisf.services.common.tracing import configure_tracing
 from aisf.services.edge.nginx import start_edge
 from aisf.services.feature.server import build_feature_lane
 from aisf.services.job.job_metrics import JobGauges
-from aisf.services.job.server import build_finalizer, build_job_lane, open_storage
+from aisf.services.job.payload_redaction import Redact
+from aisf.services.job.server import (
+    build_finalizer,
+    build_job_lane,
+    open_storage,
+    payload_redactor,
+    payload_seal,
+)
 from aisf.services.job.store import JobStore
 from aisf.services.job.temporal import connect, start_dev_server
 from aisf.services.pii.servicer import SERVICE_NAME as PII_SERVICE
@@ -140,7 +147,7 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         names.append(PII_SERVICE)
     else:
         pii = None
-    _use_pii(settings, pii, router, stack)
+    pii_redact = _use_pii(settings, pii, router, stack)
     feature_target = own_target if features is not None else settings.feature_address
     if router is not None:
         if features is not None:
@@ -157,8 +164,9 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
             router_target, settings.max_request_bytes, settings.request_timeout_s, settings.stream_timeout_s
         )
         stack.push_async_callback(router_client.close)
-        job_store = JobStore(database)
-        storage = open_storage(settings)
+        seal = await payload_seal(settings, database)
+        job_store = JobStore(database, seal)
+        storage = open_storage(settings, seal)
         stack.callback(storage.close)
     if role in ("all", "job"):
         assert database is not None and router_client is not None and job_store is not None and storage
@@ -205,7 +213,12 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
             )
         finalizer = build_finalizer(database, job_store, storage)
         activities = JobActivities(
-            job_store, router_client, finalizer, settings.job_item_concurrency, request_log_of(settings)
+            job_store,
+            router_client,
+            finalizer,
+            settings.job_item_concurrency,
+            request_log_of(settings),
+            payload_redactor(settings, pii_redact, registry),
         )
         await _start_workers(settings, activities, temporal_address, stack)
     if role in ("all", "gateway"):
@@ -233,26 +246,26 @@ def _grpc_upstream(settings: Settings, endpoints: Endpoints) -> str:
 
 def _use_pii(
     settings: Settings, pii: PiiLane | None, router: RouterService | None, stack: AsyncExitStack
-) -> None:
+) -> Redact | None:
     """What asks the pii role: this process's log handler, and the semantic cache before it keeps an
-    answer; the pii role here, or at AISF_PII_ADDRESS."""
+    answer; the pii role here, or at AISF_PII_ADDRESS. Returns its Redact for the job workers."""
+    client = None
     if pii is not None:
         use_log_redaction(pii.redact_blocking)
     elif settings.pii_address:
         use_log_redaction(blocking_redactor(settings.pii_address))
-    if router is None or router.llm is None or not router.llm.caches:
-        return
-    if pii is not None:
-        router.llm.use_personal_data_check(pii.holds_personal_data)
-    elif settings.pii_address:
         client = PiiClient(settings.pii_address, settings.max_request_bytes)
         stack.push_async_callback(client.close)
-        router.llm.use_personal_data_check(client.holds_personal_data)
-    else:
-        log.warning(
-            "the semantic cache keeps answers unchecked for personal data: no pii role here "
-            "(AISF_PII_SERVICE) or at AISF_PII_ADDRESS"
-        )
+    checks = pii or client
+    if router is not None and router.llm is not None and router.llm.caches:
+        if checks is not None:
+            router.llm.use_personal_data_check(checks.holds_personal_data)
+        else:
+            log.warning(
+                "the semantic cache keeps answers unchecked for personal data: no pii role here "
+                "(AISF_PII_SERVICE) or at AISF_PII_ADDRESS"
+            )
+    return checks.redact if checks is not None else None
 
 
 async def _start_auth(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from time import perf_counter_ns
 
@@ -17,6 +18,7 @@ from aisf.services.common.errors import AisfError, EngineOutOfMemory
 from aisf.services.common.request_log import SUCCESS, RequestLog
 from aisf.services.job.batch_output import BatchFinalizer
 from aisf.services.job.model import Answer, JobKind, JobState, StoredItem, item_error_body
+from aisf.services.job.payload_redaction import PayloadRedactor
 from aisf.services.job.store import JobStore
 from aisf.workflows.item_runner import ItemRunner
 from aisf.workflows.types import (
@@ -35,6 +37,9 @@ GROUP = 16
 # Heartbeats go out this often (at least) while a group runs: a group of slow generations must not look
 # like a dead worker to Temporal, which would start a second attempt beside the running one.
 _BEAT_EVERY_S = 5.0
+# A group that failed or is being cancelled keeps its answers only if the pii role redacts them this fast;
+# else they are dropped (the checkpoint stays before them) and answered again by the next attempt.
+_INTERRUPTED_REDACTION_S = 5.0
 
 
 def _beat_interval(timeout: timedelta | None) -> float:
@@ -56,12 +61,14 @@ class JobActivities:
         finalizer: BatchFinalizer,
         concurrency: int = 8,
         request_log: RequestLog | None = None,
+        redactor: PayloadRedactor | None = None,
     ) -> None:
         self._store = store
         self._runner = ItemRunner(router)
         self._finalizer = finalizer
         self._concurrency = concurrency
         self._request_log = request_log or RequestLog()
+        self._redactor = redactor
 
     @activity.defn(name=INFER_ITEMS)
     async def infer_items(self, params: InferItemsInput) -> int:
@@ -138,9 +145,13 @@ class JobActivities:
         unanswered = {item.idx for item in running.values()}
         failure: tuple[int, BaseException] | None = None  # the first failed item's
         answers: list[Answer] = []
+        interrupted = False
         try:
             if running:
                 await asyncio.wait(running)
+        except BaseException:
+            interrupted = True
+            raise
         finally:
             for task, item in running.items():
                 if not task.done():
@@ -154,11 +165,37 @@ class JobActivities:
                     answers.append(found)
                     unanswered.discard(item.idx)
             done = min(unanswered, default=items[-1].idx + 1)
+            answers, done = await self._redacted(
+                answers, done, items, params, interrupted or failure is not None
+            )
             await asyncio.shield(self._store.save_responses(params.job_id, answers, done))
             activity.heartbeat(done)
         if failure is not None:
             raise failure[1]
         return done
+
+    async def _redacted(
+        self, answers: list[Answer], done: int, items: list[StoredItem], params: InferItemsInput, hurry: bool
+    ) -> tuple[list[Answer], int]:
+        """The group's answers with their requests, redacted by the pii role (waiting for it), and the
+        checkpoint; without a pii role, as they are (the store seals them)."""
+        if self._redactor is None or not answers:
+            return answers, done
+        requests = {item.idx: item.request for item in items}
+        cleaning = self._redactor.clean(
+            JobKind(params.kind), [requests[a.idx] for a in answers], [a.response for a in answers]
+        )
+        try:
+            cleaned = await (asyncio.wait_for(cleaning, _INTERRUPTED_REDACTION_S) if hurry else cleaning)
+        except TimeoutError:
+            return [], min(done, *(a.idx for a in answers))
+        kept = [
+            # A payload the redactor could not read stays sealed, whole.
+            answer if request is None or response is None
+            else replace(answer, response=response, redacted_request=request)
+            for answer, request, response in zip(answers, *cleaned, strict=True)
+        ]  # fmt: skip
+        return kept, done
 
     async def _answer(self, idx: int, raw: bytes, params: InferItemsInput) -> Answer:
         kind = JobKind(params.kind)

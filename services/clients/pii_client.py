@@ -20,6 +20,10 @@ class PiiClient(GrpcClient):
     async def detect(self, texts: tuple[str, ...]) -> pb.DetectResponse:
         return await self._call(self._stub.Detect, pb.DetectRequest(texts=texts))
 
+    async def redact(self, texts: list[str]) -> list[str]:
+        answer = await self._call(self._stub.Redact, pb.RedactRequest(texts=texts))
+        return list(answer.texts)
+
     async def holds_personal_data(self, texts: tuple[str, ...]) -> bool:
         answer = await self.detect(texts)
         return any(result.findings for result in answer.results)

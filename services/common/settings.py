@@ -133,8 +133,17 @@ class Settings(BaseSettings):
     """Most texts one Detect or Redact call may carry."""
     pii_max_text_chars: int = Field(100_000, ge=1)
     pii_address: str = ""
-    """gRPC target of the pii role for a router in another process (the semantic cache asks it before it
-    keeps an answer); empty: the co-located one, if any."""
+    """gRPC target of the pii role for roles in another process (the semantic cache asks it before it
+    keeps an answer, the job workers redact answered items, the log handler redacts free text); empty:
+    the co-located one, if any."""
+    pii_stored_payloads: Literal["redact", "seal"] = "redact"
+    """What a job keeps of an answered item where a pii role is reachable. redact: its request and
+    response with personal data replaced by placeholders (results are the redacted answers). seal: both
+    whole, sealed (results are the answers as the model gave them). Without a pii role, always seal."""
+    payload_key: SecretStr = SecretStr("")
+    """AES-256 key (32 bytes, URL-safe base64) that seals stored job payloads and files at rest; empty:
+    one generated once and kept in the metadata database (then the database alone opens them: set
+    this from a secret store in production)."""
     # --- end the PII service ---
     # --- the nginx edge (TLS, rate limits, CORS) ---
     edge: bool = False

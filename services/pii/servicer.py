@@ -103,6 +103,10 @@ class PiiLane:
         analyzer = await self.analyzer()
         return analyzer.redact_many(texts, found), found
 
+    async def redact(self, texts: list[str]) -> list[str]:
+        """`texts` redacted with the role's defaults (stored job payloads)."""
+        return (await self.redacted(texts, "", (), 0))[0]
+
     def _check(self, texts: Sequence[str], language: str, entities: Sequence[str], min_score: float) -> None:
         settings = self._settings
         if not texts or len(texts) > settings.pii_max_texts:
