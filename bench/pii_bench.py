@@ -7,6 +7,8 @@
 - The pii role over gRPC (`aisf serve --role pii`): Detect of one sentence a call, and of 64 a call.
 - The log redaction queue's drain rate: records with an error detail (half English, half Korean) through
   log_redaction.LogRedactor with the pii role in process (what a burst of rejected requests costs).
+- Answered job items kept redacted: chat requests carrying the corpus and their answers through the job
+  workers' PayloadRedactor, a group of 16 at a time, the pii role in process.
 - The hot path with the pii role on vs off: V2 gRPC ModelInfer at concurrency 32 (bench/v2_bench.py's
   load client) against two `aisf serve --role all`, AISF_PII_SERVICE true and false, in turns.
 """
@@ -23,9 +25,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -36,6 +39,9 @@ if str(ROOT) not in sys.path:
 
 from bench.report import command_line, in_turns, machine, write_section  # noqa: E402
 from bench.v2_bench import MODEL, Level, _drive  # noqa: E402
+
+if TYPE_CHECKING:
+    from aisf.services.pii.servicer import PiiLane
 
 
 def _sentences(language: str) -> list[str]:
@@ -89,9 +95,9 @@ def _wait_loaded(url: str) -> None:
     time.sleep(2)  # and the one collection after it
 
 
-def drain_rate(folder: Path, records: int) -> float:
-    """Records a second the log redaction queue writes, its pii role in process."""
-    from aisf.services.common.log_redaction import LogRedactor
+@contextmanager
+def _pii_lane(folder: Path) -> Iterator[tuple[PiiLane, asyncio.AbstractEventLoop]]:
+    """The pii role in process, loaded, its event loop on a thread of its own."""
     from aisf.services.common.settings import Settings
     from aisf.services.pii.servicer import PiiLane
 
@@ -105,6 +111,58 @@ def drain_rate(folder: Path, records: int) -> float:
         await lane.analyzer()
 
     asyncio.run_coroutine_threadsafe(start(), loop).result(120)
+    try:
+        yield lane, loop
+    finally:
+        asyncio.run_coroutine_threadsafe(lane.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
+
+
+def payload_rate(lane: PiiLane, loop: asyncio.AbstractEventLoop, items: int) -> float:
+    """Answered chat items a second the job workers' redaction keeps (request and response of each, in
+    groups of the activity's size), the pii role in process."""
+    import orjson
+    from prometheus_client import CollectorRegistry
+
+    from aisf.services.job.model import JobKind
+    from aisf.services.job.payload_redaction import PayloadRedactor
+    from aisf.workflows.activities import GROUP
+
+    texts = _sentences("ko") + _sentences("en")
+    requests = [
+        orjson.dumps(
+            {"messages": [{"role": "user", "content": f"{texts[i % len(texts)]} #{i}"}], "max_tokens": 16}
+        )
+        for i in range(items)
+    ]
+    responses = [
+        orjson.dumps(
+            {
+                "object": "chat.completion",
+                "choices": [{"message": {"role": "assistant", "content": f"Noted, case {i}."}}],
+            }
+        )
+        for i in range(items)
+    ]
+    redactor = PayloadRedactor(lane.redact, 256, 100_000, CollectorRegistry())
+
+    async def run() -> None:
+        for start in range(0, items, GROUP):
+            await redactor.clean(
+                JobKind.CHAT, requests[start : start + GROUP], responses[start : start + GROUP]
+            )
+
+    started = time.perf_counter()
+    asyncio.run_coroutine_threadsafe(run(), loop).result(600)
+    return items / (time.perf_counter() - started)
+
+
+def drain_rate(lane: PiiLane, records: int) -> float:
+    """Records a second the log redaction queue writes, its pii role in process."""
+    from aisf.services.common.log_redaction import LogRedactor
+
     # One wake-up at the end: a semaphore released per record had the waiting thread fight the redacting
     # one for the GIL (it measured a third of the rate).
     count, finished = [0], threading.Event()
@@ -125,10 +183,6 @@ def drain_rate(folder: Path, records: int) -> float:
     finished.wait(600)
     rate = records / (time.perf_counter() - started)
     redactor.close()
-    asyncio.run_coroutine_threadsafe(lane.close(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    runner.join(5)
-    loop.close()
     return rate
 
 
@@ -136,6 +190,7 @@ def _document(
     analyzer: dict[str, float],
     remote: dict[int, float],
     drain: float,
+    payloads: float,
     hot: dict[str, list[Level]],
     args: argparse.Namespace,
 ) -> str:
@@ -157,6 +212,7 @@ def _document(
 | pii role over gRPC, Detect of 1 sentence a call | {remote[1]:,.0f} sentences/s |
 | pii role over gRPC, Detect of 64 sentences a call | {remote[64]:,.0f} sentences/s |
 | log redaction queue drain (records with an error detail) | {drain:,.0f} records/s |
+| answered chat job items kept redacted (request + response, groups of 16) | {payloads:,.0f} items/s |
 | hot path, pii role off: V2 gRPC at c=32 | {rps_off:,.0f} req/s, p99 {p99_off:.2f} ms |
 | hot path, pii role on | {rps_on:,.0f} req/s, p99 {p99_on:.2f} ms ({rps_on / rps_off - 1:+.1%}) |
 
@@ -175,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--items", type=int, default=640)
     parser.add_argument("--out", help="rewrite this markdown file's pii-bench section")
     args = parser.parse_args(argv)
 
@@ -184,7 +241,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="aisf-pii-bench-") as tmp:
         root = Path(tmp)
         analyzer = analyzer_rates(root / "analyzer", args.seconds)
-        drain = drain_rate(root / "drain", args.records)
+        with _pii_lane(root / "drain") as (lane, loop):
+            drain = drain_rate(lane, args.records)
+            payloads = payload_rate(lane, loop, args.items)
         build_tabular_demo(root / "models")
         with running_aisf(root / "models", root / "pii", role="pii") as pii:
             remote = grpc_rates(pii.grpc_url, args.seconds)
@@ -204,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             _wait_loaded(urls["pii role on"])  # its models load in the background: measure after
             for name, url in in_turns(urls, args.rounds):
                 hot.setdefault(name, []).extend(_drive("grpc", url, MODEL, "output__0", row, load)[1])
-    section = _document(analyzer, remote, drain, hot, args)
+    section = _document(analyzer, remote, drain, payloads, hot, args)
     print(section)
     if args.out:
         write_section(Path(args.out), "pii-bench", section)
