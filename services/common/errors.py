@@ -96,6 +96,13 @@ class InternalError(AisfError):
     trips_breaker = True
 
 
+class PayloadUnreadable(AisfError):
+    """A stored payload sealed under another key (the roles disagree on AISF_PAYLOAD_KEY), or altered."""
+
+    code = Code.INTERNAL
+    reason = "payload_unreadable"
+
+
 class InvalidInput(AisfError):
     code = Code.INVALID_ARGUMENT
     reason = "invalid_input"

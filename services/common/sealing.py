@@ -14,13 +14,11 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from aisf.services.common.errors import PayloadUnreadable
+
 _MARK = b"\x00aisf-sealed\x01"
 _NONCE = 12
 _KEY_ID = 4  # the key's fingerprint: a value sealed under another key is named as such, not "corrupt"
-
-
-class SealError(Exception):
-    """A sealed value that this key cannot open (another key, or altered bytes)."""
 
 
 def key_from_text(text: str) -> bytes:
@@ -53,7 +51,9 @@ class PayloadSeal:
 
     def check_key(self, key_id: bytes) -> None:
         if key_id != self.key_id:
-            raise SealError("sealed under another payload key (AISF_PAYLOAD_KEY differs between roles?)")
+            raise PayloadUnreadable(
+                "sealed under another payload key (AISF_PAYLOAD_KEY differs between roles?)"
+            )
 
     def encrypt(self, value: bytes, context: bytes) -> bytes:
         """nonce + ciphertext + tag, `OVERHEAD` bytes longer than `value`."""
@@ -64,7 +64,7 @@ class PayloadSeal:
         try:
             return self._aead.decrypt(blob[:_NONCE], blob[_NONCE:], context)
         except InvalidTag:
-            raise SealError("a sealed payload does not open: altered, cut short, or moved") from None
+            raise PayloadUnreadable("a sealed payload does not open: altered, cut short, or moved") from None
 
 
 OVERHEAD = _NONCE + 16

@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from collections.abc import AsyncIterator
 
-from aisf.services.common.errors import RequestTooLarge
-from aisf.services.common.sealing import OVERHEAD, PayloadSeal, SealError
+from aisf.services.common.errors import PayloadUnreadable, RequestTooLarge
+from aisf.services.common.sealing import OVERHEAD, PayloadSeal
 from aisf.services.job.file_storage import FileStorage
 
 _MARK = b"\x00aisf-sealed-file\x01"
@@ -80,18 +80,18 @@ class SealedFileStorage:
                 except StopAsyncIteration:
                     more = False
                     if buffer:
-                        raise SealError(f"file '{key}' ends inside a sealed frame") from None
+                        raise PayloadUnreadable(f"file '{key}' ends inside a sealed frame") from None
                 continue
             if finished:
-                raise SealError(f"file '{key}' holds data after its last sealed frame")
+                raise PayloadUnreadable(f"file '{key}' holds data after its last sealed frame")
             try:
                 yield self._seal.decrypt(frame, _context(key, index, last=False))
-            except SealError:
+            except PayloadUnreadable:
                 yield self._seal.decrypt(frame, _context(key, index, last=True))
                 finished = True
             index += 1
         if not finished:
-            raise SealError(f"file '{key}' is cut short: its last sealed frame is missing")
+            raise PayloadUnreadable(f"file '{key}' is cut short: its last sealed frame is missing")
 
     async def delete(self, key: str) -> None:
         await self._inner.delete(key)
