@@ -254,7 +254,8 @@ def _use_pii(
         use_log_redaction(pii.redact_blocking)
     elif settings.pii_address:
         use_log_redaction(blocking_redactor(settings.pii_address))
-        client = PiiClient(settings.pii_address, settings.max_request_bytes)
+        # A worker's Redact of a group may carry a megabyte of text: more than the default 10 s to answer.
+        client = PiiClient(settings.pii_address, settings.max_request_bytes, timeout_s=60.0)
         stack.push_async_callback(client.close)
     checks = pii or client
     if router is not None and router.llm is not None and router.llm.caches:

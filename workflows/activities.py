@@ -4,6 +4,7 @@ the workflow."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -32,13 +33,15 @@ from aisf.workflows.types import (
     InferItemsInput,
 )
 
+log = logging.getLogger(__name__)
+
 # Items read, answered and saved together; the heartbeat checkpoint advances per group.
 GROUP = 16
 # Heartbeats go out this often (at least) while a group runs: a group of slow generations must not look
 # like a dead worker to Temporal, which would start a second attempt beside the running one.
 _BEAT_EVERY_S = 5.0
-# A group that failed or is being cancelled keeps its answers only if the pii role redacts them this fast;
-# else they are dropped (the checkpoint stays before them) and answered again by the next attempt.
+# How long a group that failed or is being stopped waits for the pii role before it keeps its answers sealed
+# (they are saved either way: an answered item is never answered twice).
 _INTERRUPTED_REDACTION_S = 5.0
 
 
@@ -165,9 +168,7 @@ class JobActivities:
                     answers.append(found)
                     unanswered.discard(item.idx)
             done = min(unanswered, default=items[-1].idx + 1)
-            answers, done = await self._redacted(
-                answers, done, items, params, interrupted or failure is not None
-            )
+            answers = await self._redacted(answers, items, params, interrupted or failure is not None)
             await asyncio.shield(self._store.save_responses(params.job_id, answers, done))
             activity.heartbeat(done)
         if failure is not None:
@@ -175,27 +176,34 @@ class JobActivities:
         return done
 
     async def _redacted(
-        self, answers: list[Answer], done: int, items: list[StoredItem], params: InferItemsInput, hurry: bool
-    ) -> tuple[list[Answer], int]:
-        """The group's answers with their requests, redacted by the pii role (waiting for it), and the
-        checkpoint; without a pii role, as they are (the store seals them)."""
+        self, answers: list[Answer], items: list[StoredItem], params: InferItemsInput, hurry: bool
+    ) -> list[Answer]:
+        """The group's answers with their requests, redacted by the pii role (waiting for it while it is
+        unavailable); an answer it cannot redact is kept as it is, which the store seals. A group that
+        failed or is stopping (`hurry`) waits at most _INTERRUPTED_REDACTION_S, then is kept sealed."""
         if self._redactor is None or not answers:
-            return answers, done
+            return answers
         requests = {item.idx: item.request for item in items}
         cleaning = self._redactor.clean(
             JobKind(params.kind), [requests[a.idx] for a in answers], [a.response for a in answers]
         )
         try:
-            cleaned = await (asyncio.wait_for(cleaning, _INTERRUPTED_REDACTION_S) if hurry else cleaning)
-        except TimeoutError:
-            return [], min(done, *(a.idx for a in answers))
-        kept = [
-            # A payload the redactor could not read stays sealed, whole.
+            if hurry or activity.is_worker_shutdown():
+                cleaned = await asyncio.wait_for(cleaning, _INTERRUPTED_REDACTION_S)
+            else:
+                cleaned = await cleaning
+        except (TimeoutError, AisfError) as error:
+            log.warning(
+                "answered job items kept sealed, not redacted",
+                extra={"job_id": params.job_id, "items": len(answers), "error": type(error).__name__},
+            )
+            return answers
+        return [
+            # What the redactor could not read stays whole, sealed.
             answer if request is None or response is None
             else replace(answer, response=response, redacted_request=request)
             for answer, request, response in zip(answers, *cleaned, strict=True)
         ]  # fmt: skip
-        return kept, done
 
     async def _answer(self, idx: int, raw: bytes, params: InferItemsInput) -> Answer:
         kind = JobKind(params.kind)

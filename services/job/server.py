@@ -36,8 +36,12 @@ async def payload_seal(settings: Settings, database: Database) -> PayloadSeal:
     text = settings.payload_key.get_secret_value()
     if not text:
         text = await database.run(shared_secret, database.engine, PAYLOAD_KEY)
-        log.info(
-            "stored payloads are sealed under a key kept in the metadata database (AISF_PAYLOAD_KEY unset)"
+        # The embedded default keeps data and key on one disk anyway; a shared database should not.
+        embedded = database.engine.dialect.name == "sqlite"
+        log.log(
+            logging.INFO if embedded else logging.WARNING,
+            "stored payloads are sealed under a key kept in the metadata database (AISF_PAYLOAD_KEY "
+            "unset): a copy of the database opens them",
         )
     try:
         return PayloadSeal(key_from_text(text))

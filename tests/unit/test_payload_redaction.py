@@ -16,8 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from tritonclient.grpc import service_pb2 as pb
 
-from aisf.services.common.errors import EngineUnavailable, InvalidInput
+from aisf.services.common.errors import EngineUnavailable, InvalidInput, PermissionDenied
 from aisf.services.common.tensors import decode_bytes_tensor, encode_bytes_tensor
+from aisf.services.job import payload_redaction
 from aisf.services.job.model import JobKind
 from aisf.services.job.payload_redaction import PayloadRedactor
 
@@ -56,12 +57,9 @@ def _v2_request() -> bytes:
     request.parameters["rows"].int64_param = 2
     text = request.inputs.add(name="text", datatype="BYTES", shape=[2])
     text.parameters["note"].string_param = MAIL
-    request.raw_input_contents.append(encode_bytes_tensor([f"me: {PHONE}".encode(), b"\xff\xfe binary"]))
-    numbers = request.inputs.add(name="x", datatype="FP32", shape=[2])
-    request.raw_input_contents.append(np.array([1.5, 2.5], np.float32).tobytes())
+    request.raw_input_contents.append(encode_bytes_tensor([f"me: {PHONE}".encode(), "그대로".encode()]))
     typed = request.inputs.add(name="typed", datatype="BYTES", shape=[1])
     typed.contents.bytes_contents.append(f"mail {MAIL}".encode())
-    del numbers
     return request.SerializeToString()
 
 
@@ -74,9 +72,8 @@ async def test_every_text_of_a_v2_request_is_redacted_in_place_and_the_rest_is_k
     assert request.parameters["rows"].int64_param == 2
     assert request.inputs[0].parameters["note"].string_param == "<EMAIL_ADDRESS>"
     elements = decode_bytes_tensor(request.raw_input_contents[0], 2, "text")
-    assert list(elements) == [b"me: <PHONE_NUMBER>", b"\xff\xfe binary"]
-    assert np.frombuffer(request.raw_input_contents[1], np.float32).tolist() == [1.5, 2.5]
-    assert list(request.inputs[2].contents.bytes_contents) == [b"mail <EMAIL_ADDRESS>"]
+    assert list(elements) == [b"me: <PHONE_NUMBER>", "그대로".encode()]
+    assert list(request.inputs[1].contents.bytes_contents) == [b"mail <EMAIL_ADDRESS>"]
     assert len(redact.calls) == 1  # one call for the whole group
 
 
@@ -109,10 +106,8 @@ async def test_an_openai_body_keeps_its_protocol_words_and_loses_the_callers_per
 
 async def test_payloads_without_text_make_no_call() -> None:
     redact = KnownTexts()
-    request = pb.ModelInferRequest(model_name="m")
-    request.inputs.add(name="x", datatype="FP32", shape=[1]).contents.fp32_contents.append(1.0)
-    raw = request.SerializeToString()
-    assert await _redactor(redact).clean(JobKind.V2, [raw], []) == ([raw], [])
+    body = orjson.dumps({"model": "llm-demo", "max_tokens": 4, "messages": [{"role": "user", "content": ""}]})
+    assert await _redactor(redact).clean(JobKind.CHAT, [body], []) == ([body], [])
     assert redact.calls == []
 
 
@@ -149,11 +144,57 @@ async def test_a_wait_is_cancellable_and_keeps_nothing() -> None:
         await waiting
 
 
-async def test_a_payload_that_does_not_parse_as_its_kind_is_left_sealed_not_redacted() -> None:
-    requests, responses = await _redactor(KnownTexts()).clean(
-        JobKind.V2, [b"\x08\x96"], [orjson.dumps({"error": MAIL})[:-1]]
-    )
-    assert (requests, responses) == ([None], [None])
+def _v2_with(datatype: str, raw: bytes) -> bytes:
+    request = pb.ModelInferRequest(model_name="m", id=MAIL)
+    request.inputs.add(name="x", datatype=datatype, shape=[1])
+    request.raw_input_contents.append(raw)
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload"),
+    [
+        (JobKind.V2, b"\x08\x96"),  # not a V2 request
+        (JobKind.CHAT, orjson.dumps({"error": MAIL})[:-1]),  # not JSON
+        (JobKind.V2, _v2_with("FP32", np.array([1.5], np.float32).tobytes())),  # numbers about someone
+        (JobKind.V2, _v2_with("BYTES", encode_bytes_tensor([b"\xff\xd8\xff image"]))),  # not text
+        (JobKind.COMPLETION, orjson.dumps({"prompt": [15, 3, 77], "user": MAIL})),  # token ids
+        (JobKind.EMBEDDING, orjson.dumps({"data": [{"embedding": [0.1, 0.2]}], "user": MAIL})),
+        (JobKind.CHAT, orjson.dumps({"messages": [{"content": "data:image/png;base64,iVBO"}]})),
+    ],
+)
+async def test_a_payload_that_is_not_wholly_text_is_kept_sealed_not_redacted(
+    kind: JobKind, payload: bytes
+) -> None:
+    redact = KnownTexts()
+    assert await _redactor(redact).clean(kind, [payload], []) == ([None], [])
+    assert redact.calls == []
+
+
+async def test_a_text_with_no_whitespace_to_cut_at_keeps_its_payload_sealed_and_the_others_redacted() -> None:
+    unbroken = orjson.dumps({"prompt": "x" * 3000 + MAIL})
+    fine = orjson.dumps({"prompt": f"hi {MAIL}"})
+    cleaned, _ = await _redactor(KnownTexts(), max_chars=1000).clean(JobKind.COMPLETION, [unbroken, fine], [])
+    assert cleaned[0] is None
+    assert cleaned[1] is not None and orjson.loads(cleaned[1]) == {"prompt": "hi <EMAIL_ADDRESS>"}
+
+
+async def test_calls_are_bounded_by_characters_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(payload_redaction, "_CALL_CHARS", 100)
+    redact = KnownTexts()
+    bodies = [orjson.dumps({"prompt": f"{i:02d} " + "w " * 20}) for i in range(10)]
+    await _redactor(redact).clean(JobKind.COMPLETION, bodies, [])
+    assert len(redact.calls) > 1 and all(sum(map(len, call)) <= 100 for call in redact.calls)
+
+
+async def test_a_refusal_other_than_unavailable_is_raised_not_waited_on() -> None:
+    async def deny(texts: list[str]) -> list[str]:
+        raise PermissionDenied("the pii role does not know this role's token")
+
+    with pytest.raises(PermissionDenied):
+        await PayloadRedactor(deny, 10, 100, CollectorRegistry()).clean(
+            JobKind.COMPLETION, [orjson.dumps({"prompt": "x"})], []
+        )
 
 
 async def test_a_refusal_of_the_texts_themselves_is_not_waited_on() -> None:

@@ -98,6 +98,47 @@ def test_any_chunking_of_a_sealed_file_reads_back_the_same_bytes(data: bytes, si
     assert asyncio.run(round_trip()) == data
 
 
+class Trickling:
+    """A storage that hands its files back a few bytes at a time (short reads, as a socket may give)."""
+
+    def __init__(self, inner: LocalFileStorage, size: int) -> None:
+        self._inner, self._size = inner, size
+
+    async def put(self, key: str, chunks: AsyncIterator[bytes], limit: int) -> int:
+        return await self._inner.put(key, chunks, limit)
+
+    async def get(self, key: str) -> AsyncIterator[bytes]:
+        async for chunk in self._inner.get(key):
+            for at in range(0, len(chunk), self._size):
+                yield chunk[at : at + self._size]
+
+    async def delete(self, key: str) -> None:
+        await self._inner.delete(key)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@pytest.mark.parametrize("read_size", [1, 3, 19, 20, 37, 4096])
+async def test_a_sealed_file_read_back_in_short_pieces_is_whole(tmp_path: Path, read_size: int) -> None:
+    storage = SealedFileStorage(Trickling(LocalFileStorage(tmp_path), read_size), SEAL)
+    data = os.urandom(FRAME + 100) if read_size > 3 else os.urandom(300)
+    await storage.put("f", _chunks(data, [1000]), limit=len(data))
+    assert await _read(storage, "f") == data
+    storage.close()
+
+
+async def test_a_frame_of_an_impossible_length_is_refused_without_reading_it(tmp_path: Path) -> None:
+    storage, root = _storage(tmp_path)
+    await storage.put("f", _chunks(b"abc", [3]), limit=3)
+    whole = (root / "f").read_bytes()
+    (root / "f").write_bytes(
+        whole[: storage._header] + (2**31).to_bytes(4, "big") + whole[storage._header + 4 :]
+    )
+    with pytest.raises(PayloadUnreadable, match="longer than any"):
+        await _read(storage, "f")
+
+
 async def test_a_file_over_the_limit_is_refused_and_nothing_is_kept(tmp_path: Path) -> None:
     storage, root = _storage(tmp_path)
     with pytest.raises(RequestTooLarge):
@@ -109,7 +150,7 @@ async def test_a_sealed_file_cut_short_or_reordered_does_not_open(tmp_path: Path
     storage, root = _storage(tmp_path)
     await storage.put("f", _chunks(os.urandom(2 * FRAME + 10), [FRAME]), limit=3 * FRAME)
     whole = (root / "f").read_bytes()
-    header = len(sealed_storage._MARK) + 4
+    header = storage._header
     frame = 4 + int.from_bytes(whole[header : header + 4], "big")
     (root / "f").write_bytes(whole[: header + 2 * frame])  # the last frame dropped
     with pytest.raises(PayloadUnreadable, match="cut short"):
