@@ -58,8 +58,16 @@ class _Connection(asyncio.Protocol):
         return waiter
 
     def close(self) -> None:
+        self.closed = True  # at once: the next call must not reuse a connection that is going
         if self.transport is not None:
             self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[Any], connection: _Connection, timeout_s: float) -> None:
+    """No reply in time: the connection's state is unknown, so it goes (the next call connects again)."""
+    if not waiter.done():
+        waiter.set_exception(RedisUnavailable(f"no answer within {timeout_s} s"))
+        connection.close()
 
 
 class RespClient:
@@ -96,11 +104,14 @@ class RespClient:
 
     async def call(self, *args: Any) -> Any:
         connection = await self._connected()
+        waiter = connection.send(hiredis.pack_command(args))
+        # A timer on the reply's future itself: asyncio.wait_for wraps it and costs loop turns per call.
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self._timeout_s, _expire, waiter, connection, self._timeout_s)
         try:
-            return await asyncio.wait_for(connection.send(hiredis.pack_command(args)), self._timeout_s)
-        except TimeoutError:
-            connection.close()
-            raise RedisUnavailable(f"no answer within {self._timeout_s} s") from None
+            return await waiter
+        finally:
+            timer.cancel()
 
     async def close(self) -> None:
         if self._connection is not None:
