@@ -8,7 +8,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import ValidationError
 
@@ -19,9 +19,9 @@ from aisf.services.common.logging import configure_logging
 from aisf.services.common.settings import Role, Settings
 from aisf.services.edge.nginx import EdgeConfig, render
 from aisf.services.feature import repo_tools
-from aisf.services.runtime import Endpoints, run
-from aisf.services.samples import build_samples
-from aisf.services.triton_export import triton_config_text, write_triton_model
+
+if TYPE_CHECKING:
+    from aisf.services.runtime import Endpoints
 
 
 def _serve_flags(parser: argparse.ArgumentParser, roles: bool) -> None:
@@ -127,12 +127,21 @@ def _announce(endpoints: Endpoints) -> None:
     print("Ctrl-C stops it.", flush=True)
 
 
+# The servers, the sample builders (xgboost, torch) and the exporters import in seconds: each command
+# imports what it runs, so `aisf keys list` does not pay for `aisf serve`.
+
+
 def _serve(settings: Settings, role: str) -> None:
+    from aisf.services.runtime import run
+
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(run(settings, role, _announce))  # type: ignore[arg-type]
 
 
 def _models(args: argparse.Namespace) -> int:
+    from aisf.services.samples import build_samples
+    from aisf.services.triton_export import triton_config_text, write_triton_model
+
     if args.action == "export-triton":
         text = triton_config_text(args.model)
         if args.output is None:
@@ -196,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             if settings.feature_repo is None:
                 settings = settings.model_copy(update={"feature_repo": settings.data_dir / "features"})
             if not any(settings.model_repository.glob("*/config.yaml")):
+                from aisf.services.samples import build_samples
+
                 print(f"building sample models in {settings.model_repository}", flush=True)
                 build_samples(settings.model_repository, settings.feature_repo)
             _prepare_features(settings.feature_repo)
