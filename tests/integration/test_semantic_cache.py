@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -120,5 +121,10 @@ def test_entries_live_in_redis_with_a_ttl(client: OpenAI, tenant: str) -> None:
     with redis.Redis.from_url(REDIS_URL) as store:
         before = set(store.scan_iter("aisf:semcache:*"))
         ask(client, tenant, QUESTION)
-        (key,) = set(store.scan_iter("aisf:semcache:*")) - before
+        deadline = time.monotonic() + 10
+        # The entry is written after the answer went out (in the background): wait for it.
+        while not (new := set(store.scan_iter("aisf:semcache:*")) - before):
+            assert time.monotonic() < deadline, "no entry was written"
+            time.sleep(0.05)
+        (key,) = new
         assert store.hlen(key) == 1 and 0 < store.ttl(key) <= 3600
