@@ -3,7 +3,6 @@ errors naming the field."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,16 +81,8 @@ def everything(sample_repository: Path, tmp_path_factory: pytest.TempPathFactory
         yield process
 
 
-def _wait_for(process: AisfProcess, needle: str, timeout_s: float = 60) -> str:
-    deadline = time.monotonic() + timeout_s
-    while needle not in process.log_text():
-        assert time.monotonic() < deadline, f"never logged {needle!r}:\n{process.log_text()[-3000:]}"
-        time.sleep(0.1)
-    return process.log_text()
-
-
 def test_the_logs_of_a_request_carrying_personal_data_hold_none_of_it(everything: AisfProcess) -> None:
-    _wait_for(everything, "pii analyzer ready")
+    everything.wait_logged("pii analyzer ready")
     client = grpcclient.InferenceServerClient(everything.grpc_url)
     tensor = grpcclient.InferInput("input__0", [1, 4], "FP32")
     tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
@@ -99,7 +90,7 @@ def test_the_logs_of_a_request_carrying_personal_data_hold_none_of_it(everything
         with pytest.raises(InferenceServerException, match="unknown model"):
             client.infer(name, [tensor])
     client.close()
-    logs = _wait_for(everything, "<KR_RRN>")
+    logs = everything.wait_logged("<KR_RRN>")
     assert "<PHONE_NUMBER>" in logs and "<EMAIL_ADDRESS>" in logs
     for raw in ("010-1234-5678", "jane.doe@example.com", "900101-1234568"):
         assert raw not in logs

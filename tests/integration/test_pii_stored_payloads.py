@@ -69,13 +69,6 @@ def _leaks_at_rest(data_dir: Path) -> dict[str, list[str]]:
     return found
 
 
-def _wait_logged(process: AisfProcess, needle: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while needle not in process.log_text():
-        assert time.monotonic() < deadline, f"never logged {needle!r}:\n{process.log_text()[-3000:]}"
-        time.sleep(0.2)
-
-
 def _stored_items(data_dir: Path, job_id: str) -> list[tuple[bytes, bytes | None]]:
     with sqlite3.connect(data_dir / "aisf.db") as db:
         query = "select request, response from job_items where job_id = ? order by idx"
@@ -106,7 +99,7 @@ def models(sample_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def everything(models: Path, data_dir: Path) -> Iterator[AisfProcess]:
     with running_aisf(models, data_dir, env={"AISF_PII_SERVICE": "true"}) as process:
-        _wait_logged(process, "pii analyzer ready")
+        process.wait_logged("pii analyzer ready", timeout_s=120)
         yield process
 
 
@@ -190,7 +183,7 @@ def test_answered_items_wait_for_a_pii_role_that_is_down_and_are_kept_redacted_o
                 {"messages": [{"role": "user", "content": t}], "max_tokens": 4} for t in chosen
             ]}  # fmt: skip
             job_id = submit(rest, body).json()["job_id"]
-            _wait_logged(process, "job payloads wait for the pii role")
+            process.wait_logged("job payloads wait for the pii role", timeout_s=120)
             assert rest.get(f"/v1/jobs/{job_id}").json()["state"] == "running"
             stored = _stored_items(tmp_path / "all", job_id)
             assert all(is_sealed(request) and response is None for request, response in stored)

@@ -82,6 +82,14 @@ class ServerProcess:
     def log_text(self) -> str:
         return "".join(self.output)
 
+    def wait_logged(self, needle: str, timeout_s: float = 60) -> str:
+        """Everything it printed, once `needle` is among it (fails the test after `timeout_s`)."""
+        deadline = time.monotonic() + timeout_s
+        while needle not in (text := self.log_text()):
+            assert time.monotonic() < deadline, f"never logged {needle!r}:\n{text[-3000:]}"
+            time.sleep(0.1)
+        return text
+
     def stop(self) -> int:
         """Stop it early (e.g. to test a peer going away); stopping again is a no-op."""
         return stop_process(self.process)
