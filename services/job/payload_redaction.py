@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter
 from tritonclient.grpc import service_pb2 as pb
 
 from aisf.services.common.errors import AisfError, Code, InvalidInput
-from aisf.services.common.tensors import decode_bytes_tensor, encode_bytes_tensor
+from aisf.services.common.tensors import decode_bytes_tensor, element_count, encode_bytes_tensor
 from aisf.services.job.model import JobKind
 
 Redact = Callable[[list[str]], Awaitable[list[str]]]
@@ -107,7 +107,9 @@ class _Payload:
             if tensor.datatype != "BYTES":
                 raise Unredactable(f"a {tensor.datatype} tensor")
             if index < len(contents):
-                elements = list(decode_bytes_tensor(contents[index], _count(tensor.shape), tensor.name))
+                elements = list(
+                    decode_bytes_tensor(contents[index], element_count(tensor.shape), tensor.name)
+                )
                 raw_tensors.append((index, elements))
                 self._elements(elements)
             else:
@@ -152,13 +154,6 @@ class _Payload:
             else:  # a JSON value
                 place.holder[place.key] = text
         return self._rebuild() if changed else self._raw
-
-
-def _count(shape: Sequence[int]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 def _pieces(text: str, max_chars: int) -> list[str] | None:
