@@ -99,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("--cert", type=Path, required=True, help="PEM certificate chain")
     config.add_argument("--key", type=Path, required=True, help="PEM private key")
     config.add_argument("--prefix", type=Path, default=Path("/var/lib/aisf-edge"), help="nginx's own folder")
+    mesh = commands.add_parser("mesh", help="Envoy and the xDS control plane").add_subparsers(
+        dest="action", required=True
+    )
+    envoy = mesh.add_parser(
+        "envoy-bootstrap", help="print the bootstrap of an Envoy fed by the control plane"
+    )
+    envoy.add_argument("--xds", required=True, help="host:port of the control plane's gRPC port")
+    envoy.add_argument("--node-id", default="envoy", help="this Envoy's node id (one per Envoy)")
+    envoy.add_argument("--admin-port", type=int, default=9901, help="Envoy's admin port")
+    envoy.add_argument("--admin-host", default="127.0.0.1", help="Envoy's admin address")
     return parser
 
 
@@ -163,6 +173,13 @@ def _edge_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mesh(args: argparse.Namespace) -> int:
+    from aisf.services.mesh.envoy_bootstrap import bootstrap_yaml
+
+    print(bootstrap_yaml(args.xds, args.node_id, args.admin_port, args.admin_host), end="")
+    return 0
+
+
 def _prepare_features(repo: Path | None) -> None:
     """The embedded default's feature repository, registered and loaded once."""
     if (
@@ -198,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             return admin_cli.run(args)
         if args.command == "edge":
             return _edge_config(args)
+        if args.command == "mesh":
+            return _mesh(args)
         settings = _settings(args)
         if args.command == "up":
             if args.model_repository is None and "AISF_MODEL_REPOSITORY" not in os.environ:

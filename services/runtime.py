@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from aisf import __version__
 from aisf.gateway.server import start_gateway
 from aisf.services.clients.feature_client import FeatureClient
+from aisf.services.clients.mesh_client import MeshClient
 from aisf.services.clients.pii_client import PiiClient, blocking_redactor
 from aisf.services.clients.router_client import RouterClient
 from aisf.services.common import call_context, heap
@@ -41,6 +42,8 @@ from aisf.services.job.server import (
 )
 from aisf.services.job.store import JobStore
 from aisf.services.job.temporal import connect, start_dev_server
+from aisf.services.mesh.control_plane import build_control_plane
+from aisf.services.mesh.member import MeshMember, advertised_address, replica_id
 from aisf.services.pii.servicer import SERVICE_NAME as PII_SERVICE
 from aisf.services.pii.servicer import PiiLane
 from aisf.services.pii.servicer import register as register_pii
@@ -184,6 +187,13 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         stack.push_async_callback(gauges.close)
         registrars += lane.registrars
         names += lane.service_names
+    plane = None
+    if role == "control-plane":
+        assert database is not None
+        plane = build_control_plane(settings, database, registry)
+        await plane.start()
+        registrars += plane.registrars
+        names += plane.service_names
     if registrars:
         tcp = f"{settings.host}:{settings.grpc_port}"
         if co_located:
@@ -202,6 +212,10 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         endpoints.grpc = f"{host}:{server.ports[tcp]}"
         if router is not None:
             router.dataplane.mark_started()
+        if settings.mesh_address and role != "control-plane":
+            _join_mesh(settings, role, server.ports[tcp], router, stack)
+        if plane is not None:
+            stack.push_async_callback(plane.close)  # popped before the server drains
     if role in ("all", "worker"):
         assert database is not None and router_client is not None and job_store is not None and storage
         if role == "worker" and settings.files_storage == "local":
@@ -235,6 +249,28 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
     elif settings.edge:
         raise RuntimeError(f"--edge needs the REST edge in this process (role all or gateway, not {role})")
     return endpoints
+
+
+def _join_mesh(
+    settings: Settings, role: Role, grpc_port: int, router: RouterService | None, stack: AsyncExitStack
+) -> None:
+    """Register with the control plane; leave (popped before the server stops) so Envoy sends no new
+    calls while the in-flight ones drain."""
+
+    def models() -> list[str]:
+        return sorted({m.name for m in router.repository.ready()}) if router is not None else []
+
+    member = MeshMember(
+        MeshClient(settings.mesh_address),
+        replica_id(settings, role),
+        role,
+        advertised_address(settings, grpc_port),
+        models,
+    )
+    if router is not None:
+        router.repository.on_change(lambda _name: member.nudge())
+    member.start()
+    stack.push_async_callback(member.close)
 
 
 def _grpc_upstream(settings: Settings, endpoints: Endpoints) -> str:

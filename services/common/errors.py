@@ -223,6 +223,20 @@ class FeatureStoreUnavailable(AisfError):
     retry_after = 1
 
 
+class ReplicaNotFound(AisfError):
+    """A heartbeat or leave for a replica the mesh does not know (never registered, or expired)."""
+
+    code = Code.NOT_FOUND
+    reason = "replica_not_found"
+
+
+class ReplicaIdTaken(AisfError):
+    """A replica registering with the id of another live replica (at another address)."""
+
+    code = Code.ALREADY_EXISTS
+    reason = "replica_id_taken"
+
+
 class Unauthenticated(AisfError):
     """No API key, a malformed one, an unknown one or a revoked one."""
 

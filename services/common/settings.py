@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aisf.services.common.deadlines import MAX_TIMEOUT_S
 
-Role = Literal["all", "router", "gateway", "job", "worker", "feature", "pii"]
+Role = Literal["all", "router", "gateway", "job", "worker", "feature", "pii", "control-plane"]
 
 
 class Settings(BaseSettings):
@@ -214,6 +214,27 @@ class Settings(BaseSettings):
     tracing_sample: float = Field(1.0, ge=0, le=1)
     """Share of new traces recorded (parent-based: a caller's decision is kept)."""
     # --- end operations ---
+    # --- the mesh: Envoy fed by aisf's xDS control plane (REQ-SCALE-01) ---
+    mesh_address: str = ""
+    """gRPC target of the control plane (--role control-plane) this process registers with and heartbeats
+    to, so Envoy routes to it; empty: not in a mesh."""
+    mesh_advertise_address: str = ""
+    """host:port Envoy reaches this process's gRPC server at (in Kubernetes: the pod IP and port); empty:
+    this host's address (the bound host, or the host name's address when bound to every interface)."""
+    mesh_replica_id: str = ""
+    """This replica's id in the mesh; empty: <role>-<host name>-<process id>."""
+    mesh_heartbeat_s: float = Field(1.0, gt=0, le=60)
+    """(control plane) How often replicas heartbeat; one silent for three of these leaves the endpoints."""
+    mesh_probe_timeout_s: float = Field(0.5, gt=0, le=30)
+    """(control plane) Bound on one gRPC health check of a replica (two failed in a row take it out)."""
+    mesh_envoy_port: int = Field(10000, ge=1, le=65535)
+    """(control plane) The port of the gRPC listener it gives Envoy."""
+    mesh_retries: int = Field(3, ge=0, le=10)
+    """(control plane) Times Envoy retries a call on another replica (idempotent calls on UNAVAILABLE or
+    a reset; every call when the connection failed)."""
+    mesh_max_requests: int = Field(4096, ge=1)
+    """(control plane) Envoy's circuit breaker per cluster: requests in flight (and pending) at once."""
+    # --- end the mesh ---
     shutdown_grace_s: float = Field(5.0, ge=0)
     """How long in-flight calls may finish after SIGINT/SIGTERM."""
 

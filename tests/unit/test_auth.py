@@ -216,11 +216,13 @@ def test_rules_need_the_role_and_a_scoped_key_only_reaches_its_models() -> None:
 
 
 def _served_methods() -> set[str]:
+    from envoy.service.discovery.v3 import ads_pb2
     from tritonclient.grpc import service_pb2
 
     from aisf.feature.v1 import feature_service_pb2
     from aisf.job.v1 import batch_service_pb2, job_service_pb2
     from aisf.llm.v1 import llm_pb2
+    from aisf.mesh.v1 import mesh_service_pb2
     from aisf.pii.v1 import pii_service_pb2
     from aisf.router.v1 import model_control_pb2, model_repository_pb2
 
@@ -233,6 +235,8 @@ def _served_methods() -> set[str]:
         pii_service_pb2,
         model_control_pb2,
         model_repository_pb2,
+        mesh_service_pb2,
+        ads_pb2,
     )
     return {
         f"/{service.full_name}/{method.name}"

@@ -60,6 +60,8 @@ _JOBS = "/aisf.job.v1.JobService/"
 _FILES = "/aisf.job.v1.FileService/"
 _BATCHES = "/aisf.job.v1.BatchService/"
 _FEATURES = "/aisf.feature.v1.FeatureService/"
+_MESH = "/aisf.mesh.v1.MeshService/"
+_ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
 
 RULES: dict[str, Rule] = {
     # KServe V2 / Triton: health is public, as on REST.
@@ -112,6 +114,14 @@ RULES: dict[str, Rule] = {
     _FEATURES + "ListFeatures": _INFER,
     "/aisf.pii.v1.PiiService/Detect": _INFER,
     "/aisf.pii.v1.PiiService/Redact": _INFER,
+    # The mesh: replicas register with the roles' token (or an admin key); Envoy holds no key, so its
+    # ADS stream is open: the control plane's port belongs on the private network (docs/deploy.md).
+    _MESH + "Register": _ADMIN,
+    _MESH + "Heartbeat": _ADMIN,
+    _MESH + "Leave": _ADMIN,
+    _MESH + "ListReplicas": _ADMIN,
+    _ADS + "StreamAggregatedResources": PUBLIC,
+    _ADS + "DeltaAggregatedResources": PUBLIC,
 }
 
 

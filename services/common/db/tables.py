@@ -185,3 +185,17 @@ class ServiceSecretRow(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
+
+
+class MeshReplicaRow(Base):
+    """A replica of the mesh: registered with the control plane, alive while it heartbeats."""
+
+    __tablename__ = "mesh_replicas"
+
+    replica_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(300))
+    models: Mapped[str] = mapped_column(Text, default="")
+    """Newline-separated names of the models it has ready."""
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))

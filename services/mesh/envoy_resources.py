@@ -1,0 +1,270 @@
+"""Envoy's listeners, routes, clusters and endpoints for a set of healthy replicas: what a gRPC mesh
+needs (per-request HTTP/2 balancing by least request, retries of idempotent calls on another replica,
+outlier detection, per-cluster circuit breakers) and routing by model name.
+
+Written as Envoy's own JSON shapes and parsed into the xDS messages, so each reads like the Envoy
+configuration it is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401  (registers the type)
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
+    http_connection_manager_pb2,
+)
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from aisf.services.mesh.registry import Replica
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+"""In the order a push sends them: clusters and their endpoints before the routes that name them."""
+SHORT_NAMES = {LISTENER: "listeners", ROUTE: "routes", CLUSTER: "clusters", ENDPOINT: "endpoints"}
+
+LISTENER_NAME = "aisf-grpc"
+ROUTE_NAME = "aisf-routes"
+MODEL_HEADER = "aisf-model"
+"""gRPC metadata naming the model a call is for (Envoy cannot read it from the protobuf body); calls
+that carry it go to replicas that have the model loaded, the others to any replica of the role."""
+
+_ADS = {"ads": {}, "resource_api_version": "V3"}
+# gRPC services, by the role that serves them: the route prefixes of each role's cluster.
+_SERVICES_BY_ROLE = {
+    "router": ("/inference.GRPCInferenceService/", "/aisf.llm.v1.", "/aisf.router.v1."),
+    "job": ("/aisf.job.v1.",),
+    "feature": ("/aisf.feature.v1.",),
+    "pii": ("/aisf.pii.v1.",),
+}
+_MODEL_SERVICES = ("/inference.GRPCInferenceService/", "/aisf.llm.v1.")
+# Calls a second replica may answer again: every read and inference. A job submit, a file upload or a
+# batch is retried only when it never reached a replica (the connection failed or was refused).
+_IDEMPOTENT_RETRY_ON = "unavailable,reset,connect-failure,refused-stream"
+_SAFE_RETRY_ON = "connect-failure,refused-stream"
+_RETRIED_ON_ANY_ERROR = frozenset({"router", "feature", "pii"})
+
+
+@dataclass(frozen=True, slots=True)
+class MeshOptions:
+    listener_port: int = 10000
+    retries: int = 3
+    max_requests: int = 4096
+    """Per-cluster circuit breaker: requests (and pending requests) in flight at once; more get 503."""
+    connect_timeout_s: float = 1.0
+    ejection_s: float = 5.0
+    """How long outlier detection keeps a failing replica out (longer each time it is ejected again)."""
+
+
+def cluster_of_role(role: str) -> str:
+    return f"aisf-{role}"
+
+
+def cluster_of_model(model: str) -> str:
+    return f"aisf-model-{model}"
+
+
+def resources(
+    replicas: Sequence[Replica], options: MeshOptions, lingering_models: Iterable[str] = ()
+) -> dict[str, list[Message]]:
+    """Every resource by type URL. `lingering_models` keep their cluster (on every router) without a
+    route for one more push: Envoy gets the route table without them before their cluster goes."""
+    members = {role: [r for r in replicas if r.role in (role, "all")] for role in _SERVICES_BY_ROLE}
+    serving: dict[str, list[Replica]] = {}
+    for replica in members["router"]:
+        for model in replica.models:
+            serving.setdefault(model, []).append(replica)
+    endpoints = {cluster_of_role(role): found for role, found in members.items()}
+    endpoints |= {cluster_of_model(m): found for m, found in sorted(serving.items())}
+    for model in lingering_models:
+        endpoints.setdefault(cluster_of_model(model), members["router"])
+    return {
+        CLUSTER: [_cluster(name, options) for name in endpoints],
+        ENDPOINT: [_assignment(name, found) for name, found in endpoints.items()],
+        LISTENER: [_listener(options)],
+        ROUTE: [_route_configuration(sorted(serving), options)],
+    }
+
+
+def resource_name(resource: Message) -> str:
+    if isinstance(resource, endpoint_pb2.ClusterLoadAssignment):
+        return str(resource.cluster_name)
+    return str(getattr(resource, "name"))  # noqa: B009  (Listener, Cluster, RouteConfiguration)
+
+
+def _parsed(shape: dict[str, Any], message: Message) -> Message:
+    return json_format.ParseDict(shape, message)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}s"
+
+
+def http2_upstream(ping_interval_s: float, ping_timeout_s: float) -> dict[str, Any]:
+    """A cluster's protocol options: HTTP/2 (gRPC), with pings that find a peer whose host vanished
+    without a reset (a node lost, a partition)."""
+    keepalive = {"interval": _seconds(ping_interval_s), "timeout": _seconds(ping_timeout_s)}
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {"connection_keepalive": keepalive}},
+        }
+    }
+
+
+def _cluster(name: str, options: MeshOptions) -> Message:
+    limit = options.max_requests
+    return _parsed(
+        {
+            "name": name,
+            "type": "EDS",
+            "eds_cluster_config": {"eds_config": _ADS},
+            "connect_timeout": _seconds(options.connect_timeout_s),
+            "lb_policy": "LEAST_REQUEST",
+            "typed_extension_protocol_options": http2_upstream(5.0, 2.0),
+            "outlier_detection": {
+                "consecutive_5xx": 5,
+                "consecutive_gateway_failure": 2,  # resets and refused connections: a replica gone
+                "interval": "1s",
+                "base_ejection_time": _seconds(options.ejection_s),
+                "max_ejection_percent": 50,
+            },
+            "circuit_breakers": {
+                "thresholds": [
+                    {
+                        "priority": "DEFAULT",
+                        "max_connections": limit,
+                        "max_pending_requests": limit,
+                        "max_requests": limit,
+                        # Envoy's default (3 retries in flight per cluster) would fail the load of a
+                        # dead replica's share; a budget lets a quarter of the active requests retry.
+                        "retry_budget": {"budget_percent": {"value": 25.0}, "min_retry_concurrency": 64},
+                    }
+                ]
+            },
+        },
+        cluster_pb2.Cluster(),
+    )
+
+
+def _assignment(cluster: str, replicas: Sequence[Replica]) -> Message:
+    return _parsed(
+        {
+            "cluster_name": cluster,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": r.host, "port_value": r.port}},
+                                "hostname": r.replica_id,
+                            },
+                            "health_status": "HEALTHY",
+                        }
+                        for r in replicas
+                    ]
+                }
+            ],
+        },
+        endpoint_pb2.ClusterLoadAssignment(),
+    )
+
+
+def _listener(options: MeshOptions) -> Message:
+    return _parsed(
+        {
+            "name": LISTENER_NAME,
+            "address": {"socket_address": {"address": "0.0.0.0", "port_value": options.listener_port}},
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.network"
+                                ".http_connection_manager.v3.HttpConnectionManager",
+                                "stat_prefix": "aisf_grpc",
+                                "codec_type": "HTTP2",
+                                "rds": {"config_source": _ADS, "route_config_name": ROUTE_NAME},
+                                "http_filters": [
+                                    {
+                                        "name": "envoy.filters.http.router",
+                                        "typed_config": {
+                                            "@type": "type.googleapis.com/envoy.extensions.filters.http"
+                                            ".router.v3.Router"
+                                        },
+                                    }
+                                ],
+                            },
+                        }
+                    ]
+                }
+            ],
+        },
+        listener_pb2.Listener(),
+    )
+
+
+def _route_configuration(models: Sequence[str], options: MeshOptions) -> Message:
+    routes: list[dict[str, Any]] = []
+    for model in models:
+        for prefix in _MODEL_SERVICES:
+            header = {"name": MODEL_HEADER, "string_match": {"exact": model}}
+            routes.append(_route(prefix, cluster_of_model(model), "router", options, [header]))
+    for role, prefixes in _SERVICES_BY_ROLE.items():
+        routes += [_route(prefix, cluster_of_role(role), role, options) for prefix in prefixes]
+    routes.append(_route("/grpc.health.v1.Health/", cluster_of_role("router"), "router", options))
+    return _parsed(
+        {
+            "name": ROUTE_NAME,
+            # A route naming a cluster Envoy does not have is rejected (NACKed) rather than served as 404s.
+            "validate_clusters": True,
+            "virtual_hosts": [{"name": "aisf", "domains": ["*"], "routes": routes}],
+        },
+        route_pb2.RouteConfiguration(),
+    )
+
+
+def _route(
+    prefix: str,
+    cluster: str,
+    role: str,
+    options: MeshOptions,
+    headers: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    match: dict[str, Any] = {"prefix": prefix}
+    if headers:
+        match["headers"] = headers
+    return {
+        "match": match,
+        "route": {
+            "cluster": cluster,
+            "timeout": "0s",  # the call's own grpc-timeout bounds it (streams last minutes)
+            "max_stream_duration": {"grpc_timeout_header_max": "0s"},
+            "retry_policy": {
+                "retry_on": _IDEMPOTENT_RETRY_ON if role in _RETRIED_ON_ANY_ERROR else _SAFE_RETRY_ON,
+                "num_retries": options.retries,
+                "retry_host_predicate": [
+                    {
+                        "name": "envoy.retry_host_predicates.previous_hosts",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3"
+                            ".PreviousHostsPredicate"
+                        },
+                    }
+                ],
+                "host_selection_retry_max_attempts": 5,
+            },
+        },
+    }

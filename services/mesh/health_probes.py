@@ -1,0 +1,70 @@
+"""The control plane's own gRPC health checks of each registered replica: a replica that heartbeats but
+no longer answers (a wedged event loop, a server already draining) leaves the endpoint set too."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aisf.services.mesh.registry import Replica
+
+log = logging.getLogger(__name__)
+
+
+class HealthProbes:
+    def __init__(self, timeout_s: float, failures_to_eject: int = 2) -> None:
+        self._timeout_s = timeout_s
+        self._failures_to_eject = failures_to_eject
+        self._channels: dict[str, aio.Channel] = {}
+        self._failures: dict[str, int] = {}
+        self._passing: set[str] = set()
+
+    async def healthy(self, replicas: Sequence[Replica]) -> list[Replica]:
+        """The replicas in the endpoint set: in from their first SERVING answer, out after
+        `failures_to_eject` failed checks in a row."""
+        await self._forget({r.address for r in replicas})
+        answers = await asyncio.gather(*(self._serving(r.address) for r in replicas))
+        passing = []
+        for replica, serving in zip(replicas, answers, strict=True):
+            address = replica.address
+            if serving:
+                self._failures[address] = 0
+                self._passing.add(address)
+            else:
+                failures = self._failures[address] = self._failures.get(address, 0) + 1
+                if failures >= self._failures_to_eject and address in self._passing:
+                    self._passing.discard(address)
+                    log.warning(
+                        "replica %s failed %d health checks in a row: out of the endpoint set",
+                        replica.replica_id,
+                        failures,
+                        extra={"replica_id": replica.replica_id, "address": address},
+                    )
+            if address in self._passing:
+                passing.append(replica)
+        return passing
+
+    async def close(self) -> None:
+        await self._forget(set())
+
+    async def _serving(self, address: str) -> bool:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = aio.insecure_channel(address)
+        try:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=self._timeout_s
+            )
+        except aio.AioRpcError:
+            return False
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def _forget(self, keep: set[str]) -> None:
+        for address in [a for a in self._channels if a not in keep]:
+            await self._channels.pop(address).close(None)
+            self._failures.pop(address, None)
+            self._passing.discard(address)
