@@ -3,7 +3,7 @@ caller's remaining deadline when it has one, else the client's default)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from grpc import aio
@@ -16,8 +16,14 @@ Reply = TypeVar("Reply")
 
 
 class GrpcClient:
-    def __init__(self, target: str, max_message_bytes: int, timeout_s: float) -> None:
-        options, spans = channel_options(max_message_bytes), tracing.client_interceptors()
+    def __init__(
+        self,
+        target: str,
+        max_message_bytes: int,
+        timeout_s: float,
+        options: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        options, spans = [*channel_options(max_message_bytes), *options], tracing.client_interceptors()
         self._channel = aio.insecure_channel(target, options=options, interceptors=spans or None)
         self._timeout_s = timeout_s
 

@@ -6,10 +6,14 @@ from aisf.mesh.v1 import mesh_service_pb2 as pb
 from aisf.mesh.v1 import mesh_service_pb2_grpc as pb_grpc
 from aisf.services.clients.grpc_client import GrpcClient
 
+# gRPC's reconnect backoff grows to two minutes: a replica would miss its heartbeats (and leave Envoy's
+# endpoints) long after a restarted control plane is back. Heartbeats retry every second anyway.
+_RECONNECT = (("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 1000))
+
 
 class MeshClient(GrpcClient):
     def __init__(self, target: str, timeout_s: float = 2.0) -> None:
-        super().__init__(target, 4 * 1024 * 1024, timeout_s)
+        super().__init__(target, 4 * 1024 * 1024, timeout_s, _RECONNECT)
         self._stub = pb_grpc.MeshServiceStub(self._channel)
 
     async def register(self, replica_id: str, role: str, address: str, models: list[str]) -> float:

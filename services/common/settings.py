@@ -225,8 +225,10 @@ class Settings(BaseSettings):
     """This replica's id in the mesh; empty: <role>-<host name>-<process id>."""
     mesh_heartbeat_s: float = Field(1.0, gt=0, le=60)
     """(control plane) How often replicas heartbeat; one silent for three of these leaves the endpoints."""
-    mesh_probe_timeout_s: float = Field(0.5, gt=0, le=30)
-    """(control plane) Bound on one gRPC health check of a replica (two failed in a row take it out)."""
+    mesh_probe_timeout_s: float = Field(2.0, gt=0, le=30)
+    """(control plane) Bound on one gRPC health check of a replica (three failed in a row take it out;
+    lenient on purpose: a replica slow under load must not be ejected onto the others, and Envoy's
+    outlier detection takes out one that fails calls within a second)."""
     mesh_envoy_port: int = Field(10000, ge=1, le=65535)
     """(control plane) The port of the gRPC listener it gives Envoy."""
     mesh_retries: int = Field(3, ge=0, le=10)

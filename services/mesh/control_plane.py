@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "aisf.mesh.v1.MeshService"
 TTL_HEARTBEATS = 3
 """A replica silent for this many heartbeat intervals leaves the endpoint set."""
+SETTLE_HEARTBEATS = 10
+"""After a start, this many intervals in which replicas silent since the last control plane went away
+stay in (if their health checks pass): time for each to reconnect and register again."""
 
 
 @dataclass(slots=True)

@@ -25,7 +25,18 @@ def bootstrap(
             "ads_config": {
                 "api_type": "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": XDS_CLUSTER,
+                            # Back within seconds of a control-plane restart (the default backoff
+                            # grows to 30 s); Envoy routes on its last config meanwhile.
+                            "retry_policy": {
+                                "retry_back_off": {"base_interval": "0.25s", "max_interval": "2s"}
+                            },
+                        }
+                    }
+                ],
                 "set_node_on_first_message_only": True,
             },
             "lds_config": ads,

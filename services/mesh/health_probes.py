@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class HealthProbes:
-    def __init__(self, timeout_s: float, failures_to_eject: int = 2) -> None:
+    def __init__(self, timeout_s: float, failures_to_eject: int = 3) -> None:
         self._timeout_s = timeout_s
         self._failures_to_eject = failures_to_eject
         self._channels: dict[str, aio.Channel] = {}

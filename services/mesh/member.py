@@ -91,6 +91,8 @@ class MeshMember:
                 continue
             except AisfError as error:
                 self._unreached(error)
+            except Exception:  # never let the loop die: the replica would silently leave the mesh
+                log.exception("mesh heartbeat failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._nudge.wait(), self._interval_s)
             self._nudge.clear()

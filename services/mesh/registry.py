@@ -23,7 +23,8 @@ _HOSTNAME = re.compile(
 _MAX_MODELS = 10_000
 _MAX_MODEL_NAME = 255
 _FORGET_AFTER = 20
-"""Rows silent for this many time-to-lives are deleted (until then a late heartbeat finds its row)."""
+"""Rows silent for this many time-to-lives are deleted; until then a restarted control plane still
+health-checks them (settling), and a late heartbeat finds its row."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,290 @@
+"""The mesh with real processes on loopback: `aisf serve --role control-plane`, router replicas that
+join it, and a real Envoy fed over ADS, under a steady tritonclient load; then a bad snapshot that
+Envoy NACKs, with the ADS server in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from envoy.config.route.v3 import route_pb2
+from google.protobuf import json_format
+from prometheus_client import CollectorRegistry
+
+from aisf.mesh.v1 import mesh_service_pb2 as mesh_pb
+from aisf.mesh.v1 import mesh_service_pb2_grpc as mesh_grpc
+from aisf.services.clients.mesh_client import MeshClient
+from aisf.services.common.errors import InvalidInput, ReplicaIdTaken, ReplicaNotFound
+from aisf.services.common.grpc_server import build_server
+from aisf.services.mesh import ads
+from aisf.services.mesh.envoy_resources import ROUTE, TYPES, MeshOptions, resources
+from aisf.services.mesh.registry import Replica
+from aisf.services.mesh.snapshots import SnapshotCache
+from aisf.services.samples import build_tabular_demo
+from tests.support.envoy import EnvoyProcess, running_envoy
+from tests.support.llm import scrape
+from tests.support.models import build_string_identity
+from tests.support.processes import AisfProcess, free_port, running_aisf
+
+pytestmark = pytest.mark.integration
+
+HEARTBEAT_S = 0.5
+ROW = np.ones((1, 4), dtype=np.float32)
+
+
+@dataclass
+class Mesh:
+    envoy: EnvoyProcess
+    envoy_port: int
+    control_grpc_port: int
+    control_dir: Path
+    stack: ExitStack
+    repositories: dict[str, Path]
+    env: dict[str, str]
+    control: AisfProcess | None = None
+    replicas: dict[str, AisfProcess] = field(default_factory=dict)
+
+    def start_control_plane(self) -> AisfProcess:
+        self.control = self.stack.enter_context(
+            running_aisf(
+                self.repositories["a"],
+                self.control_dir,
+                args=["--grpc-port", str(self.control_grpc_port)],
+                env=self.env,
+                role="control-plane",
+            )
+        )
+        return self.control
+
+    def start_replica(self, name: str, repository: str, data: Path) -> AisfProcess:
+        env = {
+            **self.env,
+            "AISF_MESH_ADDRESS": f"127.0.0.1:{self.control_grpc_port}",
+            "AISF_MESH_REPLICA_ID": name,
+        }
+        self.replicas[name] = replica = self.stack.enter_context(
+            running_aisf(self.repositories[repository], data, env=env, role="router")
+        )
+        return replica
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    root = tmp_path_factory.mktemp("mesh")
+    a, b = root / "models-a", root / "models-b"
+    build_tabular_demo(a)
+    build_string_identity(a)
+    build_tabular_demo(b)
+    envoy_port, control_port = free_port(), free_port()
+    env = {"AISF_MESH_HEARTBEAT_S": str(HEARTBEAT_S), "AISF_MESH_ENVOY_PORT": str(envoy_port)}
+    with ExitStack() as stack:
+        control_dir = root / "control"
+        placeholder = Mesh(None, envoy_port, control_port, control_dir, stack, {"a": a, "b": b}, env)  # type: ignore[arg-type]
+        placeholder.start_control_plane()
+        placeholder.envoy = stack.enter_context(running_envoy(f"127.0.0.1:{control_port}", root))
+        placeholder.start_replica("router-a", "a", root / "a")
+        placeholder.start_replica("router-b", "b", root / "b")
+        yield placeholder
+
+
+class Load:
+    """A steady tritonclient load through Envoy from a few threads; every failure kept."""
+
+    def __init__(self, port: int, threads: int = 4) -> None:
+        self.errors: list[str] = []
+        self.done = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(port,)) for _ in range(threads)]
+
+    def _run(self, port: int) -> None:
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{port}") as client:
+            while not self._stop.is_set():
+                tensor = grpcclient.InferInput("input__0", [1, 4], "FP32")
+                tensor.set_data_from_numpy(ROW)
+                try:
+                    client.infer("tabular-demo", [tensor], client_timeout=10)
+                    self.done += 1
+                except Exception as exc:  # every kind of failure counts against the mesh
+                    self.errors.append(str(exc)[:300])
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+def _inferences(replica: AisfProcess, model: str = "tabular-demo") -> int:
+    with grpcclient.InferenceServerClient(replica.grpc_url) as client:
+        stats = client.get_inference_statistics(model, as_json=True)
+    return sum(int(s.get("inference_count", 0)) for s in stats["model_stats"])
+
+
+def _snapshot_version(mesh: Mesh) -> str:
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.control_grpc_port}") as channel:
+        answer = mesh_grpc.MeshServiceStub(channel).ListReplicas(mesh_pb.ListReplicasRequest(), timeout=5)
+    return str(answer.snapshot_version)
+
+
+def _routers(mesh: Mesh, *names: str) -> set[str]:
+    return {mesh.replicas[n].grpc_url for n in names}
+
+
+def test_calls_through_envoy_reach_every_replica_and_model_routes_only_its_servers(mesh: Mesh) -> None:
+    mesh.envoy.wait_hosts("aisf-router", _routers(mesh, "router-a", "router-b"))
+    mesh.envoy.wait_hosts("aisf-model-string-identity", _routers(mesh, "router-a"))
+    before = {name: _inferences(r) for name, r in mesh.replicas.items()}
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{mesh.envoy_port}") as client:
+        for _ in range(200):
+            tensor = grpcclient.InferInput("input__0", [1, 4], "FP32")
+            tensor.set_data_from_numpy(ROW)
+            client.infer("tabular-demo", [tensor])
+        # router-b lacks string-identity: the aisf-model header takes every call to router-a.
+        text = np.array([[b"hello"]], dtype=np.object_)
+        for _ in range(40):
+            tensor = grpcclient.InferInput("text", [1, 1], "BYTES")
+            tensor.set_data_from_numpy(text)
+            answer = client.infer("string-identity", [tensor], headers={"aisf-model": "string-identity"})
+            assert answer.as_numpy("echo").tolist() == [[b"hello"]]
+    served = {name: _inferences(r) - before[name] for name, r in mesh.replicas.items()}
+    assert sum(served.values()) == 200 and min(served.values()) > 20, served
+
+
+def test_a_replica_killed_mid_load_costs_no_request_and_moves_the_snapshot(mesh: Mesh) -> None:
+    version = _snapshot_version(mesh)
+    with Load(mesh.envoy_port) as load:
+        time.sleep(1.5)
+        mesh.replicas["router-b"].process.kill()  # SIGKILL: no leave, no drain
+        killed = time.monotonic()
+        gone_after_s = mesh.envoy.wait_hosts("aisf-router", _routers(mesh, "router-a"))
+        time.sleep(1.0)
+    assert load.errors == [] and load.done > 100
+    assert _snapshot_version(mesh) != version
+    assert time.monotonic() - killed > gone_after_s
+    mesh.replicas.pop("router-b")
+
+
+def test_a_new_replica_receives_traffic_within_5_s(mesh: Mesh, tmp_path: Path) -> None:
+    with Load(mesh.envoy_port) as load:
+        started = mesh.start_replica("router-c", "b", tmp_path / "c")
+        ready = time.monotonic()
+        while _inferences(started) == 0:
+            assert time.monotonic() - ready < 5, mesh.control.log_text()[-3000:]  # type: ignore[union-attr]
+            time.sleep(0.1)
+    assert load.errors == []
+
+
+def test_envoy_routes_on_while_the_control_plane_restarts_then_resubscribes(mesh: Mesh) -> None:
+    assert mesh.control is not None
+    version = _snapshot_version(mesh)
+    with Load(mesh.envoy_port) as load:
+        mesh.control.stop()
+        time.sleep(3 * HEARTBEAT_S * 2)  # every replica's registration expires meanwhile
+        mesh.start_control_plane()
+        deadline = time.monotonic() + 20
+        while scrape(mesh.control.metrics_port, "aisf_mesh_xds_streams") != 1:
+            assert time.monotonic() < deadline, mesh.envoy.log_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(2 * HEARTBEAT_S)
+    assert load.errors == [] and load.done > 100
+    assert _snapshot_version(mesh) == version  # the same replicas: the same content, the same version
+    mesh.envoy.wait_hosts("aisf-router", _routers(mesh, "router-a", "router-c"))
+
+
+async def test_bad_registrations_are_typed_errors_and_leave_the_snapshot_alone(mesh: Mesh) -> None:
+    assert mesh.control is not None
+    client = MeshClient(f"127.0.0.1:{mesh.control_grpc_port}")
+    try:
+        version = (await client.replicas()).snapshot_version
+        with pytest.raises(InvalidInput, match="^address: 'nowhere' is not host:port"):
+            await client.register("r-bad", "router", "nowhere", [])
+        with pytest.raises(ReplicaIdTaken, match="^replica_id: 'router-a' is live at"):
+            await client.register("router-a", "router", "127.0.0.1:1", [])
+        with pytest.raises(ReplicaNotFound, match="^replica_id: 'ghost'"):
+            await client.heartbeat("ghost", [])
+        with pytest.raises(InvalidInput, match=r"^models\[0\]: "):
+            await client.heartbeat("router-a", [""])
+        listed = await client.replicas()
+        assert listed.snapshot_version == version
+        assert {r.replica_id for r in listed.replicas if r.healthy} == {"router-a", "router-c"}
+    finally:
+        await client.close()
+    log = mesh.control.log_text()
+    assert log.count("address: 'nowhere' is not host:port") == 1  # logged once, as a rejection
+    assert "Traceback" not in log
+
+
+# --- a bad snapshot, with the ADS server in this process ---
+
+
+async def _accepted_everything(cache: SnapshotCache, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(cache.accepted().get(t) != (s.version if (s := cache.served(t)) else None) for t in TYPES):
+        assert time.monotonic() < deadline, f"accepted {cache.accepted()}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture()
+async def in_process_plane(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[SnapshotCache, CollectorRegistry, EnvoyProcess]]:
+    metrics = CollectorRegistry()
+    cache = SnapshotCache(metrics)
+    upstream = [Replica("r", "router", "127.0.0.1:1", ("m",), datetime.now(UTC))]
+    cache.publish(resources(upstream, MeshOptions(listener_port=free_port())))
+    server = build_server(
+        [ads.register(ads.AdsServicer(cache, metrics))], [ads.SERVICE_NAME], ["127.0.0.1:0"], 1 << 22
+    )
+    await server.start()
+    port = server.ports["127.0.0.1:0"]
+    started = running_envoy(f"127.0.0.1:{port}", tmp_path)
+    try:
+        envoy = await asyncio.to_thread(started.__enter__)  # this loop must go on answering Envoy
+        try:
+            await _accepted_everything(cache)
+            yield cache, metrics, envoy
+        finally:
+            await asyncio.to_thread(started.__exit__, None, None, None)
+    finally:
+        await server.stop(0)
+
+
+async def test_a_route_naming_an_unknown_cluster_is_nacked_and_the_last_good_snapshot_stays(
+    in_process_plane: tuple[SnapshotCache, CollectorRegistry, EnvoyProcess], caplog: pytest.LogCaptureFixture
+) -> None:
+    cache, metrics, envoy = in_process_plane
+    good = cache.served(ROUTE)
+    assert good is not None and envoy.route_version() == good.version
+    built = resources([], MeshOptions())
+    (routes,) = built[ROUTE]
+    shape = json_format.MessageToDict(routes)
+    shape["virtualHosts"][0]["routes"][0]["route"]["cluster"] = "no-such-cluster"
+    built[ROUTE] = [json_format.ParseDict(shape, route_pb2.RouteConfiguration())]
+    built = {ROUTE: built[ROUTE]}  # only the routes change
+    cache.publish(built)
+    bad = cache._newest[ROUTE].version  # noqa: SLF001  (the version Envoy is about to reject)
+    deadline = time.monotonic() + 20
+    while metrics.get_sample_value("aisf_mesh_xds_rejections_total", {"type": "routes"}) != 1:
+        assert time.monotonic() < deadline, envoy.log_text()[-3000:]
+        await asyncio.sleep(0.05)
+    assert cache.served(ROUTE) == good  # the last good one, for every Envoy that subscribes from now on
+    assert envoy.route_version() == good.version  # Envoy kept it too
+    assert envoy.stat("cluster_manager.cds.update_rejected") == 0
+    assert f"an Envoy rejected the routes snapshot {bad}" in caplog.text
+    assert "no-such-cluster" in caplog.text  # Envoy's reason, in the log
+    await asyncio.sleep(1)  # no push loop: nothing more was rejected
+    assert metrics.get_sample_value("aisf_mesh_xds_rejections_total", {"type": "routes"}) == 1
