@@ -31,9 +31,13 @@ class GrpcClient:
         await self._channel.close(None)
 
     async def _call(
-        self, method: Callable[..., Awaitable[Reply]], request: Any, request_id: str = ""
+        self, method: Callable[..., Awaitable[Reply]], request: Any, request_id: str = "", model: str = ""
     ) -> Reply:
-        metadata = tuple(call_context.outgoing(request_id)) or None
+        """`model`: the model the call is for, in metadata too (a mesh routes on it)."""
+        pairs = call_context.outgoing(request_id)
+        if model:
+            pairs.append((call_context.MODEL_KEY, model))
+        metadata = tuple(pairs) or None
         try:
             return await method(request, timeout=deadlines.timeout_or(self._timeout_s), metadata=metadata)
         except aio.AioRpcError as exc:

@@ -34,7 +34,7 @@ class RouterClient(GrpcClient):
         self._control = control_grpc.ModelControlServiceStub(self._channel)
 
     async def infer(self, request: pb.ModelInferRequest, request_id: str = "") -> pb.ModelInferResponse:
-        return await self._call(self._v2.ModelInfer, request, request_id)
+        return await self._call(self._v2.ModelInfer, request, request_id, request.model_name)
 
     async def server_live(self) -> bool:
         return bool((await self._call(self._v2.ServerLive, pb.ServerLiveRequest())).live)
@@ -95,8 +95,9 @@ class RouterClient(GrpcClient):
 
     # --- LLM lane (aisf.llm.v1.LlmService) ---
     @staticmethod
-    def _llm_metadata(request_id: str, tenant: str) -> tuple[tuple[str, str], ...]:
+    def _llm_metadata(request_id: str, tenant: str, model: str) -> tuple[tuple[str, str], ...]:
         carried = [(k, v) for k, v in call_context.outgoing(request_id) if k != call_context.TENANT_KEY]
+        carried.append((call_context.MODEL_KEY, model))
         who = tenant or call_context.tenant.get()
         return tuple(carried + [(call_context.TENANT_KEY, who)] if who else carried)
 
@@ -104,7 +105,8 @@ class RouterClient(GrpcClient):
         self, method: Callable[..., Any], request: Any, request_id: str, tenant: str
     ) -> AsyncGenerator[Any, None]:
         """Yield the router's messages; closing this generator cancels the call, which stops the engine."""
-        return self._read(method, request, self._stream_timeout_s, self._llm_metadata(request_id, tenant))
+        metadata = self._llm_metadata(request_id, tenant, request.model)
+        return self._read(method, request, self._stream_timeout_s, metadata)
 
     def chat_completion(
         self, request: llm_pb.ChatCompletionRequest, request_id: str = "", tenant: str = ""
@@ -117,7 +119,7 @@ class RouterClient(GrpcClient):
         return self._stream(self._llm.Completion, request, request_id, tenant)
 
     async def embed(self, request: llm_pb.EmbedRequest, request_id: str = "") -> llm_pb.EmbedResponse:
-        return await self._call(self._llm.Embed, request, request_id)
+        return await self._call(self._llm.Embed, request, request_id, request.model)
 
     async def list_models(self) -> llm_pb.ListModelsResponse:
         return await self._call(self._llm.ListModels, llm_pb.ListModelsRequest())

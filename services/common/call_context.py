@@ -11,6 +11,9 @@ from aisf.services.common.auth.principal import Principal
 REQUEST_ID_KEY = "x-request-id"
 TENANT_KEY = "x-aisf-tenant"
 LANE_KEY = "x-aisf-lane"
+MODEL_KEY = "aisf-model"
+"""Names the model a call is for, for a proxy that cannot read it from the body: Envoy routes on it to
+the replicas that have the model loaded (the router itself reads the request)."""
 PRINCIPAL_KEY = "x-aisf-principal"
 
 REALTIME = "realtime"

@@ -24,6 +24,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from aisf.services.common import call_context
 from aisf.services.mesh.registry import Replica
 
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -36,9 +37,9 @@ SHORT_NAMES = {LISTENER: "listeners", ROUTE: "routes", CLUSTER: "clusters", ENDP
 
 LISTENER_NAME = "aisf-grpc"
 ROUTE_NAME = "aisf-routes"
-MODEL_HEADER = "aisf-model"
-"""gRPC metadata naming the model a call is for (Envoy cannot read it from the protobuf body); calls
-that carry it go to replicas that have the model loaded, the others to any replica of the role."""
+MODEL_HEADER = call_context.MODEL_KEY
+"""Calls that name their model in this metadata (aisf's own clients do) go to replicas that have the
+model loaded; the others to any replica of the role (Envoy cannot read the protobuf body)."""
 
 _ADS = {"ads": {}, "resource_api_version": "V3"}
 # gRPC services, by the role that serves them: the route prefixes of each role's cluster.

@@ -20,10 +20,12 @@ import tritonclient.grpc as grpcclient
 from envoy.config.route.v3 import route_pb2
 from google.protobuf import json_format
 from prometheus_client import CollectorRegistry
+from tritonclient.grpc import service_pb2
 
 from aisf.mesh.v1 import mesh_service_pb2 as mesh_pb
 from aisf.mesh.v1 import mesh_service_pb2_grpc as mesh_grpc
 from aisf.services.clients.mesh_client import MeshClient
+from aisf.services.clients.router_client import RouterClient
 from aisf.services.common.errors import InvalidInput, ReplicaIdTaken, ReplicaNotFound
 from aisf.services.common.grpc_server import build_server
 from aisf.services.mesh import ads
@@ -162,6 +164,23 @@ def test_calls_through_envoy_reach_every_replica_and_model_routes_only_its_serve
             assert answer.as_numpy("echo").tolist() == [[b"hello"]]
     served = {name: _inferences(r) - before[name] for name, r in mesh.replicas.items()}
     assert sum(served.values()) == 200 and min(served.values()) > 20, served
+
+
+async def test_aisf_clients_name_the_model_so_envoy_takes_their_calls_to_its_servers(mesh: Mesh) -> None:
+    """The gateway and the job workers call routers through Envoy: router-b lacks string-identity,
+    and no call may land there."""
+    client = RouterClient(f"127.0.0.1:{mesh.envoy_port}", 1 << 22)
+    request = service_pb2.ModelInferRequest(
+        model_name="string-identity",
+        inputs=[
+            {"name": "text", "datatype": "BYTES", "shape": [1, 1], "contents": {"bytes_contents": [b"hi"]}}
+        ],
+    )
+    try:
+        answers = await asyncio.gather(*(client.infer(request) for _ in range(40)))
+    finally:
+        await client.close()
+    assert {a.model_name for a in answers} == {"string-identity"}
 
 
 def test_a_replica_killed_mid_load_costs_no_request_and_moves_the_snapshot(mesh: Mesh) -> None:
