@@ -53,6 +53,7 @@ class MeshControlPlane:
     healthy: list[Replica] = field(default_factory=list)
     known: list[Replica] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
     _loop: asyncio.Task[None] | None = None
     _served_models: frozenset[str] = frozenset()
     _replicas_gauge: Gauge | None = None
@@ -83,6 +84,12 @@ class MeshControlPlane:
         self._wake.set()
 
     async def refresh(self) -> None:
+        """One round: the live replicas, their health checks, the snapshot (one round at a time: a leave
+        runs one of its own beside the loop's)."""
+        async with self._refreshing:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         settling = (
             self._started is None or time.monotonic() - self._started < self.heartbeat_s * TTL_HEARTBEATS
         )

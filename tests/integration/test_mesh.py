@@ -307,3 +307,31 @@ async def test_a_route_naming_an_unknown_cluster_is_nacked_and_the_last_good_sna
     assert "no-such-cluster" in caplog.text  # Envoy's reason, in the log
     await asyncio.sleep(1)  # no push loop: nothing more was rejected
     assert metrics.get_sample_value("aisf_mesh_xds_rejections_total", {"type": "routes"}) == 1
+
+
+def test_with_keys_replicas_join_with_the_roles_token_and_a_stranger_is_refused(tmp_path: Path) -> None:
+    build_tabular_demo(tmp_path / "models")
+    token, port = "mesh-test-token-0123456789abcdef", free_port()
+    env = {"AISF_AUTH": "keys", "AISF_INTERNAL_TOKEN": token, "AISF_MESH_HEARTBEAT_S": str(HEARTBEAT_S)}
+    joining = {**env, "AISF_MESH_ADDRESS": f"127.0.0.1:{port}", "AISF_MESH_REPLICA_ID": "keyed"}
+    with (
+        running_aisf(
+            tmp_path / "models", tmp_path / "cp", ["--grpc-port", str(port)], env, role="control-plane"
+        ),
+        running_aisf(tmp_path / "models", tmp_path / "r", env=joining, role="router"),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        stub = mesh_grpc.MeshServiceStub(channel)
+        roles = (("authorization", f"Bearer {token}"),)
+        deadline = time.monotonic() + 20
+        while not any(
+            r.healthy for r in stub.ListReplicas(mesh_pb.ListReplicasRequest(), metadata=roles).replicas
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        stranger = mesh_pb.RegisterRequest(replica_id="evil", role="router", address="127.0.0.1:1")
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Register(stranger, timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        listed = stub.ListReplicas(mesh_pb.ListReplicasRequest(), metadata=roles)
+        assert [r.replica_id for r in listed.replicas] == ["keyed"]

@@ -79,7 +79,7 @@ def running_envoy(xds_address: str, work_dir: Path, timeout_s: float = 30) -> It
     bootstrap = work_dir / "envoy.yaml"
     bootstrap.write_text(bootstrap_yaml(xds_address, "envoy-test", admin_port))
     process = subprocess.Popen(
-        [ENVOY, "-c", str(bootstrap), "--disable-hot-restart", "--log-level", "warn", "--concurrency", "2"],
+        [ENVOY, "-c", str(bootstrap), "--disable-hot-restart", "--log-level", "warn", "--concurrency", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
