@@ -66,7 +66,7 @@ def _document(
     scale = _median(rows["via Envoy, 2 replicas"], 32, "rps") / _median(
         rows["via Envoy, 1 replica"], 32, "rps"
     )
-    return f"""## The mesh: Envoy fed by aisf's control plane, replicas joining and dying (bench/mesh_bench.py)
+    return f"""## The mesh: Envoy fed by the control plane, replicas joining and dying (bench/mesh_bench.py)
 
 V2 `ModelInfer` of one `[1, 4]` FP32 row on the sample `tabular-demo` XGBoost model; {args.requests} timed
 requests per level after {args.warmup} of warm-up, {args.rounds} rounds in turns; one control plane, Envoy
