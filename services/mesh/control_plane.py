@@ -91,7 +91,7 @@ class MeshControlPlane:
 
     async def _refresh(self) -> None:
         settling = (
-            self._started is None or time.monotonic() - self._started < self.heartbeat_s * TTL_HEARTBEATS
+            self._started is None or time.monotonic() - self._started < self.heartbeat_s * SETTLE_HEARTBEATS
         )
         self.known = await self.database.run(self.registry.live, settling)
         self.healthy = await self.probes.healthy(self.known)
