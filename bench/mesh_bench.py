@@ -119,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "AISF_LOG_LEVEL": "WARNING",
             "AISF_MESH_HEARTBEAT_S": str(HEARTBEAT_S),
             "AISF_MESH_ENVOY_PORT": str(envoy_port),
+            "AISF_MESH_ENVOY_HTTP_PORT": "0",  # gRPC only here
         }
         stack.enter_context(
             running_aisf(

@@ -242,6 +242,8 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
         )
         stack.push_async_callback(gateway.stop)
         endpoints.rest = f"http://{host}:{gateway.http_port}"
+        if settings.mesh_address and role == "gateway":  # role all joins with its gRPC port above
+            _join_mesh(settings, role, gateway.http_port, None, stack)
         if settings.edge:
             edge = await start_edge(settings, gateway.http_port, _grpc_upstream(settings, endpoints), host)
             stack.push_async_callback(edge.stop)  # first out: no request reaches a stopped gateway
@@ -252,10 +254,10 @@ async def _start(settings: Settings, role: Role, stack: AsyncExitStack) -> Endpo
 
 
 def _join_mesh(
-    settings: Settings, role: Role, grpc_port: int, router: RouterService | None, stack: AsyncExitStack
+    settings: Settings, role: Role, port: int, router: RouterService | None, stack: AsyncExitStack
 ) -> None:
-    """Register with the control plane; leave (popped before the server stops) so Envoy sends no new
-    calls while the in-flight ones drain."""
+    """Register with the control plane at `port` (gRPC; a gateway's REST); leave (popped before the server
+    stops) so Envoy sends no new calls while the in-flight ones drain."""
 
     def models() -> list[str]:
         return sorted({m.name for m in router.repository.ready()}) if router is not None else []
@@ -264,7 +266,7 @@ def _join_mesh(
         MeshClient(settings.mesh_address),
         replica_id(settings, role),
         role,
-        advertised_address(settings, grpc_port),
+        advertised_address(settings, port),
         models,
     )
     if router is not None:

@@ -231,6 +231,8 @@ class Settings(BaseSettings):
     outlier detection takes out one that fails calls within a second)."""
     mesh_envoy_port: int = Field(10000, ge=1, le=65535)
     """(control plane) The port of the gRPC listener it gives Envoy."""
+    mesh_envoy_http_port: int = Field(10080, ge=0, le=65535)
+    """(control plane) The port of the REST listener it gives Envoy in front of the gateways; 0: none."""
     mesh_retries: int = Field(3, ge=0, le=10)
     """(control plane) Times Envoy retries a call on another replica (idempotent calls on UNAVAILABLE or
     a reset; every call when the connection failed)."""

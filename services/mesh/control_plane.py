@@ -218,6 +218,7 @@ def build_control_plane(
         probes=HealthProbes(settings.mesh_probe_timeout_s),
         options=MeshOptions(
             listener_port=settings.mesh_envoy_port,
+            http_listener_port=settings.mesh_envoy_http_port,
             retries=settings.mesh_retries,
             max_requests=settings.mesh_max_requests,
         ),

@@ -37,6 +37,8 @@ SHORT_NAMES = {LISTENER: "listeners", ROUTE: "routes", CLUSTER: "clusters", ENDP
 
 LISTENER_NAME = "aisf-grpc"
 ROUTE_NAME = "aisf-routes"
+HTTP_LISTENER_NAME = "aisf-http"
+HTTP_ROUTE_NAME = "aisf-http-routes"
 MODEL_HEADER = call_context.MODEL_KEY
 """Calls that name their model in this metadata (aisf's own clients do) go to replicas that have the
 model loaded; the others to any replica of the role (Envoy cannot read the protobuf body)."""
@@ -60,6 +62,8 @@ _RETRIED_ON_ANY_ERROR = frozenset({"router", "feature", "pii"})
 @dataclass(frozen=True, slots=True)
 class MeshOptions:
     listener_port: int = 10000
+    http_listener_port: int = 0
+    """The REST listener in front of the gateways; 0: none."""
     retries: int = 3
     max_requests: int = 4096
     """Per-cluster circuit breaker: requests (and pending requests) in flight at once; more get 503."""
@@ -90,11 +94,22 @@ def resources(
     endpoints |= {cluster_of_model(m): found for m, found in sorted(serving.items())}
     for model in lingering_models:
         endpoints.setdefault(cluster_of_model(model), members["router"])
+    clusters = [_cluster(name, options) for name in endpoints]
+    listeners, routes = (
+        [_listener(LISTENER_NAME, options.listener_port, ROUTE_NAME, "HTTP2")],
+        [_route_configuration(sorted(serving), options)],
+    )
+    if options.http_listener_port:
+        gateway = cluster_of_role("gateway")
+        endpoints[gateway] = [r for r in replicas if r.role == "gateway"]
+        clusters.append(_cluster(gateway, options, http2=False))
+        listeners.append(_listener(HTTP_LISTENER_NAME, options.http_listener_port, HTTP_ROUTE_NAME, "AUTO"))
+        routes.append(_rest_routes(gateway, options))
     return {
-        CLUSTER: [_cluster(name, options) for name in endpoints],
+        CLUSTER: clusters,
         ENDPOINT: [_assignment(name, found) for name, found in endpoints.items()],
-        LISTENER: [_listener(options)],
-        ROUTE: [_route_configuration(sorted(serving), options)],
+        LISTENER: listeners,
+        ROUTE: routes,
     }
 
 
@@ -124,7 +139,8 @@ def http2_upstream(ping_interval_s: float, ping_timeout_s: float) -> dict[str, A
     }
 
 
-def _cluster(name: str, options: MeshOptions) -> Message:
+def _cluster(name: str, options: MeshOptions, http2: bool = True) -> Message:
+    """`http2`: gRPC replicas; otherwise HTTP/1.1 (the gateways' REST)."""
     limit = options.max_requests
     return _parsed(
         {
@@ -133,7 +149,7 @@ def _cluster(name: str, options: MeshOptions) -> Message:
             "eds_cluster_config": {"eds_config": _ADS},
             "connect_timeout": _seconds(options.connect_timeout_s),
             "lb_policy": "LEAST_REQUEST",
-            "typed_extension_protocol_options": http2_upstream(5.0, 2.0),
+            **({"typed_extension_protocol_options": http2_upstream(5.0, 2.0)} if http2 else {}),
             "outlier_detection": {
                 "consecutive_5xx": 5,
                 "consecutive_gateway_failure": 2,  # resets and refused connections: a replica gone
@@ -182,11 +198,11 @@ def _assignment(cluster: str, replicas: Sequence[Replica]) -> Message:
     )
 
 
-def _listener(options: MeshOptions) -> Message:
+def _listener(name: str, port: int, route_name: str, codec: str) -> Message:
     return _parsed(
         {
-            "name": LISTENER_NAME,
-            "address": {"socket_address": {"address": "0.0.0.0", "port_value": options.listener_port}},
+            "name": name,
+            "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
             "filter_chains": [
                 {
                     "filters": [
@@ -195,9 +211,9 @@ def _listener(options: MeshOptions) -> Message:
                             "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.network"
                                 ".http_connection_manager.v3.HttpConnectionManager",
-                                "stat_prefix": "aisf_grpc",
-                                "codec_type": "HTTP2",
-                                "rds": {"config_source": _ADS, "route_config_name": ROUTE_NAME},
+                                "stat_prefix": name.replace("-", "_"),
+                                "codec_type": codec,
+                                "rds": {"config_source": _ADS, "route_config_name": route_name},
                                 "http_filters": [
                                     {
                                         "name": "envoy.filters.http.router",
@@ -237,6 +253,55 @@ def _route_configuration(models: Sequence[str], options: MeshOptions) -> Message
     )
 
 
+def _rest_routes(cluster: str, options: MeshOptions) -> Message:
+    """Every path to the gateways; a GET may be answered again by another gateway, other methods only
+    when they never reached one. No route timeout: SSE streams and long polls last minutes."""
+
+    def route(retry_on: str, method: str | None) -> dict[str, Any]:
+        match: dict[str, Any] = {"prefix": "/"}
+        if method:
+            match["headers"] = [{"name": ":method", "string_match": {"exact": method}}]
+        return {
+            "match": match,
+            "route": {"cluster": cluster, "timeout": "0s", "retry_policy": _retries(retry_on, options)},
+        }
+
+    return _parsed(
+        {
+            "name": HTTP_ROUTE_NAME,
+            "validate_clusters": True,
+            "virtual_hosts": [
+                {
+                    "name": "aisf-rest",
+                    "domains": ["*"],
+                    "routes": [
+                        route("reset,connect-failure,refused-stream", "GET"),
+                        route(_SAFE_RETRY_ON, None),
+                    ],
+                }
+            ],
+        },
+        route_pb2.RouteConfiguration(),
+    )
+
+
+def _retries(retry_on: str, options: MeshOptions) -> dict[str, Any]:
+    return {
+        "retry_on": retry_on,
+        "num_retries": options.retries,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3"
+                    ".PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+    }
+
+
 def _route(
     prefix: str,
     cluster: str,
@@ -253,19 +318,8 @@ def _route(
             "cluster": cluster,
             "timeout": "0s",  # the call's own grpc-timeout bounds it (streams last minutes)
             "max_stream_duration": {"grpc_timeout_header_max": "0s"},
-            "retry_policy": {
-                "retry_on": _IDEMPOTENT_RETRY_ON if role in _RETRIED_ON_ANY_ERROR else _SAFE_RETRY_ON,
-                "num_retries": options.retries,
-                "retry_host_predicate": [
-                    {
-                        "name": "envoy.retry_host_predicates.previous_hosts",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3"
-                            ".PreviousHostsPredicate"
-                        },
-                    }
-                ],
-                "host_selection_retry_max_attempts": 5,
-            },
+            "retry_policy": _retries(
+                _IDEMPOTENT_RETRY_ON if role in _RETRIED_ON_ANY_ERROR else _SAFE_RETRY_ON, options
+            ),
         },
     }

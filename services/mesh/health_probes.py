@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+import httpx
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -22,12 +23,13 @@ class HealthProbes:
         self._channels: dict[str, aio.Channel] = {}
         self._failures: dict[str, int] = {}
         self._passing: set[str] = set()
+        self._http: httpx.AsyncClient | None = None
 
     async def healthy(self, replicas: Sequence[Replica]) -> list[Replica]:
         """The replicas in the endpoint set: in from their first SERVING answer, out after
         `failures_to_eject` failed checks in a row."""
         await self._forget({r.address for r in replicas})
-        answers = await asyncio.gather(*(self._serving(r.address) for r in replicas))
+        answers = await asyncio.gather(*(self._serving(r) for r in replicas))
         passing = []
         for replica, serving in zip(replicas, answers, strict=True):
             address = replica.address
@@ -50,11 +52,15 @@ class HealthProbes:
 
     async def close(self) -> None:
         await self._forget(set())
+        if self._http is not None:
+            await self._http.aclose()
 
-    async def _serving(self, address: str) -> bool:
-        channel = self._channels.get(address)
+    async def _serving(self, replica: Replica) -> bool:
+        if replica.role == "gateway":  # the REST edge: KServe V2's readiness
+            return await self._ready_over_http(replica.address)
+        channel = self._channels.get(replica.address)
         if channel is None:
-            channel = self._channels[address] = aio.insecure_channel(address)
+            channel = self._channels[replica.address] = aio.insecure_channel(replica.address)
         try:
             answer = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=self._timeout_s
@@ -62,6 +68,14 @@ class HealthProbes:
         except aio.AioRpcError:
             return False
         return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def _ready_over_http(self, address: str) -> bool:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self._timeout_s)
+        try:
+            return (await self._http.get(f"http://{address}/v2/health/ready")).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     async def _forget(self, keep: set[str]) -> None:
         for address in [a for a in self._channels if a not in keep]:

@@ -15,7 +15,8 @@ from aisf.services.common.db.engine import aware
 from aisf.services.common.db.tables import MeshReplicaRow
 from aisf.services.common.errors import InvalidInput, ReplicaIdTaken, ReplicaNotFound
 
-ROLES = ("router", "job", "feature", "pii", "all")
+ROLES = ("router", "job", "feature", "pii", "all", "gateway")
+"""Roles that join the mesh: the gRPC roles at their gRPC port, gateways at their REST port."""
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"

@@ -133,28 +133,49 @@ def _descriptors() -> dict[str, object]:
     return {name: pool.FindServiceByName(name) for name in {m.strip("/").split("/")[0] for m in RULES}}
 
 
+@pytest.fixture(scope="module")
+def control_plane(sample_repository: Path, data_dir: Path, server: AisfProcess) -> Iterator[AisfProcess]:
+    """The mesh's services are the control-plane role's: its own process, on the same database (keys)."""
+    with running_aisf(
+        sample_repository, data_dir, env={"AISF_AUTH": "keys"}, role="control-plane"
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def channels(server: AisfProcess, control_plane: AisfProcess) -> Iterator[dict[str, grpc.Channel]]:
+    """A channel to the process serving each service."""
+    opened = [grpc.insecure_channel(p.grpc_url) for p in (server, control_plane)]
+    yield {name: channel for channel in opened for name in _served_services(channel)}
+    for channel in opened:
+        channel.close()
+
+
+def _service(method: str) -> str:
+    return method.strip("/").split("/")[0]
+
+
 def test_every_grpc_method_but_health_refuses_a_caller_without_a_valid_key(
-    server: AisfProcess, keys: Keys
+    channels: dict[str, grpc.Channel], keys: Keys
 ) -> None:
-    with grpc.insecure_channel(server.grpc_url) as channel:
-        served = _served_services(channel)
-        # Every service but the feature lane's (no feature repository here) and the pii role's (its own
-        # test starts it: its models take seconds to load).
-        absent = {"aisf.feature.v1.FeatureService", "aisf.pii.v1.PiiService"}
-        assert served == {m.strip("/").split("/")[0] for m in RULES} - absent
-        for method, rule in RULES.items():
-            if method.strip("/").split("/")[0] not in served:
-                continue
-            for metadata in (
-                (),
-                tuple(bearer("aisf_0123456789ab_" + "z" * 43).items()),
-                tuple(bearer(keys.revoked).items()),
-            ):
-                code = _invoke(channel, method, metadata)
-                if rule.public:
-                    assert code != grpc.StatusCode.UNAUTHENTICATED, method
-                else:
-                    assert code == grpc.StatusCode.UNAUTHENTICATED, (method, metadata, code)
+    # Every service but the feature lane's (no feature repository here) and the pii role's (its own
+    # test starts it: its models take seconds to load).
+    absent = {"aisf.feature.v1.FeatureService", "aisf.pii.v1.PiiService"}
+    assert set(channels) == {_service(m) for m in RULES} - absent
+    for method, rule in RULES.items():
+        channel = channels.get(_service(method))
+        if channel is None:
+            continue
+        for metadata in (
+            (),
+            tuple(bearer("aisf_0123456789ab_" + "z" * 43).items()),
+            tuple(bearer(keys.revoked).items()),
+        ):
+            code = _invoke(channel, method, metadata)
+            if rule.public:
+                assert code != grpc.StatusCode.UNAUTHENTICATED, method
+            else:
+                assert code == grpc.StatusCode.UNAUTHENTICATED, (method, metadata, code)
 
 
 def _served_services(channel: grpc.Channel) -> set[str]:
@@ -166,14 +187,14 @@ def _served_services(channel: grpc.Channel) -> set[str]:
     return names - {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
 
-def test_an_infer_key_may_not_call_any_admin_method(server: AisfProcess, keys: Keys) -> None:
-    with grpc.insecure_channel(server.grpc_url) as channel:
-        for method, rule in RULES.items():
-            if rule.role == "admin":
-                assert (
-                    _invoke(channel, method, tuple(bearer(keys.acme).items()))
-                    == grpc.StatusCode.PERMISSION_DENIED
-                ), method
+def test_an_infer_key_may_not_call_any_admin_method(channels: dict[str, grpc.Channel], keys: Keys) -> None:
+    for method, rule in RULES.items():
+        channel = channels.get(_service(method))
+        if rule.role == "admin" and channel is not None:
+            assert (
+                _invoke(channel, method, tuple(bearer(keys.acme).items()))
+                == grpc.StatusCode.PERMISSION_DENIED
+            ), method
 
 
 def _tabular(value: float = 1.0) -> grpcclient.InferInput:

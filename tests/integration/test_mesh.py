@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -55,6 +56,8 @@ class Mesh:
     env: dict[str, str]
     control: AisfProcess | None = None
     replicas: dict[str, AisfProcess] = field(default_factory=dict)
+    gateway: AisfProcess | None = None
+    rest_port: int = 0
 
     def start_control_plane(self) -> AisfProcess:
         self.control = self.stack.enter_context(
@@ -87,8 +90,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     build_tabular_demo(a)
     build_string_identity(a)
     build_tabular_demo(b)
-    envoy_port, control_port = free_port(), free_port()
-    env = {"AISF_MESH_HEARTBEAT_S": str(HEARTBEAT_S), "AISF_MESH_ENVOY_PORT": str(envoy_port)}
+    envoy_port, rest_port, control_port = free_port(), free_port(), free_port()
+    env = {
+        "AISF_MESH_HEARTBEAT_S": str(HEARTBEAT_S),
+        "AISF_MESH_ENVOY_PORT": str(envoy_port),
+        "AISF_MESH_ENVOY_HTTP_PORT": str(rest_port),
+    }
     with ExitStack() as stack:
         control_dir = root / "control"
         placeholder = Mesh(None, envoy_port, control_port, control_dir, stack, {"a": a, "b": b}, env)  # type: ignore[arg-type]
@@ -96,6 +103,20 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         placeholder.envoy = stack.enter_context(running_envoy(f"127.0.0.1:{control_port}", root))
         placeholder.start_replica("router-a", "a", root / "a")
         placeholder.start_replica("router-b", "b", root / "b")
+        placeholder.rest_port = rest_port
+        placeholder.gateway = stack.enter_context(
+            running_aisf(
+                a,
+                root / "gateway",
+                env={
+                    **env,
+                    "AISF_MESH_ADDRESS": f"127.0.0.1:{control_port}",
+                    "AISF_MESH_REPLICA_ID": "gateway-1",
+                    "AISF_ROUTER_ADDRESS": f"127.0.0.1:{envoy_port}",  # its calls balance through Envoy too
+                },
+                role="gateway",
+            )
+        )
         yield placeholder
 
 
@@ -164,6 +185,22 @@ def test_calls_through_envoy_reach_every_replica_and_model_routes_only_its_serve
             assert answer.as_numpy("echo").tolist() == [[b"hello"]]
     served = {name: _inferences(r) - before[name] for name, r in mesh.replicas.items()}
     assert sum(served.values()) == 200 and min(served.values()) > 20, served
+
+
+def test_rest_through_envoy_reaches_a_gateway_whose_calls_reach_the_routers_through_envoy(mesh: Mesh) -> None:
+    assert mesh.gateway is not None
+    mesh.envoy.wait_hosts("aisf-gateway", {mesh.gateway.http_url})
+    body = {"inputs": [{"name": "input__0", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    with httpx.Client(base_url=f"http://127.0.0.1:{mesh.rest_port}", timeout=10) as rest:
+        assert rest.get("/v2/health/ready").status_code == 200
+        answers = [rest.post("/v2/models/string-identity/infer", json=_text_body()) for _ in range(20)]
+        assert {a.status_code for a in answers} == {200}  # router-b lacks it: the gateway names the model
+        answer = rest.post("/v2/models/tabular-demo/infer", json=body)
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["name"] == "output__0"
+
+
+def _text_body() -> dict[str, object]:
+    return {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1, 1], "data": ["hi"]}]}
 
 
 async def test_aisf_clients_name_the_model_so_envoy_takes_their_calls_to_its_servers(mesh: Mesh) -> None:
@@ -239,7 +276,7 @@ async def test_bad_registrations_are_typed_errors_and_leave_the_snapshot_alone(m
             await client.heartbeat("router-a", [""])
         listed = await client.replicas()
         assert listed.snapshot_version == version
-        assert {r.replica_id for r in listed.replicas if r.healthy} == {"router-a", "router-c"}
+        assert {r.replica_id for r in listed.replicas if r.healthy} == {"router-a", "router-c", "gateway-1"}
     finally:
         await client.close()
     log = mesh.control.log_text()

@@ -94,6 +94,10 @@ def test_the_grpc_roles_join_the_mesh_at_their_pod_address_and_probe_grpc_health
         assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
         assert container["readinessProbe"]["grpc"]["port"] == 8001
         assert container["args"] == ["serve", "--role", role]
+    (gateway,) = deployments["aisf-gateway"]["spec"]["template"]["spec"]["containers"]
+    assert {e["name"]: e for e in gateway["env"]}["AISF_MESH_ADVERTISE_ADDRESS"]["value"] == "$(POD_IP):8000"
+    envoy_ports = {p["port"] for p in _named(rendered("base"), "Service")["aisf-envoy"]["spec"]["ports"]}
+    assert envoy_ports == {10000, 10080}  # the gRPC and REST listeners the control plane gives Envoy
     config = _named(rendered("base"), "ConfigMap")["aisf-config"]["data"]
     assert config["AISF_MESH_ADDRESS"] == "aisf-control-plane:8001"
     assert config["AISF_ROUTER_ADDRESS"] == "aisf-envoy:10000"  # the gateway's calls balance through Envoy

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from aisf.services.common.db.engine import Database, open_database
 from aisf.services.common.errors import InvalidInput, ReplicaIdTaken, ReplicaNotFound
+from aisf.services.common.settings import Settings
+from aisf.services.mesh.member import advertised_address
 from aisf.services.mesh.registry import ReplicaRegistry, checked_registration, split_address
 from tests.support.databases import fresh_database
 
@@ -76,12 +78,10 @@ def test_any_text_is_an_address_or_invalid_input_never_another_error(text: str) 
     assert 0 < port < 65536 and host
 
 
-@given(
-    st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z][a-z0-9-]{0,20}){0,3}", fullmatch=True).filter(
-        lambda h: not h.endswith("-")
-    ),
-    st.integers(1, 65535),
-)
+_LABEL = r"[a-z]([a-z0-9-]{0,18}[a-z0-9])?"  # a DNS label: no '-' at either end
+
+
+@given(st.from_regex(rf"{_LABEL}(\.{_LABEL}){{0,3}}", fullmatch=True), st.integers(1, 65535))
 def test_a_dns_name_and_port_round_trip(host: str, port: int) -> None:
     assert split_address(f"{host}:{port}") == (host, port)
 
@@ -90,7 +90,7 @@ def test_registration_checks_name_the_field() -> None:
     with pytest.raises(InvalidInput, match="^replica_id: "):
         checked_registration("has space", "router", "127.0.0.1:1", [])
     with pytest.raises(InvalidInput, match="^role: "):
-        checked_registration("r1", "gateway", "127.0.0.1:1", [])
+        checked_registration("r1", "worker", "127.0.0.1:1", [])  # a worker serves nothing to route to
     with pytest.raises(InvalidInput, match=r"^models\[1\]: "):
         checked_registration("r1", "router", "127.0.0.1:1", ["ok", "bad\nname"])
     assert checked_registration("r1", "router", "127.0.0.1:1", ["b", "a", "b"]) == ("a", "b")
@@ -139,3 +139,12 @@ def test_leave_removes_at_once_and_twice_is_not_found(registry: ReplicaRegistry)
     assert registry.live() == []
     with pytest.raises(ReplicaNotFound):
         registry.leave("r1")
+
+
+def test_a_replica_advertises_its_bound_host_or_a_checked_address_of_its_own() -> None:
+    assert advertised_address(Settings(host="127.0.0.1"), 8001) == "127.0.0.1:8001"
+    assert advertised_address(Settings(host="::1"), 8001) == "[::1]:8001"
+    given = Settings(mesh_advertise_address="10.1.2.3:8001")
+    assert advertised_address(given, 9999) == "10.1.2.3:8001"
+    with pytest.raises(InvalidInput, match="^mesh_advertise_address: '10.1.2.3' is not host:port"):
+        advertised_address(Settings(mesh_advertise_address="10.1.2.3"), 8001)

@@ -114,3 +114,20 @@ def test_the_listener_speaks_http2_and_takes_its_routes_over_ads() -> None:
         "configSource": {"ads": {}, "resourceApiVersion": "V3"},
         "routeConfigName": "aisf-routes",
     }
+
+
+def test_gateways_get_a_rest_listener_over_http1_where_only_a_get_is_answered_twice() -> None:
+    gateways = [*REPLICAS, Replica("g", "gateway", "10.0.0.9:8000", (), NOW)]
+    assert "aisf-gateway" not in _endpoints(resources(gateways, MeshOptions()))  # type: ignore[arg-type]
+    built = resources(gateways, MeshOptions(http_listener_port=10080))
+    assert _endpoints(built)["aisf-gateway"] == [("10.0.0.9", 8000)]  # type: ignore[arg-type]
+    (gateway,) = [json_format.MessageToDict(c) for c in built[CLUSTER] if c.name == "aisf-gateway"]  # type: ignore[attr-defined]
+    assert "typedExtensionProtocolOptions" not in gateway  # HTTP/1.1 to uvicorn
+    rest = next(json_format.MessageToDict(r) for r in built[ROUTE] if r.name == "aisf-http-routes")  # type: ignore[attr-defined]
+    get, other = rest["virtualHosts"][0]["routes"]
+    assert get["match"]["headers"] == [{"name": ":method", "stringMatch": {"exact": "GET"}}]
+    assert "reset" in get["route"]["retryPolicy"]["retryOn"]
+    assert set(other["route"]["retryPolicy"]["retryOn"].split(",")) == {"connect-failure", "refused-stream"}
+    assert other["route"]["timeout"] == "0s"  # SSE
+    ports = {json_format.MessageToDict(li)["address"]["socketAddress"]["portValue"] for li in built[LISTENER]}
+    assert ports == {10000, 10080}

@@ -29,9 +29,13 @@ class RegisterRequest(_message.Message):
     replica_id: _builtins.str
     """Unique among live replicas: 1-128 letters, digits, '.', '_' or '-'."""
     role: _builtins.str
-    """The aisf role it runs: "router", "job", "feature" or "pii" ("all" serves every one of them)."""
+    """The aisf role it runs: "router", "job", "feature" or "pii" ("all" serves every one of them), or
+    "gateway" (the REST edge).
+    """
     address: _builtins.str
-    """host:port where Envoy reaches its gRPC server (an IPv4 or IPv6 literal, or a DNS name)."""
+    """host:port where Envoy reaches its gRPC server (a gateway: its REST port); an IPv4 or IPv6 literal,
+    or a DNS name.
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Models it has loaded and ready (router replicas): requests for one go to replicas that serve it."""
