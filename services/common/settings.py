@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aisf.services.common.deadlines import MAX_TIMEOUT_S
+from aisf.services.common.sealing import key_from_text
 
 Role = Literal["all", "router", "gateway", "job", "worker", "feature", "pii", "control-plane"]
 
@@ -241,6 +242,14 @@ class Settings(BaseSettings):
     # --- end the mesh ---
     shutdown_grace_s: float = Field(5.0, ge=0)
     """How long in-flight calls may finish after SIGINT/SIGTERM."""
+
+    @field_validator("payload_key")
+    @classmethod
+    def _payload_key_decodes(cls, value: SecretStr) -> SecretStr:
+        """A malformed key is a settings error at start-up, not a traceback at the first sealed write."""
+        if value.get_secret_value():
+            key_from_text(value.get_secret_value())
+        return value
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'aisf.db').resolve()}"

@@ -14,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aisf.services import cli
 from aisf.services.common.errors import PayloadUnreadable, RequestTooLarge
 from aisf.services.common.sealing import OVERHEAD, PayloadSeal, is_sealed, key_from_text
+from aisf.services.common.settings import Settings
 from aisf.services.job import sealed_storage
 from aisf.services.job.file_storage import LocalFileStorage
 from aisf.services.job.sealed_storage import SealedFileStorage
@@ -165,3 +167,19 @@ async def test_a_file_stored_before_sealing_reads_as_it_is(tmp_path: Path) -> No
     storage, root = _storage(tmp_path)
     (root / "old").write_bytes(b'{"custom_id": "a"}\n')
     assert await _read(storage, "old") == b'{"custom_id": "a"}\n'
+
+
+@pytest.mark.parametrize("text", ["short", "x" * 45, "not base64 at all!"])
+def test_a_malformed_payload_key_is_one_settings_line_that_never_shows_the_key(
+    text: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AISF_PAYLOAD_KEY", text)
+    assert cli.main(["serve", "--role", "job"]) == 2
+    printed = capsys.readouterr().err.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("aisf: invalid settings: ('payload_key',): ")
+    assert text not in printed[0]
+
+
+def test_a_well_formed_payload_key_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AISF_PAYLOAD_KEY", secrets.token_urlsafe(32))
+    assert len(key_from_text(Settings().payload_key.get_secret_value())) == 32
