@@ -97,7 +97,8 @@ class RouterClient(GrpcClient):
     @staticmethod
     def _llm_metadata(request_id: str, tenant: str, model: str) -> tuple[tuple[str, str], ...]:
         carried = [(k, v) for k, v in call_context.outgoing(request_id) if k != call_context.TENANT_KEY]
-        carried.append((call_context.MODEL_KEY, model))
+        if model:
+            carried.append((call_context.MODEL_KEY, model))
         who = tenant or call_context.tenant.get()
         return tuple(carried + [(call_context.TENANT_KEY, who)] if who else carried)
 
