@@ -16,7 +16,7 @@ XDS_CLUSTER = "aisf-xds"
 def bootstrap(
     xds_address: str, node_id: str, admin_port: int, admin_host: str = "127.0.0.1"
 ) -> dict[str, Any]:
-    host, port = split_address(xds_address)
+    host, port = split_address(xds_address, "xds")
     ads = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node_id, "cluster": "aisf-mesh"},

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable
 
 from aisf.services.clients.mesh_client import MeshClient
-from aisf.services.common.errors import AisfError, InvalidInput, ReplicaNotFound
+from aisf.services.common.errors import AisfError, ReplicaNotFound
 from aisf.services.common.settings import Settings
 from aisf.services.mesh.registry import split_address
 
@@ -24,10 +24,7 @@ def advertised_address(settings: Settings, grpc_port: int) -> str:
     """Where Envoy should reach this process; a malformed AISF_MESH_ADVERTISE_ADDRESS stops the start
     (the control plane would refuse every registration)."""
     if settings.mesh_advertise_address:
-        try:
-            split_address(settings.mesh_advertise_address)
-        except InvalidInput as error:
-            raise InvalidInput(f"mesh_advertise_address: {error.message.removeprefix('address: ')}") from None
+        split_address(settings.mesh_advertise_address, "mesh_advertise_address")
         return settings.mesh_advertise_address
     host = settings.host
     if host in _WILDCARDS:

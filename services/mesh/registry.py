@@ -45,23 +45,23 @@ class Replica:
         return split_address(self.address)[1]
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """host and port of `host:port` or `[v6]:port`; raises InvalidInput naming the field."""
+def split_address(address: str, field: str = "address") -> tuple[str, int]:
+    """host and port of `host:port` or `[v6]:port`; raises InvalidInput naming `field`."""
     host, sep, port_text = address.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise InvalidInput(f"address: {address!r} is not host:port with a port in 1-65535")
+        raise InvalidInput(f"{field}: {address!r} is not host:port with a port in 1-65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise InvalidInput(f"address: {address!r} has a malformed IPv6 literal") from None
+            raise InvalidInput(f"{field}: {address!r} has a malformed IPv6 literal") from None
         return host, int(port_text)
     try:
         ipaddress.IPv4Address(host)
     except ValueError:
         if not _HOSTNAME.fullmatch(host) or host.replace(".", "").isdigit():
-            raise InvalidInput(f"address: {address!r} names no valid host") from None
+            raise InvalidInput(f"{field}: {address!r} names no valid host") from None
     return host, int(port_text)
 
 
