@@ -78,7 +78,10 @@ class HealthProbes:
             return False
 
     async def _forget(self, keep: set[str]) -> None:
-        for address in [a for a in self._channels if a not in keep]:
-            await self._channels.pop(address).close(None)
+        """Drop what is known of addresses no longer registered (gRPC ones have a channel, HTTP ones not)."""
+        for address in {*self._channels, *self._failures, *self._passing} - keep:
+            channel = self._channels.pop(address, None)
+            if channel is not None:
+                await channel.close(None)
             self._failures.pop(address, None)
             self._passing.discard(address)

@@ -4,8 +4,10 @@ control plane settles before it drops silent replicas, health checks take a repl
 from __future__ import annotations
 
 import asyncio
+import http.server
+import threading
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,8 @@ from aisf.services.common.db.engine import Database, open_database
 from aisf.services.common.grpc_server import GrpcServer, build_server
 from aisf.services.common.settings import Settings
 from aisf.services.mesh.control_plane import SETTLE_HEARTBEATS, TTL_HEARTBEATS, build_control_plane
-from aisf.services.mesh.registry import ReplicaRegistry
+from aisf.services.mesh.health_probes import HealthProbes
+from aisf.services.mesh.registry import Replica, ReplicaRegistry
 
 HEARTBEAT_S = 0.1
 
@@ -82,3 +85,31 @@ async def test_three_failed_health_checks_take_a_replica_out_and_one_pass_brings
         assert [r.replica_id for r in plane.healthy] == ["r1"]
     finally:
         await plane.close()
+
+
+class _Ready(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802  (the handler's API)
+        self.send_response(200 if self.path == "/v2/health/ready" else 404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_gateway_that_left_starts_over_when_one_comes_back_at_its_address() -> None:
+    """A replica at an address seen before is new: in only once it answers, whatever the last one did."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ready)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    gateway = Replica("g1", "gateway", address, (), datetime.now(UTC))
+    probes = HealthProbes(timeout_s=0.5)
+    try:
+        assert await probes.healthy([gateway]) == [gateway]
+        assert await probes.healthy([]) == []  # it left
+        server.shutdown()
+        server.server_close()
+        again = Replica("g2", "gateway", address, (), datetime.now(UTC))
+        assert await probes.healthy([again]) == []  # nothing answers there: not in on the old one's pass
+    finally:
+        await probes.close()
