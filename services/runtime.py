@@ -27,7 +27,7 @@ from aisf.services.common.grpc_server import Registrar, build_server
 from aisf.services.common.logging import use_log_redaction
 from aisf.services.common.metrics import DatabasePoolCollector, register_build_info
 from aisf.services.common.request_log import request_log_of
-from aisf.services.common.settings import Role, Settings
+from aisf.services.common.settings import WILDCARD_HOSTS, Role, Settings
 from aisf.services.common.tracing import configure_tracing
 from aisf.services.edge.nginx import start_edge
 from aisf.services.feature.server import build_feature_lane
@@ -74,7 +74,7 @@ class Endpoints:
 
 
 def _display_host(host: str) -> str:
-    return "localhost" if host in ("0.0.0.0", "::", "") else host
+    return "localhost" if host in WILDCARD_HOSTS else host
 
 
 async def run(settings: Settings, role: Role, announce: Callable[[Endpoints], None]) -> None:

@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from aisf.services.common.deadlines import MAX_TIMEOUT_S
 from aisf.services.common.sealing import key_from_text
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+"""Values of `host` that bind every interface (no address another process could dial)."""
 Role = Literal["all", "router", "gateway", "job", "worker", "feature", "pii", "control-plane"]
 
 

@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from aisf.services.common.settings import Settings
+from aisf.services.common.settings import WILDCARD_HOSTS, Settings
 from aisf.services.edge.certificates import self_signed
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ async def start_edge(settings: Settings, http_port: int, router: str, display_ho
         start_new_session=True,  # Ctrl-C reaches aisf, which stops nginx gracefully
     )
     edge = EdgeProcess(process, f"https://{display_host}:{settings.edge_port}")
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    host = "127.0.0.1" if settings.host in WILDCARD_HOSTS else settings.host
     for _ in range(200):
         if process.poll() is not None:
             raise RuntimeError(f"nginx exited with status {process.returncode} (config {conf})")

@@ -13,11 +13,10 @@ from collections.abc import Callable
 
 from aisf.services.clients.mesh_client import MeshClient
 from aisf.services.common.errors import AisfError, ReplicaNotFound
-from aisf.services.common.settings import Settings
+from aisf.services.common.settings import WILDCARD_HOSTS, Settings
 from aisf.services.mesh.registry import split_address
 
 log = logging.getLogger(__name__)
-_WILDCARDS = ("0.0.0.0", "::", "")
 
 
 def advertised_address(settings: Settings, grpc_port: int) -> str:
@@ -27,7 +26,7 @@ def advertised_address(settings: Settings, grpc_port: int) -> str:
         split_address(settings.mesh_advertise_address, "mesh_advertise_address")
         return settings.mesh_advertise_address
     host = settings.host
-    if host in _WILDCARDS:
+    if host in WILDCARD_HOSTS:
         host = socket.gethostbyname(socket.gethostname())
     return f"[{host}]:{grpc_port}" if ":" in host else f"{host}:{grpc_port}"
 
