@@ -103,9 +103,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from aisf.services.samples import build_tabular_demo, tabular_training_data
-    from tests.integration.test_mesh import Load, _inferences
     from tests.support.envoy import running_envoy
     from tests.support.processes import free_port, running_aisf
+    from tests.support.steady_load import SteadyLoad, inferences
 
     load = argparse.Namespace(requests=args.requests, warmup=args.warmup, concurrency="1,32")
     rows: dict[str, list[Level]] = {}
@@ -153,11 +153,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 _drive("grpc", via, MODEL, "output__0", row, load)[1]
             )
 
-        with Load(envoy_port) as steady:
+        with SteadyLoad(envoy_port) as steady:
             spawned = time.monotonic()
             third = replica("router-3")
             ready = time.monotonic()
-            while _inferences(third) == 0:  # type: ignore[arg-type]
+            while inferences(third.grpc_url) == 0:  # type: ignore[attr-defined]
                 time.sleep(0.02)
             moves["join_from_spawn_s"], moves["join_from_ready_s"] = (
                 time.monotonic() - spawned,

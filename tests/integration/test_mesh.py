@@ -5,7 +5,6 @@ Envoy NACKs, with the ADS server in this process."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
@@ -38,11 +37,11 @@ from tests.support.envoy import EnvoyProcess, running_envoy
 from tests.support.llm import scrape
 from tests.support.models import build_string_identity
 from tests.support.processes import AisfProcess, free_port, running_aisf
+from tests.support.steady_load import ROW, SteadyLoad, inferences
 
 pytestmark = pytest.mark.integration
 
 HEARTBEAT_S = 0.5
-ROW = np.ones((1, 4), dtype=np.float32)
 
 
 @dataclass
@@ -120,43 +119,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         yield placeholder
 
 
-class Load:
-    """A steady tritonclient load through Envoy from a few threads; every failure kept."""
-
-    def __init__(self, port: int, threads: int = 4) -> None:
-        self.errors: list[str] = []
-        self.done = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(port,)) for _ in range(threads)]
-
-    def _run(self, port: int) -> None:
-        with grpcclient.InferenceServerClient(f"127.0.0.1:{port}") as client:
-            while not self._stop.is_set():
-                tensor = grpcclient.InferInput("input__0", [1, 4], "FP32")
-                tensor.set_data_from_numpy(ROW)
-                try:
-                    client.infer("tabular-demo", [tensor], client_timeout=10)
-                    self.done += 1
-                except Exception as exc:  # every kind of failure counts against the mesh
-                    self.errors.append(str(exc)[:300])
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-
-def _inferences(replica: AisfProcess, model: str = "tabular-demo") -> int:
-    with grpcclient.InferenceServerClient(replica.grpc_url) as client:
-        stats = client.get_inference_statistics(model, as_json=True)
-    return sum(int(s.get("inference_count", 0)) for s in stats["model_stats"])
-
-
 def _snapshot_version(mesh: Mesh) -> str:
     with grpc.insecure_channel(f"127.0.0.1:{mesh.control_grpc_port}") as channel:
         answer = mesh_grpc.MeshServiceStub(channel).ListReplicas(mesh_pb.ListReplicasRequest(), timeout=5)
@@ -170,7 +132,7 @@ def _routers(mesh: Mesh, *names: str) -> set[str]:
 def test_calls_through_envoy_reach_every_replica_and_model_routes_only_its_servers(mesh: Mesh) -> None:
     mesh.envoy.wait_hosts("aisf-router", _routers(mesh, "router-a", "router-b"))
     mesh.envoy.wait_hosts("aisf-model-string-identity", _routers(mesh, "router-a"))
-    before = {name: _inferences(r) for name, r in mesh.replicas.items()}
+    before = {name: inferences(r.grpc_url) for name, r in mesh.replicas.items()}
     with grpcclient.InferenceServerClient(f"127.0.0.1:{mesh.envoy_port}") as client:
         for _ in range(200):
             tensor = grpcclient.InferInput("input__0", [1, 4], "FP32")
@@ -183,7 +145,7 @@ def test_calls_through_envoy_reach_every_replica_and_model_routes_only_its_serve
             tensor.set_data_from_numpy(text)
             answer = client.infer("string-identity", [tensor], headers={"aisf-model": "string-identity"})
             assert answer.as_numpy("echo").tolist() == [[b"hello"]]
-    served = {name: _inferences(r) - before[name] for name, r in mesh.replicas.items()}
+    served = {name: inferences(r.grpc_url) - before[name] for name, r in mesh.replicas.items()}
     assert sum(served.values()) == 200 and min(served.values()) > 20, served
 
 
@@ -222,7 +184,7 @@ async def test_aisf_clients_name_the_model_so_envoy_takes_their_calls_to_its_ser
 
 def test_a_replica_killed_mid_load_costs_no_request_and_moves_the_snapshot(mesh: Mesh) -> None:
     version = _snapshot_version(mesh)
-    with Load(mesh.envoy_port) as load:
+    with SteadyLoad(mesh.envoy_port) as load:
         time.sleep(1.5)
         mesh.replicas["router-b"].process.kill()  # SIGKILL: no leave, no drain
         killed = time.monotonic()
@@ -235,10 +197,10 @@ def test_a_replica_killed_mid_load_costs_no_request_and_moves_the_snapshot(mesh:
 
 
 def test_a_new_replica_receives_traffic_within_5_s(mesh: Mesh, tmp_path: Path) -> None:
-    with Load(mesh.envoy_port) as load:
+    with SteadyLoad(mesh.envoy_port) as load:
         started = mesh.start_replica("router-c", "b", tmp_path / "c")
         ready = time.monotonic()
-        while _inferences(started) == 0:
+        while inferences(started.grpc_url) == 0:
             assert time.monotonic() - ready < 5, mesh.control.log_text()[-3000:]  # type: ignore[union-attr]
             time.sleep(0.1)
     assert load.errors == []
@@ -247,7 +209,7 @@ def test_a_new_replica_receives_traffic_within_5_s(mesh: Mesh, tmp_path: Path) -
 def test_envoy_routes_on_while_the_control_plane_restarts_then_resubscribes(mesh: Mesh) -> None:
     assert mesh.control is not None
     version = _snapshot_version(mesh)
-    with Load(mesh.envoy_port) as load:
+    with SteadyLoad(mesh.envoy_port) as load:
         mesh.control.stop()
         time.sleep(3 * HEARTBEAT_S * 2)  # every replica's registration expires meanwhile
         mesh.start_control_plane()

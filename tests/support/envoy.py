@@ -6,18 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from aisf.services.mesh.envoy_bootstrap import bootstrap_yaml
-from tests.support.processes import free_port, stop_process
+from tests.support.processes import collect_output, free_port, stop_process
 
 ENVOY = str(Path(sys.executable).with_name("envoy"))
 
@@ -68,11 +66,6 @@ class EnvoyProcess:
         return "".join(self.output)
 
 
-def _pump(stream: Any, sink: list[str]) -> None:
-    for line in stream:
-        sink.append(line)
-
-
 @contextmanager
 def running_envoy(xds_address: str, work_dir: Path, timeout_s: float = 30) -> Iterator[EnvoyProcess]:
     admin_port = free_port()
@@ -86,8 +79,7 @@ def running_envoy(xds_address: str, work_dir: Path, timeout_s: float = 30) -> It
         start_new_session=True,
     )
     envoy = EnvoyProcess(process, admin_port)
-    reader = threading.Thread(target=_pump, args=(process.stdout, envoy.output), daemon=True)
-    reader.start()
+    reader = collect_output(process, envoy.output)
     deadline = time.monotonic() + timeout_s
     while True:
         try:

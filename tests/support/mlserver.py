@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.support.processes import ServerProcess, free_port, stop_process
+from tests.support.processes import ServerProcess, collect_output, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_SCRIPT = ROOT / ".ci" / "mlserver_venv.sh"
@@ -56,11 +55,6 @@ def write_xgboost_model(models_dir: Path, name: str, booster_json: Path) -> Path
     }
     (model_dir / MODEL_SETTINGS).write_text(json.dumps(settings, indent=2), encoding="utf-8")
     return model_dir
-
-
-def _pump(stream: object, sink: list[str]) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        sink.append(line)
 
 
 def _ready(client: grpcclient.InferenceServerClient, models: list[str]) -> bool:
@@ -105,8 +99,7 @@ def running_mlserver(models_dir: Path, timeout_s: float = 60) -> Iterator[MLServ
         )
         output: list[str] = []
         assert process.stdout is not None
-        reader = threading.Thread(target=_pump, args=(process.stdout, output), daemon=True)
-        reader.start()
+        reader = collect_output(process, output)
         server = MLServerProcess(process, http_port, grpc_port, metrics_port, output, models)
         try:
             client = grpcclient.InferenceServerClient(server.grpc_url)

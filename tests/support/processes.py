@@ -99,9 +99,18 @@ class AisfProcess(ServerProcess):
     """`aisf serve`; ports of listeners its role lacks are 0."""
 
 
-def _pump(stream: object, sink: list[str]) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        sink.append(line)
+def collect_output(process: subprocess.Popen[str], sink: list[str]) -> threading.Thread:
+    """Append every line the child prints (stdout, with stderr merged into it) to `sink`, from a thread
+    of its own; join it once the child has stopped."""
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sink.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    return reader
 
 
 @contextmanager
@@ -151,8 +160,7 @@ def running_aisf(
     )
     output: list[str] = []
     assert process.stdout is not None
-    reader = threading.Thread(target=_pump, args=(process.stdout, output), daemon=True)
-    reader.start()
+    reader = collect_output(process, output)
     deadline = time.monotonic() + timeout_s
     ports: list[int] | None = None
     while ports is None:
