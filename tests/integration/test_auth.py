@@ -239,19 +239,22 @@ def test_rest_answers_403_for_a_role_or_model_the_key_lacks(rest: httpx.Client, 
 
 
 def test_the_openai_sdk_uses_its_api_key_as_is(server: AisfProcess, keys: Keys) -> None:
-    client = openai.OpenAI(base_url=f"http://{server.http_url}/v1", api_key=keys.acme, max_retries=0)
-    answer = client.chat.completions.create(
-        model="llm-demo", messages=[{"role": "user", "content": "hi"}], max_tokens=4
-    )
-    assert answer.choices[0].message.content is not None
-    with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=f"http://{server.http_url}/v1", api_key="wrong", max_retries=0).models.list()
-    with pytest.raises(openai.PermissionDeniedError):
-        openai.OpenAI(
-            base_url=f"http://{server.http_url}/v1", api_key=keys.scoped, max_retries=0
-        ).chat.completions.create(
+    url = f"http://{server.http_url}/v1"
+    with (
+        openai.OpenAI(base_url=url, api_key=keys.acme, max_retries=0) as client,
+        openai.OpenAI(base_url=url, api_key="wrong", max_retries=0) as stranger,
+        openai.OpenAI(base_url=url, api_key=keys.scoped, max_retries=0) as scoped,
+    ):
+        answer = client.chat.completions.create(
             model="llm-demo", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
+        assert answer.choices[0].message.content is not None
+        with pytest.raises(openai.AuthenticationError):
+            stranger.models.list()
+        with pytest.raises(openai.PermissionDeniedError):
+            scoped.chat.completions.create(
+                model="llm-demo", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+            )
 
 
 def test_the_tenant_and_tier_come_from_the_key_never_from_a_header(rest: httpx.Client, keys: Keys) -> None:

@@ -46,8 +46,9 @@ def server_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def client(server: AisfProcess) -> OpenAI:
-    return OpenAI(base_url=f"http://{server.http_url}/v1", api_key="unused", max_retries=0)
+def client(server: AisfProcess) -> Iterator[OpenAI]:
+    with OpenAI(base_url=f"http://{server.http_url}/v1", api_key="unused", max_retries=0) as opened:
+        yield opened
 
 
 def _line(custom_id: str, body: dict[str, Any], url: str = CHAT) -> dict[str, Any]:
@@ -241,8 +242,10 @@ def test_files_and_batch_outputs_can_live_in_an_s3_bucket(models: Path, s3: str,
         "AWS_ACCESS_KEY_ID": "k",
         "AWS_SECRET_ACCESS_KEY": "s",
     }
-    with running_aisf(models, tmp_path / "data", env=env) as server:
-        client = OpenAI(base_url=f"http://{server.http_url}/v1", api_key="unused", max_retries=0)
+    with (
+        running_aisf(models, tmp_path / "data", env=env) as server,
+        OpenAI(base_url=f"http://{server.http_url}/v1", api_key="unused", max_retries=0) as client,
+    ):
         input_id = _upload(client, [_line("a", _chat("hi")), _line("b", _chat("there"))])
         batch = _finished(
             client, client.batches.create(input_file_id=input_id, endpoint=CHAT, completion_window="24h").id

@@ -202,17 +202,17 @@ def test_an_open_llm_circuit_answers_the_canned_message_marked_as_a_fallback(
 ) -> None:
     assert rest.post(f"/v2/models/{LLM_DEMO}/breaker", json={"mode": "forced_open"}).status_code == 200
     try:
-        client = OpenAI(base_url=f"http://{server.http_url}/v1", api_key="unused")
-        raw = client.chat.completions.with_raw_response.create(
-            model=LLM_DEMO, messages=[{"role": "user", "content": "hi"}], max_tokens=8
-        )
-        answer = raw.parse()
-        assert raw.headers["x-aisf-fallback"] == "rule"
-        assert answer.choices[0].message.content == "The assistant is resting; try again soon."
-        stream = client.chat.completions.create(
-            model=LLM_DEMO, messages=[{"role": "user", "content": "hi"}], max_tokens=8, stream=True
-        )
-        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
-        assert text == "The assistant is resting; try again soon."
+        with OpenAI(base_url=f"http://{server.http_url}/v1", api_key="unused") as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model=LLM_DEMO, messages=[{"role": "user", "content": "hi"}], max_tokens=8
+            )
+            answer = raw.parse()
+            assert raw.headers["x-aisf-fallback"] == "rule"
+            assert answer.choices[0].message.content == "The assistant is resting; try again soon."
+            stream = client.chat.completions.create(
+                model=LLM_DEMO, messages=[{"role": "user", "content": "hi"}], max_tokens=8, stream=True
+            )
+            text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+            assert text == "The assistant is resting; try again soon."
     finally:
         rest.post(f"/v2/models/{LLM_DEMO}/breaker", json={"mode": "auto"})

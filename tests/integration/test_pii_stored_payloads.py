@@ -105,46 +105,48 @@ def everything(models: Path, data_dir: Path) -> Iterator[AisfProcess]:
 
 def _load_every_lane(process: AisfProcess, rest: httpx.Client) -> list[str]:
     """Requests carrying the corpus on every lane; the jobs and batch it submitted."""
-    openai = OpenAI(base_url=f"http://{process.http_url}/v1", api_key="unused", max_retries=0)
-    row = tabular_request([0.1, 0.2, 0.3, 0.4])
-    for text in TEXTS:
-        openai.chat.completions.create(**_chat(text))
-        for _ in openai.chat.completions.create(**_chat(text, stream=True)):
-            pass
-        openai.completions.create(model=LLM_DEMO, prompt=text, max_tokens=4)
-        inferred = rest.post(
-            "/v2/models/tabular-demo/infer", json={**row, "id": text, "parameters": {"note": text}}
+    with OpenAI(base_url=f"http://{process.http_url}/v1", api_key="unused", max_retries=0) as openai:
+        row = tabular_request([0.1, 0.2, 0.3, 0.4])
+        for text in TEXTS:
+            openai.chat.completions.create(**_chat(text))
+            for _ in openai.chat.completions.create(**_chat(text, stream=True)):
+                pass
+            openai.completions.create(model=LLM_DEMO, prompt=text, max_tokens=4)
+            inferred = rest.post(
+                "/v2/models/tabular-demo/infer", json={**row, "id": text, "parameters": {"note": text}}
+            )
+            assert inferred.status_code == 200, inferred.text
+        openai.embeddings.create(model="minilm-embed", input=TEXTS)
+        client = grpcclient.InferenceServerClient(process.grpc_url)
+        tensor = grpcclient.InferInput("input__0", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
+        for text in TEXTS[:4]:
+            client.infer("tabular-demo", [tensor], request_id=text, parameters={"note": text})
+            with pytest.raises(InferenceServerException, match="unknown model"):
+                client.infer(f"model {text}", [tensor])
+        client.close()
+        for text in TEXTS[:4]:
+            assert rest.post("/v1/chat/completions", json=_chat(text, temperature=-1)).status_code == 400
+        v2_job = submit(
+            rest, {"model": "tabular-demo", "requests": [{**row, "parameters": {"note": t}} for t in TEXTS]}
         )
-        assert inferred.status_code == 200, inferred.text
-    openai.embeddings.create(model="minilm-embed", input=TEXTS)
-    client = grpcclient.InferenceServerClient(process.grpc_url)
-    tensor = grpcclient.InferInput("input__0", [1, 4], "FP32")
-    tensor.set_data_from_numpy(np.ones((1, 4), np.float32))
-    for text in TEXTS[:4]:
-        client.infer("tabular-demo", [tensor], request_id=text, parameters={"note": text})
-        with pytest.raises(InferenceServerException, match="unknown model"):
-            client.infer(f"model {text}", [tensor])
-    client.close()
-    for text in TEXTS[:4]:
-        assert rest.post("/v1/chat/completions", json=_chat(text, temperature=-1)).status_code == 400
-    v2_job = submit(
-        rest, {"model": "tabular-demo", "requests": [{**row, "parameters": {"note": t}} for t in TEXTS]}
-    )
-    chat_job = submit(rest, {"model": LLM_DEMO, "endpoint": "/v1/chat/completions", "requests": [
-        {"messages": [{"role": "user", "content": t}], "max_tokens": 4} for t in TEXTS
-    ]})  # fmt: skip
-    lines = [
-        json.dumps(
-            {"custom_id": f"line-{i}", "method": "POST", "url": "/v1/chat/completions", "body": _chat(t)}
+        chat_job = submit(rest, {"model": LLM_DEMO, "endpoint": "/v1/chat/completions", "requests": [
+            {"messages": [{"role": "user", "content": t}], "max_tokens": 4} for t in TEXTS
+        ]})  # fmt: skip
+        lines = [
+            json.dumps(
+                {"custom_id": f"line-{i}", "method": "POST", "url": "/v1/chat/completions", "body": _chat(t)}
+            )
+            for i, t in enumerate(TEXTS)
+        ]
+        upload = openai.files.create(
+            file=("input.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch"
         )
-        for i, t in enumerate(TEXTS)
-    ]
-    upload = openai.files.create(file=("input.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch")
-    batch = openai.batches.create(
-        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
-    assert v2_job.status_code == chat_job.status_code == 202, (v2_job.text, chat_job.text)
-    return [v2_job.json()["job_id"], chat_job.json()["job_id"], batch.id]
+        batch = openai.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert v2_job.status_code == chat_job.status_code == 202, (v2_job.text, chat_job.text)
+        return [v2_job.json()["job_id"], chat_job.json()["job_id"], batch.id]
 
 
 def test_a_load_through_every_lane_leaves_no_personal_data_in_logs_rows_or_files(
@@ -154,13 +156,17 @@ def test_a_load_through_every_lane_leaves_no_personal_data_in_logs_rows_or_files
         v2_job, chat_job, batch_id = _load_every_lane(everything, rest)
         for job_id in (v2_job, chat_job):
             assert wait_final(rest, job_id, timeout_s=180)["state"] == "succeeded"
-        openai = OpenAI(base_url=f"http://{everything.http_url}/v1", api_key="unused", max_retries=0)
-        deadline = time.monotonic() + 180
-        while (batch := openai.batches.retrieve(batch_id)).status not in ("completed", "failed", "expired"):
-            assert time.monotonic() < deadline, batch
-            time.sleep(0.2)
-        assert batch.status == "completed" and batch.output_file_id, batch
-        output = openai.files.content(batch.output_file_id).read()
+        with OpenAI(base_url=f"http://{everything.http_url}/v1", api_key="unused", max_retries=0) as openai:
+            deadline = time.monotonic() + 180
+            while (batch := openai.batches.retrieve(batch_id)).status not in (
+                "completed",
+                "failed",
+                "expired",
+            ):
+                assert time.monotonic() < deadline, batch
+                time.sleep(0.2)
+            assert batch.status == "completed" and batch.output_file_id, batch
+            output = openai.files.content(batch.output_file_id).read()
         assert len(output.splitlines()) == len(TEXTS)
     # Answered items are kept redacted (not only sealed): their requests read plain, with placeholders.
     requests = [request for request, _ in _stored_items(data_dir, chat_job)]

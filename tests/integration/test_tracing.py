@@ -141,11 +141,11 @@ def test_a_job_is_one_trace_through_temporal_to_the_router(
 def test_a_streamed_chat_is_one_trace_down_to_the_generation(
     edge: AisfProcess, collector: OtlpCollector
 ) -> None:
-    client = OpenAI(base_url=f"http://{edge.http_url}/v1", api_key="unused")
-    stream = client.chat.completions.create(
-        model="llm-demo", messages=[{"role": "user", "content": "hello"}], max_tokens=4, stream=True
-    )
-    assert sum(1 for _ in stream) > 1
+    with OpenAI(base_url=f"http://{edge.http_url}/v1", api_key="unused") as client:
+        stream = client.chat.completions.create(
+            model="llm-demo", messages=[{"role": "user", "content": "hello"}], max_tokens=4, stream=True
+        )
+        assert sum(1 for _ in stream) > 1
     spans = collector.wait_for(_has("generate llm-demo", "POST /v1/chat/completions"))
     trace = _one_trace(spans, "POST /v1/chat/completions")
     (root,) = [s for s in trace if s.name == "POST /v1/chat/completions"]
