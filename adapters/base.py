@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from aisf.services.common.errors import AisfError, EngineOutOfMemory, InternalError
+from aisf.services.common.errors import (
+    AisfError,
+    EngineOutOfMemory,
+    InternalError,
+    ModelLoadFailed,
+    ModelNotReady,
+)
 from aisf.services.common.llm_types import EmbedRequest, EmbedResponse, GenerateRequest, TokenChunk
 from aisf.services.common.model_config import ModelConfig
 from aisf.services.common.tensors import InferRequest, InferResponse, TensorSpec
@@ -23,10 +29,49 @@ def _never() -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedModel:
+    """What a model calling other models (a pipeline) sees of one: its tensors (the batch dim included)
+    and its batch limit."""
+
+    name: str
+    version: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    max_batch_size: int
+
+
+class RepositoryModels(Protocol):
+    """The repository's models, for an engine that calls them: through the dataplane, so every call
+    is validated, batched, counted and guarded by the called model's breaker like any other."""
+
+    def describe(self, name: str, version: str = "") -> ServedModel:
+        """Raise ModelNotFound / ModelNotReady for a model that does not serve."""
+        ...
+
+    def infer(self, request: InferRequest) -> Awaitable[InferResponse]: ...
+
+    def observe_step(self, pipeline: str, step: str, elapsed_ns: int, outcome: str) -> None:
+        """Account one step of a pipeline's request (its time and outcome: `success` or a reason)."""
+        ...
+
+
+class _NoModels:
+    def describe(self, name: str, version: str = "") -> ServedModel:
+        raise ModelLoadFailed(f"model '{name}': this engine was loaded without the repository")
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        raise ModelNotReady(f"model '{request.model_name}': this engine was loaded without the repository")
+
+    def observe_step(self, pipeline: str, step: str, elapsed_ns: int, outcome: str) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSpec:
     """One model version to load: its config, the folder holding its artifacts, the threads its blocking
-    engine calls run on (the repository sizes them by instance_count; nothing else uses them), and
-    whether its circuit is open (remote engines stop retrying then)."""
+    engine calls run on (the repository sizes them by instance_count; nothing else uses them), whether
+    its circuit is open (remote engines stop retrying then), and the repository's other models (for a
+    pipeline's steps)."""
 
     name: str
     version: int
@@ -34,6 +79,7 @@ class ModelSpec:
     config: ModelConfig
     threads: BlockingPool = field(default_factory=_own_threads)
     circuit_open: Callable[[], bool] = _never
+    models: RepositoryModels = field(default_factory=_NoModels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +92,12 @@ class ModelMetadata:
     # Where it computes: "cpu", "cuda:N" (metrics carry it so dashboards join DCGM's GPU series) or
     # "remote" (another server's engine).
     device: str = "cpu"
+    # What the engine chose at load where the config left it a choice (a decoder, an execution
+    # provider, a fallback from TensorRT): the model's config reports them among its parameters.
+    details: dict[str, str] = field(default_factory=dict)
+    # Calls it takes at once; 0: one per instance (instance_count). An engine that only awaits others
+    # (a pipeline) takes many.
+    concurrency: int = 0
 
 
 @dataclass(frozen=True, slots=True)

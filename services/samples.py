@@ -98,19 +98,87 @@ def build_vision_demo(repository: Path) -> Path:
         model_dir,
         {
             "backend": "onnxruntime",
-            "max_batch_size": 8,
-            "dynamic_batching": {"max_queue_delay_microseconds": 2000, "preferred_batch_size": [4, 8]},
+            "max_batch_size": 32,
+            "dynamic_batching": {"max_queue_delay_microseconds": 2000, "preferred_batch_size": [4, 8, 32]},
             "instance_count": 1,
         },
     )
     return model_dir
 
 
+VISION_LABELS = [f"class-{i}" for i in range(VISION_CLASSES)]
+_TOP_K = """\
+\"\"\"The vision pipeline's postprocess: the k most likely labels and their scores, per image.\"\"\"
+
+import numpy as np
+
+LABELS = np.array({labels!r}, dtype=object)
+
+
+def top_k(inputs, parameters):
+    probabilities = inputs["probabilities"]
+    k = int(parameters.get("k", 3))
+    best = np.argsort(-probabilities, axis=1)[:, :k]
+    labels = np.array([[LABELS[i].encode() for i in row] for row in best], dtype=object)
+    return {{"labels": labels, "scores": np.take_along_axis(probabilities, best, axis=1)}}
+"""
+
+
+def build_vision_pipeline(repository: Path) -> list[Path]:
+    """Encoded JPEG/PNG bytes -> decode, resize, normalize (vision-preprocess) -> vision-demo -> top-3
+    labels and scores: a DAG pipeline served like any model."""
+    preprocess = repository / "vision-preprocess"
+    (preprocess / "1").mkdir(parents=True, exist_ok=True)
+    _write_config(
+        preprocess,
+        {
+            "backend": "image_preprocess",
+            "max_batch_size": 32,
+            "dynamic_batching": {"max_queue_delay_microseconds": 500, "preferred_batch_size": [8, 32]},
+            "instance_count": 2,
+            "parameters": {"height": 64, "width": 64, "mean": "123.7,116.3,103.5", "std": "58.4,57.1,57.4"},
+        },
+    )
+    pipeline = repository / "vision-pipeline"
+    (pipeline / "1").mkdir(parents=True, exist_ok=True)
+    (pipeline / "1" / "postprocess.py").write_text(_TOP_K.format(labels=VISION_LABELS), encoding="utf-8")
+    _write_config(
+        pipeline,
+        {
+            "backend": "pipeline",
+            "pipeline": {
+                "inputs": ["IMAGE"],
+                "steps": [
+                    {"name": "preprocess", "model": "vision-preprocess", "inputs": {"IMAGE": "IMAGE"}},
+                    {"name": "classify", "model": "vision-demo", "inputs": {"input": "preprocess.PIXELS"}},
+                    {
+                        "name": "top-k",
+                        "function": "postprocess.py:top_k",
+                        "inputs": {"probabilities": "classify.probabilities"},
+                        "outputs": [
+                            {"name": "labels", "datatype": "BYTES", "dims": [-1, 3]},
+                            {"name": "scores", "datatype": "FP32", "dims": [-1, 3]},
+                        ],
+                        "parameters": {"k": 3},
+                    },
+                ],
+                "outputs": {"labels": "top-k.labels", "scores": "top-k.scores"},
+            },
+        },
+    )
+    return [preprocess, pipeline]
+
+
 def build_samples(repository: Path, feature_repo: Path | None = None) -> list[Path]:
     """The sample models; with `feature_repo`, also the sample Feast repository and recsys-demo (served
     with its feature join)."""
     repository.mkdir(parents=True, exist_ok=True)
-    built = [build_tabular_demo(repository), build_vision_demo(repository), *build_llm_demo(repository)]
+    built = [
+        build_tabular_demo(repository),
+        build_vision_demo(repository),
+        *build_vision_pipeline(repository),
+        *build_llm_demo(repository),
+    ]
     if feature_repo is not None:
         built += [build_feature_repo(feature_repo), build_recsys_demo(repository)]
     return built

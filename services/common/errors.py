@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
 from typing import ClassVar
 
@@ -69,7 +70,7 @@ class AisfError(Exception):
         super().__init_subclass__(**kwargs)
         if "http_status" not in cls.__dict__:
             cls.http_status = HTTP_STATUS_BY_CODE[cls.code]
-        AisfError._by_reason[cls.reason] = cls
+        AisfError._by_reason.setdefault(cls.reason, cls)  # a refinement keeps its parent's reason
 
     def __init__(self, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
@@ -106,6 +107,39 @@ class PayloadUnreadable(AisfError):
 class InvalidInput(AisfError):
     code = Code.INVALID_ARGUMENT
     reason = "invalid_input"
+
+
+class RowsRejected(InvalidInput):
+    """Some rows of one engine call are bad (an image that does not decode), the others fine: a batcher
+    fails only the requests the bad rows came from and runs the rest again. `rows`: batch index -> why."""
+
+    def __init__(
+        self,
+        message: str,
+        retry_after: int | None = None,
+        rows: Mapping[int, str] | None = None,
+        where: str = "",
+    ) -> None:
+        super().__init__(message, retry_after)
+        self.rows = dict(rows or {})
+        self.where = where
+
+    @classmethod
+    def of(cls, where: str, rows: Mapping[int, str]) -> RowsRejected:
+        """`where` names the tensor ("model 'm': input 'IMAGE'"); the message names every bad index."""
+        shown = sorted(rows.items())[:_ROWS_SHOWN]
+        text = "; ".join(f"batch index {index}: {why}" for index, why in shown)
+        if len(rows) > _ROWS_SHOWN:
+            text += f"; and {len(rows) - _ROWS_SHOWN} more"
+        return cls(f"{where}: {text}", rows=rows, where=where)
+
+    def within(self, offset: int, count: int) -> RowsRejected | None:
+        """The bad rows among [offset, offset + count), indexed from offset; None when they are all fine."""
+        mine = {i - offset: why for i, why in self.rows.items() if offset <= i < offset + count}
+        return RowsRejected.of(self.where, mine) if mine else None
+
+
+_ROWS_SHOWN = 5
 
 
 class ModelNotFound(AisfError):

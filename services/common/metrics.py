@@ -136,7 +136,32 @@ class InferenceMetrics:
             buckets=_BATCH_BUCKETS,
             registry=registry,
         )
+        self.pipeline_steps = Counter(
+            "aisf_pipeline_steps",
+            "Steps of pipeline requests by outcome (success, skipped by a condition, or the error reason)",
+            ["model", "step", "outcome"],
+            registry=registry,
+        )
+        self.pipeline_step_duration = Histogram(
+            "aisf_pipeline_step_duration_seconds",
+            "Time of a pipeline's successful steps (a model step's includes its queue and batch wait)",
+            ["model", "step"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self._children = lru_cache(maxsize=4096)(self._labelled)
+        self._step_children = lru_cache(maxsize=4096)(self._step_labelled)
+
+    def _step_labelled(self, model: str, step: str, outcome: str) -> tuple[Counter, Histogram]:
+        return self.pipeline_steps.labels(model, step, outcome), self.pipeline_step_duration.labels(
+            model, step
+        )
+
+    def pipeline_step(self, model: str, step: str, elapsed_ns: int, outcome: str) -> None:
+        count, duration = self._step_children(model, step, outcome)
+        count.inc()
+        if outcome == "success":
+            duration.observe(elapsed_ns / 1e9)
 
     def _labelled(
         self, model: str, version: str, outcome: str

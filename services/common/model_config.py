@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aisf.services.common.errors import ModelLoadFailed
+from aisf.services.common.pipeline_config import PipelineConfig
 from aisf.services.common.tensors import DATATYPES, TensorSpec
 
 
@@ -186,6 +187,9 @@ class FeatureJoinConfig(_Strict):
         return [TensorSpec(e.name, e.datatype, tuple(e.dims)) for e in self.entities]
 
 
+PIPELINE_BACKEND = "pipeline"
+
+
 class ModelConfig(_Strict):
     name: str = ""
     backend: Annotated[str, Field(min_length=1)]
@@ -205,11 +209,24 @@ class ModelConfig(_Strict):
     shadow: ShadowConfig | None = None
     traffic: TrafficConfig | None = None
     features: FeatureJoinConfig | None = None
+    pipeline: PipelineConfig | None = None
+    """backend `pipeline`: the steps it runs (its tensors come from theirs)."""
 
     @model_validator(mode="after")
     def _batching_needs_batch_dim(self) -> ModelConfig:
         if self.dynamic_batching is not None and self.max_batch_size == 0:
             raise ValueError("dynamic_batching needs max_batch_size > 0")
+        return self
+
+    @model_validator(mode="after")
+    def _pipeline_section(self) -> ModelConfig:
+        if (self.backend == PIPELINE_BACKEND) != (self.pipeline is not None):
+            raise ValueError(f"backend {PIPELINE_BACKEND!r} and a pipeline section go together")
+        if self.pipeline is not None:
+            if self.inputs or self.outputs:
+                raise ValueError("a pipeline's inputs and outputs come from its steps; declare none")
+            if self.dynamic_batching is not None or self.features is not None:
+                raise ValueError("a pipeline takes no dynamic_batching or features (its steps may)")
         return self
 
     def tensor_specs(self, tensors: list[TensorConfig]) -> list[TensorSpec]:

@@ -111,6 +111,7 @@ class Dataplane:
         self._request_timeout_s = request_timeout_s
         self._live = True
         self._started = False
+        repository.serve_steps(self.infer_step, metrics.pipeline_step)
 
     async def infer(self, request: InferRequest) -> InferResponse:
         started = perf_counter_ns()
@@ -135,6 +136,17 @@ class Dataplane:
             f"model '{request.model_name}'",
         )
 
+    async def infer_step(self, request: InferRequest) -> InferResponse:
+        """A pipeline's call of one of its steps: the step model's own routing, validation, breaker (and
+        fallback), batching, shadow and accounting; the request's log line is the pipeline's."""
+        model = self._routes.resolve(request.model_name, request.model_version, request.parameters)
+        return await on_successor(
+            model,
+            lambda on: self._infer_on(on, request, perf_counter_ns(), live=True, logged=False),
+            lambda: self._successor(request.model_name, request.model_version, request.parameters),
+            f"model '{request.model_name}'",
+        )
+
     def _successor(self, name: str, version: str, parameters: Mapping[str, ParameterValue]) -> LoadedModel:
         """What serves a request whose engine version retired while it waited for it."""
         try:
@@ -145,8 +157,10 @@ class Dataplane:
             ) from None
 
     async def _infer_on(
-        self, model: LoadedModel, request: InferRequest, started: int, live: bool
+        self, model: LoadedModel, request: InferRequest, started: int, live: bool, logged: bool = True
     ) -> InferResponse:
+        """`live`: a client's request (fallback and shadow apply), not a shadow's or fallback's copy;
+        `logged`: it gets its own request-log line (a pipeline's step does not)."""
         version = str(model.version)
         try:
             if model.config.features is not None:  # the model fetches its own features
@@ -165,7 +179,7 @@ class Dataplane:
             deadlines.check(f"model '{model.name}'")
             permit = model.breaker.enter()
             if permit is None:
-                return await self._fallback(model, request, batch_size, live, started)
+                return await self._fallback(model, request, batch_size, live, started, logged)
             try:
                 with tracing.span(lambda: _engine_span(model, batch_size)):
                     response, timing = await model.executor.execute(request, batch_size)
@@ -175,13 +189,13 @@ class Dataplane:
             elapsed = perf_counter_ns() - started
             model.stats.record_failure(elapsed)
             self._metrics.failure(model.name, version, exc.reason, elapsed)
-            if live:
+            if live and logged:
                 self._log(model.name, version, request, exc.reason, elapsed)
             raise
         elapsed = perf_counter_ns() - started
         model.stats.record_success(elapsed, batch_size, timing)
         self._metrics.success(model.name, version, elapsed, timing.queue_ns, timing.batch_size)
-        if live:
+        if live and logged:
             self._log(model.name, version, request, SUCCESS, elapsed, batch_size, timing)
         response = select_outputs(response, [o.name for o in request.outputs])
         response.model_name, response.model_version, response.id = model.name, version, request.id
@@ -221,7 +235,13 @@ class Dataplane:
         self._request_log.write("v2 request", outcome, elapsed_ns, fields)
 
     async def _fallback(
-        self, model: LoadedModel, request: InferRequest, batch_size: int, live: bool, started: int
+        self,
+        model: LoadedModel,
+        request: InferRequest,
+        batch_size: int,
+        live: bool,
+        started: int,
+        logged: bool,
     ) -> InferResponse:
         """The open circuit's answer: the configured fallback (model or rule), else UNAVAILABLE."""
         version, fallback = str(model.version), model.config.fallback
@@ -247,9 +267,10 @@ class Dataplane:
             kind = RULE
         response.parameters[FALLBACK_PARAMETER] = kind
         self._metrics.fallback(model.name, version, kind)
-        self._log(
-            model.name, version, request, SUCCESS, perf_counter_ns() - started, batch_size, fallback=kind
-        )
+        if logged:
+            self._log(
+                model.name, version, request, SUCCESS, perf_counter_ns() - started, batch_size, fallback=kind
+            )
         return response
 
     def _mirror(

@@ -15,7 +15,7 @@ import numpy as np
 
 from aisf.adapters.base import ModelAdapter, engine_failure
 from aisf.services.common import deadlines
-from aisf.services.common.errors import AisfError, DeadlineExceeded, InternalError
+from aisf.services.common.errors import AisfError, DeadlineExceeded, InternalError, RowsRejected
 from aisf.services.common.model_config import DynamicBatching
 from aisf.services.common.tensors import InferRequest, InferResponse, ParameterValue, Tensor
 from aisf.services.router.engine_calls import EngineCalls, Retired
@@ -277,6 +277,12 @@ class DynamicBatcher:
             inferred_ns = perf_counter_ns()
             parts = [response] if len(batch) == 1 else _split(response, batch)
             done_ns = perf_counter_ns()
+        except RowsRejected as exc:
+            if len(batch) == 1 or not exc.rows:
+                _fail(batch, exc)
+                raise
+            await self._run_without_bad_rows(batch, exc)
+            return
         except AisfError as exc:
             _fail(batch, exc)
             raise
@@ -299,6 +305,21 @@ class DynamicBatcher:
                     size,
                 )
                 pending.future.set_result((part, timing))
+
+    async def _run_without_bad_rows(self, batch: list[_Pending], rejected: RowsRejected) -> None:
+        """A bad row fails the request it came from, naming its own index; the requests batched with it
+        run again without it (one bad image must not poison the others)."""
+        good: list[_Pending] = []
+        offset = 0
+        for pending in batch:
+            own = rejected.within(offset, pending.size)
+            offset += pending.size
+            if own is None:
+                good.append(pending)
+            elif not pending.future.done():
+                pending.future.set_exception(own)
+        if good:
+            await self._run_bound(good)
 
 
 def _expired(pending: _Pending) -> bool:

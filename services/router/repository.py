@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from aisf.adapters.base import GenerativeAdapter, ModelAdapter, ModelMetadata, ModelSpec
+from aisf.adapters.base import (
+    GenerativeAdapter,
+    ModelAdapter,
+    ModelMetadata,
+    ModelSpec,
+    RepositoryModels,
+    ServedModel,
+)
 from aisf.adapters.registry import AdapterRegistry
 from aisf.services.common import heap
 from aisf.services.common.db.model_store import EventKind, ModelStore
 from aisf.services.common.errors import AisfError, InvalidInput, ModelLoadFailed, ModelNotFound, ModelNotReady
-from aisf.services.common.model_config import ModelConfig, TrafficConfig, load_model_config
-from aisf.services.common.tensors import TensorSpec
+from aisf.services.common.model_config import PIPELINE_BACKEND, ModelConfig, TrafficConfig, load_model_config
+from aisf.services.common.tensors import InferRequest, InferResponse, TensorSpec
 from aisf.services.common.threads import BlockingPool
 from aisf.services.router.breaker import CircuitBreaker
 from aisf.services.router.engine_calls import EngineCalls
@@ -52,6 +59,7 @@ class LoadedModel:
     threads: BlockingPool
     artifacts: tuple[tuple[str, int, int], ...] = ()
     device: str = "cpu"
+    details: dict[str, str] = field(default_factory=dict)
 
     @property
     def request_inputs(self) -> list[TensorSpec]:
@@ -108,6 +116,7 @@ class ModelRepository:
         # An operator's traffic override (a promoted shadow) until the model is loaded again.
         self._overrides: dict[str, TrafficConfig] = {}
         self._listeners: list[Callable[[str], None]] = []
+        self._models_view: RepositoryModels = _ServedModels(self, _no_step_lane, lambda *_: None)
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call `listener(name)` once a model was loaded again or unloaded (what serves it changed)."""
@@ -117,10 +126,19 @@ class ModelRepository:
         for listener in self._listeners:
             listener(name)
 
+    def serve_steps(
+        self,
+        infer: Callable[[InferRequest], Awaitable[InferResponse]],
+        observe_step: Callable[[str, str, int, str], None],
+    ) -> None:
+        """How engines that call other models (pipelines) reach them: the dataplane's step lane."""
+        self._models_view = _ServedModels(self, infer, observe_step)
+
     async def load_all(self) -> None:
-        """Load every model folder; one model's failure leaves the others serving."""
+        """Load every model folder, pipelines after the models they call; one model's failure leaves the
+        others serving."""
         names = sorted(p.name for p in self._root.iterdir() if (p / "config.yaml").is_file())
-        for name in names:
+        for name in _load_order(self._root, names):
             try:
                 await self.load(name)
             except AisfError as exc:
@@ -271,7 +289,15 @@ class ModelRepository:
         adapter = self._registry.create(config.backend)
         threads = BlockingPool(f"{config.name}-{version}", config.instance_count)
         breaker = CircuitBreaker(config.name, str(version), config.circuit_breaker)
-        spec = ModelSpec(config.name, version, model_dir / str(version), config, threads, breaker.is_open)
+        spec = ModelSpec(
+            config.name,
+            version,
+            model_dir / str(version),
+            config,
+            threads,
+            breaker.is_open,
+            self._models_view,
+        )
         artifacts = _artifacts(spec.path)
         try:
             try:
@@ -300,7 +326,7 @@ class ModelRepository:
         stats = ModelStatistics(config.name, str(version))
         calls = EngineCalls(
             f"model '{config.name}' version {version}",
-            config.instance_count,
+            metadata.concurrency or config.instance_count,
             self._max_waiting(config, adapter),
             breaker,
             self._defaults.stream_idle_s,
@@ -325,6 +351,7 @@ class ModelRepository:
             threads,
             artifacts,
             metadata.device,
+            metadata.details,
         )
 
     def _max_waiting(self, config: ModelConfig, adapter: ModelAdapter) -> int:
@@ -336,6 +363,49 @@ class ModelRepository:
             waiting = self._defaults.max_queue_size
         # A batcher's queue must hold at least one batch, or it could never batch.
         return max(waiting, config.max_batch_size) if config.dynamic_batching is not None else waiting
+
+
+class _ServedModels:
+    """The repository as a pipeline's steps see it: ready models' tensors, calls through the dataplane."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        infer: Callable[[InferRequest], Awaitable[InferResponse]],
+        observe_step: Callable[[str, str, int, str], None],
+    ) -> None:
+        self._repository = repository
+        self.infer = infer
+        self.observe_step = observe_step
+
+    def describe(self, name: str, version: str = "") -> ServedModel:
+        model = self._repository.get(name, version)
+        batch = 0 if model.config.features is not None else model.config.max_batch_size
+        return ServedModel(model.name, model.version, model.request_inputs, model.outputs, batch)
+
+
+async def _no_step_lane(request: InferRequest) -> InferResponse:
+    raise ModelNotReady(f"model '{request.model_name}': this repository serves no step calls")
+
+
+def _load_order(root: Path, names: list[str]) -> list[str]:
+    """Models first, then pipelines, each after the pipelines it calls (a pipeline checks its steps'
+    tensors when it loads). A config that cannot be read keeps its place: its load reports why."""
+    calls: dict[str, set[str]] = {}
+    for name in names:
+        try:
+            config = load_model_config(root / name)
+        except AisfError:
+            continue
+        if config.backend == PIPELINE_BACKEND and config.pipeline is not None:
+            calls[name] = {s.model for s in config.pipeline.steps if s.model}
+    order = [n for n in names if n not in calls]
+    waiting = [n for n in names if n in calls]
+    while waiting:
+        ready = [n for n in waiting if not calls[n] & set(waiting)] or waiting  # a cycle fails at load
+        order += ready
+        waiting = [n for n in waiting if n not in ready]
+    return order
 
 
 def _version_dirs(model_dir: Path) -> list[int]:
