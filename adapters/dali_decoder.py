@@ -44,6 +44,8 @@ class DaliDecoder:
             # A CPU-only pipeline must name no device (DALI 2.4 asserts on CPU_ONLY_DEVICE_ID).
             device_id=0 if gpu else None,
             exec_dynamic=True,
+            # One batch fed, one run: a deeper queue would wait for batches no one feeds.
+            prefetch_queue_depth=1,
         )
         def decode_and_resize() -> Any:
             encoded = fn.external_source(name="images", dtype=types.UINT8)

@@ -86,6 +86,8 @@ def model_config_to_proto(model: LoadedModel) -> pb.ModelConfigResponse:
         )
     for key, value in config.parameters.items():
         message.parameters[key].string_value = str(value)
+    for key, detail in model.details.items():  # what the engine chose at load (a decoder, a provider)
+        message.parameters[key].string_value = detail
     return pb.ModelConfigResponse(config=message)
 
 

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -158,3 +159,23 @@ async def test_asyncio_client_infers_concurrently(aisf_server: AisfProcess) -> N
             inputs.append(tensor)
         results = await asyncio.gather(*(triton.infer("tabular-demo", [t]) for t in inputs))
     assert all(r.as_numpy("output__0").shape == (1, 1) for r in results)
+
+
+def test_the_vision_pipeline_takes_encoded_images_and_names_a_bad_one(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    rng = np.random.default_rng(4)
+    jpegs = [
+        cv2.imencode(".jpg", rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))[1].tobytes() for _ in range(2)
+    ]
+    images = np.array([[j] for j in jpegs], dtype=np.object_)
+    result = client.infer("vision-pipeline", [_input("IMAGE", images, "BYTES")])
+    labels = result.as_numpy("labels")
+    assert labels.shape == (2, 3) and labels[0][0].startswith(b"class-")
+    assert result.as_numpy("scores").shape == (2, 3)
+    config = client.get_model_config("vision-preprocess", as_json=True)["config"]
+    assert config["parameters"]["decoder_chosen"]["string_value"] == "opencv (cpu)"
+    assert client.get_model_metadata("vision-pipeline", as_json=True)["platform"] == "ensemble"
+    bad = np.array([[jpegs[0]], [b"not an image"]], dtype=np.object_)
+    with pytest.raises(InferenceServerException, match="INVALID_ARGUMENT.*batch index 1: not a JPEG or PNG"):
+        client.infer("vision-pipeline", [_input("IMAGE", bad, "BYTES")])

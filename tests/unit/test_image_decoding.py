@@ -34,7 +34,7 @@ def test_the_header_names_the_size_an_encoder_wrote(width: int, height: int, ext
     )
 
 
-def test_dali_cpu_decoding_matches_opencv_within_three_levels_on_average() -> None:
+def test_dali_cpu_decoding_matches_opencv_within_one_level_on_average() -> None:
     assert gpu_count() == 0  # this machine: DALI's CPU operators
     rng = np.random.default_rng(3)
     smooth = cv2.GaussianBlur(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8), (0, 0), 3)
@@ -43,8 +43,9 @@ def test_dali_cpu_decoding_matches_opencv_within_three_levels_on_average() -> No
     opencv = np.stack([opencv_decode(b, 224, 224) for b in images])
     assert dali.shape == opencv.shape == (2, 224, 224, 3)
     difference = np.abs(dali.astype(np.int16) - opencv.astype(np.int16))
-    assert difference.mean() <= 3.0  # measured 0.3-0.6 on smooth images: both are area-like downscales
-    assert np.percentile(difference, 99) <= 12
+    # Measured here: mean 0.19, 99th percentile 1, max 2 (of 255); both are area-like downscales.
+    assert difference.mean() <= 1.0
+    assert difference.max() <= 8
 
 
 def test_a_corrupt_image_leaves_dalis_pipeline_usable() -> None:
@@ -53,3 +54,4 @@ def test_a_corrupt_image_leaves_dalis_pipeline_usable() -> None:
     with pytest.raises(RuntimeError):
         decoder.decode([good, good[:200] + b"\x00" * 100])
     assert decoder.decode([good]).shape == (1, 32, 32, 3)
+    assert decoder.decode([good, good]).shape == (2, 32, 32, 3)  # and every call after it
