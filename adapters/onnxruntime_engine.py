@@ -27,7 +27,8 @@ _ORT_TYPES = {
     "tensor(double)": "FP64",
     "tensor(string)": "BYTES",
 }
-_PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_TENSORRT = "TensorrtExecutionProvider"
+_PREFERRED_PROVIDERS = (_TENSORRT, "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 def choose_providers(requested: str, available: list[str]) -> list[str]:
@@ -79,6 +80,17 @@ def _memory_capped(provider: str, limit: int, options: ort.SessionOptions) -> di
     return {}
 
 
+def _tensorrt_fp16(providers: list[str], options: list[dict[str, str]], wanted: bool) -> dict[str, str]:
+    """`tensorrt_fp16: true` asks TensorRT for FP16 kernels; without TensorRT the model runs on what is
+    present, and its config says so (a caller must not believe it got FP16)."""
+    if not wanted:
+        return {}
+    if _TENSORRT in providers:
+        options[providers.index(_TENSORRT)]["trt_fp16_enable"] = "True"
+        return {"tensorrt": "fp16"}
+    return {"tensorrt": f"fp16 requested, {_TENSORRT} not available here: running on {providers[0]} (FP32)"}
+
+
 class OnnxRuntimeAdapter:
     def __init__(self) -> None:
         self._session: ort.InferenceSession | None = None
@@ -98,6 +110,7 @@ class OnnxRuntimeAdapter:
         options.log_severity_level = 4
         limit = int(params.get("memory_limit_bytes", 0))
         provider_options = [_memory_capped(p, limit, options) for p in providers]
+        details = _tensorrt_fp16(providers, provider_options, bool(params.get("tensorrt_fp16", False)))
         try:
             session = await spec.threads.run(
                 ort.InferenceSession,
@@ -116,6 +129,7 @@ class OnnxRuntimeAdapter:
             outputs=[_spec(o) for o in session.get_outputs()],
             platform="onnxruntime_onnx",
             device=device_of(session.get_providers(), provider_options),
+            details={**details, "execution_provider": session.get_providers()[0]},
         )
 
     async def infer(self, request: InferRequest) -> InferResponse:

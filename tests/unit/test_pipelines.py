@@ -327,3 +327,16 @@ async def test_a_failing_step_names_itself_and_the_pipeline(tensor_models: Path)
             InvalidInput, match="pipeline 'chain' step 'first': model 'double': .*batch size 9"
         ):
             await router.dataplane.infer(bad)
+
+
+async def test_tensorrt_fp16_without_tensorrt_runs_on_the_cpu_and_says_so(vision_models: Path) -> None:
+    config_path = vision_models / "vision-demo" / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["parameters"] = {"tensorrt_fp16": True}
+    config_path.write_text(yaml.safe_dump(config))
+    async with routing(vision_models) as router:
+        details = router.dataplane.model("vision-demo").details
+    assert details["execution_provider"] == "CPUExecutionProvider"
+    assert details["tensorrt"] == (
+        "fp16 requested, TensorrtExecutionProvider not available here: running on CPUExecutionProvider (FP32)"
+    )
