@@ -6,9 +6,6 @@ function steps run on the pipeline's own threads."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import itertools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter_ns
@@ -26,6 +23,7 @@ from aisf.adapters.pipeline_graph import (
     build_plan,
     shapes_agree,
 )
+from aisf.adapters.user_modules import forget, import_user_module
 from aisf.services.common.errors import AisfError, InternalError, InvalidInput, ModelLoadFailed, ModelNotReady
 from aisf.services.common.pipeline_config import FUNCTION_REF, PipelineStep
 from aisf.services.common.tensors import InferRequest, InferResponse, Tensor, datatype_of
@@ -34,25 +32,18 @@ from aisf.services.common.threads import BlockingPool
 SUCCESS = "success"
 SKIPPED = "skipped"
 StepFunction = Callable[[dict[str, Any], dict[str, Any]], Any]
-_modules = itertools.count()
 
 
 def _import_module(folder: Path, file: str, pipeline: str) -> tuple[str, Any]:
     path = (folder / file).resolve()
     if not path.is_relative_to(folder.resolve()) or not path.is_file():
         raise ModelLoadFailed(f"pipeline '{pipeline}': {file} is not a file of its version folder")
-    module_name = f"aisf_pipeline_{next(_modules)}_{pipeline.replace('-', '_')}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ModelLoadFailed(f"pipeline '{pipeline}': {file} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        return import_user_module(path, "pipeline", pipeline)
+    except AisfError:
+        raise
     except Exception as exc:
-        sys.modules.pop(module_name, None)
         raise ModelLoadFailed(f"pipeline '{pipeline}': {file}: {type(exc).__name__}: {exc}") from exc
-    return module_name, module
 
 
 class _Run:
@@ -271,5 +262,5 @@ class PipelineAdapter:
 
     def _forget_modules(self) -> None:
         for module in self._modules:
-            sys.modules.pop(module, None)
+            forget(module)
         self._modules.clear()

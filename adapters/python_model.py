@@ -14,37 +14,16 @@ for the caller's mistakes; any other exception is an engine failure.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import itertools
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aisf.adapters.base import Health, ModelMetadata, ModelSpec, engine_failure
+from aisf.adapters.user_modules import forget, import_user_module
 from aisf.services.common.errors import AisfError, InternalError, ModelLoadFailed, ModelNotReady
 from aisf.services.common.tensors import InferRequest, InferResponse, Tensor, datatype_of
 from aisf.services.common.threads import BlockingPool
-
-_modules = itertools.count()
-
-
-def _import(path: Path, name: str) -> tuple[str, Any]:
-    """Run a model's source as a module of its own (two versions of one model never share state); the
-    module stays in sys.modules (pickling and dataclasses look it up there) until the model unloads."""
-    module_name = f"aisf_python_model_{next(_modules)}_{name.replace('-', '_')}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ModelLoadFailed(f"model '{name}': {path} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(module_name, None)
-        raise
-    return module_name, module
 
 
 class PythonModelAdapter:
@@ -84,7 +63,7 @@ class PythonModelAdapter:
         return ModelMetadata(specs(config.inputs), specs(config.outputs), platform="python")
 
     def _build(self, path: Path, class_name: str, params: dict[str, Any]) -> Any:
-        self._module, module = _import(path, self._name)
+        self._module, module = import_user_module(path, "python_model", self._name)
         model_class = getattr(module, class_name, None)
         if model_class is None:
             raise ModelLoadFailed(f"model '{self._name}': {path.name} defines no class {class_name}")
@@ -145,4 +124,4 @@ class PythonModelAdapter:
             if model is not None and callable(getattr(model, "unload", None)) and self._threads is not None:
                 await self._threads.run(model.unload)
         finally:
-            sys.modules.pop(self._module, None)  # its module-level state goes with the model
+            forget(self._module)  # its module-level state goes with the model

@@ -6,28 +6,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from aisf.services.common.errors import ModelLoadFailed
 from aisf.services.common.pipeline_config import PipelineConfig
+from aisf.services.common.tensor_config import Strict as _Strict
+from aisf.services.common.tensor_config import TensorConfig
 from aisf.services.common.tensors import DATATYPES, TensorSpec
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TensorConfig(_Strict):
-    name: Annotated[str, Field(min_length=1)]
-    datatype: str
-    # Without the batch dim when max_batch_size > 0 (as in Triton); -1 marks a variable dim.
-    dims: list[Annotated[int, Field(ge=-1)]]
-
-    @model_validator(mode="after")
-    def _known_datatype(self) -> TensorConfig:
-        if self.datatype not in DATATYPES:
-            raise ValueError(f"datatype {self.datatype!r} is not one of {sorted(DATATYPES)}")
-        return self
 
 
 class DynamicBatching(_Strict):

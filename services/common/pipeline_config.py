@@ -25,32 +25,14 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from aisf.services.common.tensors import DATATYPES
+from aisf.services.common.tensor_config import Strict as _Strict
+from aisf.services.common.tensor_config import TensorConfig
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_\-]*"
 STEP_NAME = re.compile(_NAME)
 FUNCTION_REF = re.compile(r"(?P<module>[A-Za-z0-9_\-./]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FunctionTensor(_Strict):
-    """A function step's tensor: full shape (the batch dim included, -1 where it varies)."""
-
-    name: Annotated[str, Field(min_length=1)]
-    datatype: str
-    dims: list[Annotated[int, Field(ge=-1)]]
-
-    @field_validator("datatype")
-    @classmethod
-    def _known_datatype(cls, value: str) -> str:
-        if value not in DATATYPES:
-            raise ValueError(f"datatype {value!r} is not one of {sorted(DATATYPES)}")
-        return value
 
 
 class PipelineStep(_Strict):
@@ -61,9 +43,9 @@ class PipelineStep(_Strict):
     """`<file>.py:<function>` in the pipeline's version folder: infer(inputs, parameters) -> outputs."""
     inputs: dict[str, str] = {}
     """Step tensor name -> source: a pipeline input's name, or `<step>.<tensor>`."""
-    outputs: list[FunctionTensor] = []
-    """A function step's outputs (a model step's come from the model)."""
-    function_inputs: list[FunctionTensor] = []
+    outputs: list[TensorConfig] = []
+    """A function step's outputs, full shapes (a model step's come from the model)."""
+    function_inputs: list[TensorConfig] = []
     """A function step's inputs; empty: each takes the spec of what feeds it."""
     parameters: dict[str, str | int | float | bool] = {}
     """Sent with the step's request (a model's request parameters, a function's `parameters`)."""
