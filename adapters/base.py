@@ -30,14 +30,12 @@ def _never() -> bool:
 
 @dataclass(frozen=True, slots=True)
 class ServedModel:
-    """What a model calling other models (a pipeline) sees of one: its tensors (the batch dim included)
-    and its batch limit."""
+    """What a model calling other models (a pipeline) sees of one: its tensors (the batch dim included)."""
 
     name: str
     version: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    max_batch_size: int
 
 
 class RepositoryModels(Protocol):

@@ -77,7 +77,7 @@ class PipelineAdapter:
 
         def tensors_of(step: PipelineStep) -> StepTensors:
             served = models.describe(step.model, step.version)
-            return StepTensors(served.inputs, served.outputs, served.max_batch_size, served.version)
+            return StepTensors(served.inputs, served.outputs, served.version)
 
         plan = build_plan(spec.name, config, tensors_of)
         self._name, self._models, self._threads = spec.name, models, spec.threads

@@ -31,7 +31,6 @@ class StepTensors:
 
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    max_batch_size: int = 0
     version: int = 0
 
 
@@ -57,7 +56,6 @@ class PipelinePlan:
     outputs: list[TensorSpec]
     output_sources: dict[str, list[Source]]
     steps: list[StepPlan]  # in an order where every step follows the steps it depends on
-    max_batch_size: int  # the smallest batch limit among the steps that take the requests' rows
 
 
 def shapes_agree(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
@@ -123,7 +121,6 @@ def build_plan(
     produced: dict[Source, TensorSpec] = {}
     fed: dict[str, TensorSpec] = {}  # pipeline input -> the shape every step reading it accepts
     plans: dict[str, StepPlan] = {}
-    batch_limits: list[int] = []
     for name in order:
         step = check.steps[name]
         own = _step_tensors(check, step, wires[name], produced, fed, tensors_of)
@@ -145,8 +142,6 @@ def build_plan(
                 spec = _produced(check, condition, produced, fed, f"step '{name}' condition")
                 if spec is not None and spec.datatype != "BOOL":
                     raise check.fail(f"step '{name}' condition '{condition}' is {spec.datatype}, not BOOL")
-        if own.max_batch_size and any(s.step == PIPELINE_INPUT for s in wires[name].values()):
-            batch_limits.append(own.max_batch_size)
         for tensor, spec in outputs.items():
             produced[Source(name, tensor)] = spec
         depends = frozenset(
@@ -164,7 +159,6 @@ def build_plan(
         pipeline_outputs,
         output_sources,
         [plans[n] for n in order],
-        min(batch_limits, default=0),
     )
 
 

@@ -98,8 +98,8 @@ def build_vision_demo(repository: Path) -> Path:
         model_dir,
         {
             "backend": "onnxruntime",
-            "max_batch_size": 32,
-            "dynamic_batching": {"max_queue_delay_microseconds": 2000, "preferred_batch_size": [4, 8, 32]},
+            "max_batch_size": 8,
+            "dynamic_batching": {"max_queue_delay_microseconds": 2000, "preferred_batch_size": [4, 8]},
             "instance_count": 1,
         },
     )
@@ -133,8 +133,8 @@ def build_vision_pipeline(repository: Path) -> list[Path]:
         preprocess,
         {
             "backend": "image_preprocess",
-            "max_batch_size": 32,
-            "dynamic_batching": {"max_queue_delay_microseconds": 500, "preferred_batch_size": [8, 32]},
+            "max_batch_size": 8,  # as vision-demo's, the next step: a request too big fails at the first step
+            "dynamic_batching": {"max_queue_delay_microseconds": 500, "preferred_batch_size": [4, 8]},
             "instance_count": 2,
             "parameters": {"height": 64, "width": 64, "mean": "123.7,116.3,103.5", "std": "58.4,57.1,57.4"},
         },

@@ -380,8 +380,7 @@ class _ServedModels:
 
     def describe(self, name: str, version: str = "") -> ServedModel:
         model = self._repository.get(name, version)
-        batch = 0 if model.config.features is not None else model.config.max_batch_size
-        return ServedModel(model.name, model.version, model.request_inputs, model.outputs, batch)
+        return ServedModel(model.name, model.version, model.request_inputs, model.outputs)
 
 
 async def _no_step_lane(request: InferRequest) -> InferResponse:
