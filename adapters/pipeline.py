@@ -52,7 +52,6 @@ class _Run:
     def __init__(self, request: InferRequest) -> None:
         self.values: dict[Source, Tensor] = {Source(PIPELINE_INPUT, t.name): t for t in request.inputs}
         self.skipped: set[str] = set()
-        self.parameters = request.parameters
         self.id = request.id
 
 
